@@ -1,0 +1,96 @@
+"""``EventClient``: how other services put events on the Sluice queue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+import redis
+from pydantic import ValidationError
+
+from producer.envelope import describe_validation_error
+from producer.errors import InvalidEventError
+from producer.events import Event, utc_now
+from producer.pending import PendingMarks
+from producer.publisher import DEFAULT_BATCH_EVENTS, Publisher
+from producer.transport import BrokerTransport, Transport
+
+EventInput = Event | Mapping[str, Any]
+
+
+class EventClient:
+    """Queue events for one workspace.
+
+    >>> with EventClient(workspace_id, broker_url="redis://127.0.0.1:6379/0") as client:
+    ...     client.send({"kind": "custom", "name": "Signed Up", "user_id": "u1"})
+
+    Events are given as ``Event`` objects or as mappings of ``Event`` fields (without
+    ``workspace_id``, which the client fills in). ``message_id`` is generated when absent;
+    send the same ``message_id`` again to retry safely.
+
+    When ``send``/``send_batch`` returns, its events are in the queue. When the queue cannot
+    be reached the call raises ``PublishError`` within about ``timeout_s`` seconds; an
+    invalid event raises ``InvalidEventError`` and nothing of that call is queued.
+
+    ``redis_url`` (default: ``broker_url`` if it is a Redis URL) is where events are marked
+    as queued, so ``GET /v1/events/{id}`` answers ``queued`` until a worker decides them.
+    """
+
+    def __init__(self, workspace_id: str, *, broker_url: str | None = None,
+                 redis_url: str | None = None, transport: Transport | None = None,
+                 timeout_s: float = 5.0, batch_events: int = DEFAULT_BATCH_EVENTS,
+                 source: str = "client", pending_ttl_s: int = 86_400) -> None:
+        if transport is None:
+            if broker_url is None:
+                raise ValueError("EventClient needs broker_url or transport")
+            transport = BrokerTransport(broker_url, timeout_s=timeout_s)
+        if redis_url is None and broker_url is not None and broker_url.startswith("redis"):
+            redis_url = broker_url
+        marks = None
+        if redis_url is not None:
+            marks = PendingMarks(
+                redis.Redis.from_url(redis_url, socket_timeout=timeout_s,
+                                     socket_connect_timeout=timeout_s),
+                ttl_s=pending_ttl_s,
+            )
+        self.workspace_id = workspace_id
+        self._source = source
+        self._publisher = Publisher(transport, marks=marks, batch_events=batch_events)
+
+    def send(self, event: EventInput) -> str:
+        """Queue one event; return its ``message_id``."""
+        return self.send_batch([event])[0]
+
+    def send_batch(self, events: Iterable[EventInput]) -> list[str]:
+        """Queue events (validated all first); return their ``message_id``s in order."""
+        received_at = utc_now()
+        validated = [self._validate(event, received_at, index)
+                     for index, event in enumerate(events)]
+        if not validated:
+            return []
+        return self._publisher.publish(validated)
+
+    def _validate(self, event: EventInput, received_at: Any, index: int) -> Event:
+        if isinstance(event, Event):
+            if event.workspace_id != self.workspace_id:
+                raise InvalidEventError(
+                    f"event {index}: workspace {event.workspace_id!r} is not this client's")
+            return event
+        fields = {"source": self._source, "received_at": received_at, **event,
+                  "workspace_id": self.workspace_id}
+        try:
+            return Event.model_validate(fields)
+        except ValidationError as exc:
+            raise InvalidEventError(
+                f"event {index}: {describe_validation_error(exc)}") from exc
+
+    def close(self) -> None:
+        self._publisher.close()
+
+    def __enter__(self) -> EventClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,100 @@
+"""The versioned queue envelope: one message on the queue carries a batch of events.
+
+Wire form (version 1), encoded with orjson::
+
+    {"v": 1, "batch_id": "<uuid4 hex>", "created_at": "<RFC 3339>", "events": [<Event>, ...]}
+
+The producer validates every event before it builds an envelope. The worker decodes the
+envelope shell strictly (a bad shell is poison for the dead-letter table) but each event on
+its own, so one bad event is rejected with a reason while its siblings go on.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from producer.events import Event, utc_now
+
+ENVELOPE_VERSION = 1
+MAX_ENVELOPE_EVENTS = 1000
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = ENVELOPE_VERSION
+    batch_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    created_at: datetime = Field(default_factory=utc_now)
+    events: list[Event] = Field(min_length=1, max_length=MAX_ENVELOPE_EVENTS)
+
+    def to_wire(self) -> orjson.Fragment:
+        """The envelope as pre-encoded JSON, embedded as is by the queue serializer."""
+        return orjson.Fragment(self.model_dump_json())
+
+
+class _Shell(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    v: int
+    batch_id: str = Field(min_length=1, max_length=64)
+    events: list[dict[str, Any]] = Field(min_length=1)
+
+
+class PoisonEnvelopeError(ValueError):
+    """The message is not a Sluice envelope this worker understands."""
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidEvent:
+    """An event of an envelope that failed validation, kept for its outcome record."""
+
+    raw: dict[str, Any]
+    error: str
+
+    @property
+    def workspace_id(self) -> str | None:
+        value = self.raw.get("workspace_id")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def message_id(self) -> str | None:
+        value = self.raw.get("message_id")
+        return value if isinstance(value, str) and 0 < len(value) <= 100 else None
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBatch:
+    batch_id: str
+    items: list[Event | InvalidEvent]
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """``field: message`` for each problem, joined; short enough for an outcome record."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in error["loc"]) or "event"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def decode_envelope(payload: Any) -> DecodedBatch:
+    """Decode a queued envelope; raise ``PoisonEnvelopeError`` if its shell is not one."""
+    try:
+        shell = _Shell.model_validate(payload)
+    except ValidationError as exc:
+        raise PoisonEnvelopeError(f"not a Sluice envelope: {describe_validation_error(exc)}") from exc
+    if shell.v != ENVELOPE_VERSION:
+        raise PoisonEnvelopeError(f"unsupported envelope version {shell.v}")
+    items: list[Event | InvalidEvent] = []
+    for raw in shell.events:
+        try:
+            items.append(Event.model_validate(raw))
+        except ValidationError as exc:
+            items.append(InvalidEvent(raw=raw, error=describe_validation_error(exc)))
+    return DecodedBatch(batch_id=shell.batch_id, items=items)

@@ -1,0 +1,55 @@
+"""Write-key authentication with a short-lived cache in front of the database."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+import time
+from collections.abc import Callable
+
+from producer.gateway.errors import unauthorized
+
+KeyLookup = Callable[[str], str | None]
+
+
+class WriteKeys:
+    """Maps write keys to workspace ids; remembers answers (including "no such key") for
+    ``ttl_s`` seconds so that a burst of requests costs one database query."""
+
+    def __init__(self, lookup: KeyLookup, *, ttl_s: float, max_entries: int = 10_000) -> None:
+        self._lookup = lookup
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._cache: dict[str, tuple[float, str | None]] = {}
+        self._lock = threading.Lock()
+
+    def workspace_for(self, write_key: str) -> str | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(write_key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        workspace_id = self._lookup(write_key)
+        with self._lock:
+            if len(self._cache) >= self._max_entries:
+                self._cache.clear()
+            self._cache[write_key] = (now + self._ttl_s, workspace_id)
+        return workspace_id
+
+
+def basic_auth_user(header: str | None) -> str:
+    """The user part of an HTTP Basic ``Authorization`` header (Segment's write key)."""
+    if not header:
+        raise unauthorized("missing write key: send it as the HTTP Basic user name")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        raise unauthorized("the write key goes in HTTP Basic authentication")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise unauthorized("malformed HTTP Basic credentials") from exc
+    user = decoded.partition(":")[0]
+    if not user:
+        raise unauthorized("missing write key: send it as the HTTP Basic user name")
+    return user

@@ -1,0 +1,45 @@
+"""Pending marks: which events are queued but not yet decided.
+
+``GET /v1/events/{id}`` answers ``queued`` for a marked event and 404 for an id nobody
+queued. Publishers mark after the broker took the batch (so a mark never claims an event
+that was not queued); the worker clears the marks once the batch's outcomes are committed.
+Marks expire, so a lost clear costs memory for a while, never correctness.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import redis
+
+from producer.events import Event
+from rules import keys
+
+log = logging.getLogger(__name__)
+
+
+class PendingMarks:
+    def __init__(self, client: redis.Redis, *, ttl_s: int) -> None:
+        self._redis = client
+        self._ttl_s = ttl_s
+
+    def mark(self, events: Iterable[Event]) -> None:
+        """Mark events as queued, one round trip. Failure is logged, not raised: the events
+        are queued already, only the ``queued`` answer is lost until they are decided."""
+        pipe = self._redis.pipeline(transaction=False)
+        for event in events:
+            pipe.set(keys.pending(event.workspace_id, event.message_id), 1, ex=self._ttl_s)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("could not mark events as queued: %s", exc)
+
+    def clear(self, ids: Iterable[tuple[str, str]]) -> None:
+        """Forget the marks of decided ``(workspace_id, message_id)`` pairs, one round trip."""
+        names = [keys.pending(workspace_id, message_id) for workspace_id, message_id in ids]
+        if names:
+            self._redis.unlink(*names)
+
+    def is_pending(self, workspace_id: str, message_id: str) -> bool:
+        return bool(self._redis.exists(keys.pending(workspace_id, message_id)))

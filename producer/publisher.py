@@ -1,0 +1,42 @@
+"""Splits validated events into envelopes, publishes them, and marks them as queued."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from producer.envelope import Envelope
+from producer.errors import PublishError
+from producer.events import Event
+from producer.pending import PendingMarks
+from producer.transport import Transport
+
+DEFAULT_BATCH_EVENTS = 500
+
+
+class Publisher:
+    def __init__(self, transport: Transport, *, marks: PendingMarks | None = None,
+                 batch_events: int = DEFAULT_BATCH_EVENTS) -> None:
+        self.transport = transport
+        self._marks = marks
+        self._batch_events = batch_events
+
+    def publish(self, events: Sequence[Event]) -> list[str]:
+        """Queue the events; return their message ids in order.
+
+        Raises ``PublishError`` (with the ids already queued) if the queue refuses a chunk.
+        """
+        queued: list[str] = []
+        for start in range(0, len(events), self._batch_events):
+            chunk = list(events[start:start + self._batch_events])
+            try:
+                self.transport.publish(Envelope(events=chunk))
+            except PublishError as exc:
+                exc.queued_message_ids = queued
+                raise
+            if self._marks is not None:
+                self._marks.mark(chunk)
+            queued.extend(event.message_id for event in chunk)
+        return queued
+
+    def close(self) -> None:
+        self.transport.close()

@@ -1,0 +1,19 @@
+"""Every Redis key Sluice writes, in one place.
+
+Keys of one workspace share the hash tag ``{workspace_id}`` so that a script touching
+several of them would also run on a cluster.
+"""
+
+from __future__ import annotations
+
+PREFIX = "sluice"
+
+
+def pending(workspace_id: str, message_id: str) -> str:
+    """Marks an event as queued and not yet decided (string ``1``, expires)."""
+    return f"{PREFIX}:{{{workspace_id}}}:pending:{message_id}"
+
+
+def deliveries(batch_id: str, retry: int) -> str:
+    """Counts the deliveries of one queued batch message (integer, expires)."""
+    return f"{PREFIX}:deliveries:{batch_id}:{retry}"

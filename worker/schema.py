@@ -1,0 +1,94 @@
+"""Table definitions (SQLAlchemy Core). Alembic migrations in ``worker/migrations`` create
+them; ``tests/test_migrations.py`` checks the two agree."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+Timestamp = DateTime(timezone=True)
+
+workspaces = Table(
+    "workspaces", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("key_hash", String(64), primary_key=True, comment="sha256 hex of the write key"),
+    Column("workspace_id", ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False,
+           index=True),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("workspace_id", ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("message_id", String(100), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("user_id", String(255)),
+    Column("email", String(320)),
+    Column("anonymous_id", String(255)),
+    Column("traits", Json, nullable=False),
+    Column("properties", Json, nullable=False),
+    Column("context", Json, nullable=False),
+    Column("timestamp", Timestamp, nullable=False),
+    Column("sent_at", Timestamp),
+    Column("received_at", Timestamp, nullable=False),
+    Column("source", String(40), nullable=False),
+    Column("batch_id", String(64), nullable=False),
+    Column("stored_at", Timestamp, nullable=False),
+    UniqueConstraint("workspace_id", "message_id"),
+)
+
+outcomes = Table(
+    "outcomes", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("message_id", String(100), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("reason", String(40)),
+    Column("detail", Text),
+    Column("kind", String(20)),
+    Column("name", String(200)),
+    Column("raw", Text, comment="truncated copy of a discarded or rejected event"),
+    Column("batch_id", String(64), nullable=False),
+    Column("decided_at", Timestamp, nullable=False),
+    UniqueConstraint("workspace_id", "message_id"),
+)
+
+dead_letters = Table(
+    "dead_letters", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("batch_id", String(64)),
+    Column("reason", String(200), nullable=False),
+    Column("detail", Text),
+    Column("payload", Text, nullable=False, comment="the raw message, truncated"),
+    Column("created_at", Timestamp, nullable=False),
+)

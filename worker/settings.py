@@ -1,0 +1,58 @@
+"""One typed settings object, read from the environment (prefix ``SLUICE_``) once per process
+entry point (DESIGN §9). Nothing reads the environment at import time."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***`` (for logs and reprs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SLUICE_", extra="ignore", frozen=True)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str = Field(default="", description="Celery broker; defaults to redis_url")
+    database_url: str = "sqlite:///sluice.db"
+
+    # Rule defaults (DESIGN §3); per-workspace overrides may come on top.
+    email_open_window_s: PositiveInt = 1200
+    unknown_user_grace_s: int = Field(default=30, ge=0)
+    bot_mode: Literal["drop", "flag"] = "drop"
+    trigger_max_age_s: PositiveInt = 7200
+    allow_private_webhooks: bool = False
+
+    # Queue behaviour (DESIGN §7, RELIABILITY.md).
+    visibility_timeout_s: PositiveInt = 900
+    max_deliveries: PositiveInt = 5
+    publish_timeout_s: PositiveFloat = 5.0
+    batch_events: PositiveInt = 500
+    pending_ttl_s: PositiveInt = 86_400
+
+    # HTTP gateway.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: PositiveInt = 8000
+    key_cache_ttl_s: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _broker_defaults_to_redis(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("broker_url"):
+            data = {**data, "broker_url": data.get("redis_url") or cls.model_fields[
+                "redis_url"].default}
+        return data
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if name and name.endswith("_url") else value
