@@ -6,6 +6,9 @@
 from __future__ import annotations
 
 from fastapi import Request
+from pydantic import ValidationError
+
+from producer.envelope import describe_validation_error
 
 from producer.gateway.responses import JsonResponse
 
@@ -23,6 +26,14 @@ class ApiError(Exception):
 
 def bad_request(message: str, *, field: str | None = None, code: str = "invalid") -> ApiError:
     return ApiError(400, code, message, field=field)
+
+
+def invalid_fields(exc: ValidationError, *, prefix: str = "") -> ApiError:
+    """A 400 naming the first offending field (``prefix`` places it in the body)."""
+    errors = exc.errors(include_url=False)
+    location = ".".join(str(part) for part in errors[0]["loc"]) if errors else ""
+    field = f"{prefix}{location}".rstrip(".") or None
+    return bad_request(describe_validation_error(exc), field=field)
 
 
 def too_large(message: str) -> ApiError:

@@ -13,11 +13,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from producer.envelope import describe_validation_error
 from producer.events import utc_now
 from producer.gateway.app import gateway_of
 from producer.gateway.body import encoded_size, parse_json_object, read_limited
-from producer.gateway.errors import ApiError, bad_request, too_large
+from producer.gateway.errors import ApiError, invalid_fields, too_large
 from producer.gateway.responses import JsonResponse
 from producer.gateway.segment import (
     BATCH_LIMIT_BYTES,
@@ -120,7 +119,7 @@ async def batch(request: Request) -> JsonResponse:
     try:
         envelope = SegmentBatch.model_validate(body)
     except ValidationError as exc:
-        raise bad_request(describe_validation_error(exc)) from exc
+        raise invalid_fields(exc) from exc
     received_at = utc_now()
     events = []
     for index, raw in enumerate(envelope.batch):

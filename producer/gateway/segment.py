@@ -13,9 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from producer.envelope import describe_validation_error
 from producer.events import MAX_MESSAGE_ID_CHARS, Event, EventKind
-from producer.gateway.errors import ApiError, bad_request
+from producer.gateway.errors import ApiError, bad_request, invalid_fields
 
 EVENT_LIMIT_BYTES = 32 * 1024
 BATCH_LIMIT_BYTES = 500 * 1024
@@ -74,7 +73,7 @@ def to_event(raw: dict[str, Any], call_type: CallType, *, workspace_id: str,
     try:
         call = SegmentCall.model_validate(raw)
     except ValidationError as exc:
-        raise bad_request(describe_validation_error(exc), field=field_prefix or None) from exc
+        raise invalid_fields(exc, prefix=field_prefix) from exc
     if call.type is not None and call.type != call_type and call_type != "update":
         raise bad_request(f"type {call.type!r} sent to the {call_type} endpoint",
                           field=f"{field_prefix}type")
@@ -103,7 +102,7 @@ def to_event(raw: dict[str, Any], call_type: CallType, *, workspace_id: str,
     try:
         return Event.model_validate(fields)
     except ValidationError as exc:
-        raise bad_request(describe_validation_error(exc), field=field_prefix or None) from exc
+        raise invalid_fields(exc, prefix=field_prefix) from exc
 
 
 def _kind_and_name(call: SegmentCall, call_type: CallType) -> tuple[EventKind, str]:

@@ -1,0 +1,166 @@
+"""The whole path with real processes: EventClient / HTTP → Redis → a real Celery worker
+process (`sluice worker`) → the database, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+import pytest
+from celery import Celery
+from segment.analytics.client import Client as SegmentClient
+from sqlalchemy import select
+
+from producer import Event, EventClient, EventKind
+from producer.envelope import Envelope
+from producer.transport import BrokerTransport
+from producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER, register_serializer
+from rules import keys
+from tests.conftest import Stack
+from worker.schema import dead_letters, events
+
+ACCEPTED = ("accepted", None)
+
+
+def test_event_client_events_are_persisted_once_and_accepted(stack: Stack) -> None:
+    workspace = stack.new_workspace()
+    with EventClient(workspace.workspace_id, broker_url=stack.redis_url) as client:
+        message_ids = client.send_batch(
+            {"kind": "custom", "name": "Signed Up", "user_id": f"user-{i}",
+             "properties": {"plan": "pro", "seat": i}} for i in range(120))
+        message_ids.append(client.send({"kind": "login", "email": "ada@example.com",
+                                        "traits": {"first_name": "Ada"}}))
+
+    assert stack.wait_for_outcomes(workspace.workspace_id, message_ids) == {
+        message_id: ACCEPTED for message_id in message_ids}
+    assert stack.event_rows_per_message(workspace.workspace_id) == {
+        message_id: 1 for message_id in message_ids}
+    with stack.engine.connect() as conn:
+        stored = conn.execute(select(events).where(events.c.message_id == message_ids[7])).one()
+    assert (stored.kind, stored.name, stored.user_id) == ("custom", "Signed Up", "user-7")
+    assert stored.properties == {"plan": "pro", "seat": 7}
+    assert stored.source == "client"
+
+
+def test_a_batch_delivered_twice_is_persisted_once(stack: Stack) -> None:
+    workspace = stack.new_workspace()
+    envelope = Envelope(events=[
+        Event(workspace_id=workspace.workspace_id, kind=EventKind.CUSTOM, name="Clicked",
+              user_id=f"user-{i}") for i in range(40)])
+    transport = BrokerTransport(stack.redis_url)
+    transport.publish(envelope)
+    transport.publish(envelope)  # what a redelivery or a producer retry looks like
+    transport.close()
+
+    message_ids = [event.message_id for event in envelope.events]
+    stack.wait_for_outcomes(workspace.workspace_id, message_ids)
+    stack.wait_until_idle()
+    assert stack.redis.get(keys.deliveries(envelope.batch_id, 0)) == b"2"  # both ran
+    assert stack.outcomes_of(workspace.workspace_id) == {m: ACCEPTED for m in message_ids}
+    assert stack.event_rows_per_message(workspace.workspace_id) == {m: 1 for m in message_ids}
+
+
+def test_http_calls_end_accepted_and_outcomes_are_per_workspace(stack: Stack) -> None:
+    workspace, other = stack.new_workspace(), stack.new_workspace()
+    auth = (workspace.write_key, "")
+    with httpx.Client(base_url=stack.gateway_url, auth=auth, timeout=10) as http:
+        answers = [
+            http.post("/v1/identify", json={"userId": "u1", "traits": {"email": "u1@x.io"}}),
+            http.post("/v1/track", json={"userId": "u1", "event": "Order Completed",
+                                         "properties": {"orderId": "o-1", "total": 30}}),
+            http.post("/v1/update", json={"userId": "u1", "traits": {"plan": "pro"}}),
+            http.post("/v1/batch", json={"batch": [
+                {"type": "track", "userId": "u1", "event": "Email Opened"},
+                {"type": "page", "anonymousId": "a1", "name": "Pricing"}]}),
+        ]
+        assert [a.status_code for a in answers] == [200, 200, 200, 200]
+        message_ids = [a.json()["message_id"] for a in answers[:3]]
+        message_ids += answers[3].json()["message_ids"]
+
+        assert stack.wait_for_outcomes(workspace.workspace_id, message_ids) == {
+            message_id: ACCEPTED for message_id in message_ids}
+        outcome = http.get(f"/v1/events/{message_ids[1]}").json()
+        assert (outcome["status"], outcome["kind"], outcome["name"]) == (
+            "accepted", "confirmation", "Order Completed")
+        assert http.get(f"/v1/events/{message_ids[1]}",
+                        auth=(other.write_key, "")).status_code == 404
+        assert http.get("/v1/events/no-such-event").status_code == 404
+
+    kinds = {m: k for m, k in _kinds(stack, workspace.workspace_id).items()}
+    assert [kinds[m] for m in message_ids] == [
+        "login", "confirmation", "update", "email_open", "custom"]
+
+
+def test_http_batch_sent_twice_with_the_same_message_ids_is_persisted_once(
+        stack: Stack) -> None:
+    workspace = stack.new_workspace()
+    body = {"batch": [{"type": "track", "userId": "u", "event": "Viewed",
+                       "messageId": f"retry-{i}"} for i in range(10)]}
+    with httpx.Client(base_url=stack.gateway_url, auth=(workspace.write_key, "")) as http:
+        first = http.post("/v1/batch", json=body).json()["message_ids"]
+        second = http.post("/v1/batch", json=body).json()["message_ids"]
+    assert first == second == [f"retry-{i}" for i in range(10)]
+    stack.wait_for_outcomes(workspace.workspace_id, first)
+    stack.wait_until_idle()
+    assert stack.event_rows_per_message(workspace.workspace_id) == {m: 1 for m in first}
+
+
+@pytest.mark.parametrize("gzip", [False, True])
+def test_the_official_segment_client_sends_events_that_end_accepted(
+        stack: Stack, gzip: bool) -> None:
+    workspace = stack.new_workspace()
+    errors: list[Exception] = []
+    client = SegmentClient(write_key=workspace.write_key, host=stack.gateway_url,
+                           sync_mode=True, gzip=gzip, max_retries=1,
+                           on_error=lambda error, _batch: errors.append(error))
+    sent = [
+        client.identify("sdk-user", {"email": "sdk@example.com", "name": "SDK"}),
+        client.track("sdk-user", "Signed Up", {"plan": "pro"}),
+        client.track("sdk-user", "Order Completed", {"order_id": "o-9", "revenue": 12.5}),
+        client.page("sdk-user", "Docs", "Quickstart"),
+    ]
+    assert not errors
+    message_ids = [message["messageId"] for ok, message in sent if ok]
+    assert len(message_ids) == len(sent)
+    assert stack.wait_for_outcomes(workspace.workspace_id, message_ids) == {
+        message_id: ACCEPTED for message_id in message_ids}
+
+
+def test_a_bad_event_is_rejected_its_siblings_accepted_and_poison_is_dead_lettered(
+        stack: Stack) -> None:
+    workspace = stack.new_workspace()
+    good = Event(workspace_id=workspace.workspace_id, kind=EventKind.CUSTOM, name="Fine",
+                 user_id="u")
+    bad = {**good.model_dump(mode="json"), "message_id": "bad-kind", "kind": "teleport"}
+    envelope = {"v": 1, "batch_id": "mixed-batch", "events": [good.model_dump(mode="json"), bad]}
+    register_serializer()
+    app = Celery(broker=stack.redis_url, set_as_current=False)
+    poison_batch = "poison-batch"
+    for args in ([envelope], [{"v": 99, "batch_id": poison_batch, "events": [{}]}]):
+        app.send_task(INGEST_TASK, args=args, queue=INGEST_QUEUE, serializer=SERIALIZER)
+    app.close()
+
+    outcomes = stack.wait_for_outcomes(workspace.workspace_id, [good.message_id, "bad-kind"])
+    assert outcomes[good.message_id] == ACCEPTED
+    assert outcomes["bad-kind"] == ("rejected", "invalid")
+    stack.wait_until_idle()
+    with stack.engine.connect() as conn:
+        letter = conn.execute(select(dead_letters).where(
+            dead_letters.c.batch_id == poison_batch)).one()
+    assert letter.reason == "poison envelope"
+    assert "unsupported envelope version 99" in letter.detail
+    assert orjson.loads(letter.payload)["v"] == 99
+    assert stack.worker.process is not None and stack.worker.process.poll() is None
+
+
+def test_events_of_an_unknown_workspace_are_rejected_not_lost(stack: Stack) -> None:
+    with EventClient("no-such-workspace", broker_url=stack.redis_url) as client:
+        message_id = client.send({"kind": "custom", "name": "Orphan", "user_id": "u"})
+    outcome = stack.wait_for_outcomes("no-such-workspace", [message_id])[message_id]
+    assert outcome == ("rejected", "invalid")
+
+
+def _kinds(stack: Stack, workspace_id: str) -> dict[str, str]:
+    query = select(events.c.message_id, events.c.kind).where(
+        events.c.workspace_id == workspace_id)
+    with stack.engine.connect() as conn:
+        return {row.message_id: row.kind for row in conn.execute(query)}

@@ -1,0 +1,74 @@
+"""The canonical event and the queue envelope."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from pydantic import ValidationError
+
+from producer import Event, EventKind
+from producer.envelope import Envelope, InvalidEvent, PoisonEnvelopeError, decode_envelope
+
+WS = "ws-1"
+
+
+def test_defaults_message_id_name_and_timestamp() -> None:
+    received = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    event = Event(workspace_id=WS, kind=EventKind.LOGIN, email="a@b.co", received_at=received)
+    assert len(event.message_id) == 36
+    assert event.name == "login"
+    assert event.timestamp == received
+
+
+def test_timestamps_are_normalised_to_utc() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    event = Event(workspace_id=WS, kind="custom", name="E",
+                  timestamp=datetime(2026, 1, 1, 12, tzinfo=plus_two),
+                  sent_at=datetime(2026, 1, 1, 10))  # naive: taken as UTC
+    assert event.timestamp == datetime(2026, 1, 1, 10, tzinfo=UTC)
+    assert event.sent_at == datetime(2026, 1, 1, 10, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("fields", "problem"), [
+    ({"kind": "custom"}, "name"),
+    ({"kind": "custom", "name": ""}, "name"),
+    ({"kind": "update"}, "needs user_id or email"),
+    ({"kind": "login", "anonymous_id": "a"}, "needs user_id or email"),
+    ({"kind": "teleport", "name": "E"}, "kind"),
+    ({"kind": "custom", "name": "E", "message_id": "m" * 101}, "message_id"),
+    ({"kind": "custom", "name": "E", "surprise": 1}, "surprise"),
+])
+def test_invalid_events_name_the_problem(fields: dict[str, object], problem: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Event.model_validate({"workspace_id": WS, **fields})
+    assert problem in str(caught.value)
+
+
+def test_an_envelope_round_trips_through_its_wire_form() -> None:
+    import orjson
+
+    envelope = Envelope(events=[Event(workspace_id=WS, kind="custom", name=f"E{i}",
+                                      properties={"i": i}) for i in range(3)])
+    decoded = decode_envelope(orjson.loads(orjson.dumps([envelope.to_wire()]))[0])
+    assert decoded.batch_id == envelope.batch_id
+    assert decoded.items == envelope.events
+
+
+def test_one_bad_event_does_not_spoil_its_batch() -> None:
+    good = Event(workspace_id=WS, kind="custom", name="E").model_dump(mode="json")
+    decoded = decode_envelope({"v": 1, "batch_id": "b", "events": [good, {"kind": "custom"}]})
+    assert isinstance(decoded.items[0], Event)
+    bad = decoded.items[1]
+    assert isinstance(bad, InvalidEvent)
+    assert "workspace_id: Field required" in bad.error
+    assert (bad.workspace_id, bad.message_id) == (None, None)
+
+
+@pytest.mark.parametrize("payload", [
+    None, [], "text", {"v": 1, "events": [{}]}, {"v": 1, "batch_id": "b", "events": []},
+    {"v": 2, "batch_id": "b", "events": [{}]},
+])
+def test_what_is_not_an_envelope_is_poison(payload: object) -> None:
+    with pytest.raises(PoisonEnvelopeError):
+        decode_envelope(payload)
