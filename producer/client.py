@@ -37,10 +37,18 @@ class EventClient:
     as queued, so ``GET /v1/events/{id}`` answers ``queued`` until a worker decides them.
     """
 
-    def __init__(self, workspace_id: str, *, broker_url: str | None = None,
-                 redis_url: str | None = None, transport: Transport | None = None,
-                 timeout_s: float = 5.0, batch_events: int = DEFAULT_BATCH_EVENTS,
-                 source: str = "client", pending_ttl_s: int = 86_400) -> None:
+    def __init__(
+        self,
+        workspace_id: str,
+        *,
+        broker_url: str | None = None,
+        redis_url: str | None = None,
+        transport: Transport | None = None,
+        timeout_s: float = 5.0,
+        batch_events: int = DEFAULT_BATCH_EVENTS,
+        source: str = "client",
+        pending_ttl_s: int = 86_400,
+    ) -> None:
         if transport is None:
             if broker_url is None:
                 raise ValueError("EventClient needs broker_url or transport")
@@ -50,8 +58,9 @@ class EventClient:
         marks = None
         if redis_url is not None:
             marks = PendingMarks(
-                redis.Redis.from_url(redis_url, socket_timeout=timeout_s,
-                                     socket_connect_timeout=timeout_s),
+                redis.Redis.from_url(
+                    redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+                ),
                 ttl_s=pending_ttl_s,
             )
         self.workspace_id = workspace_id
@@ -65,8 +74,9 @@ class EventClient:
     def send_batch(self, events: Iterable[EventInput]) -> list[str]:
         """Queue events (validated all first); return their ``message_id``s in order."""
         received_at = utc_now()
-        validated = [self._validate(event, received_at, index)
-                     for index, event in enumerate(events)]
+        validated = [
+            self._validate(event, received_at, index) for index, event in enumerate(events)
+        ]
         if not validated:
             return []
         return self._publisher.publish(validated)
@@ -75,15 +85,19 @@ class EventClient:
         if isinstance(event, Event):
             if event.workspace_id != self.workspace_id:
                 raise InvalidEventError(
-                    f"event {index}: workspace {event.workspace_id!r} is not this client's")
+                    f"event {index}: workspace {event.workspace_id!r} is not this client's"
+                )
             return event
-        fields = {"source": self._source, "received_at": received_at, **event,
-                  "workspace_id": self.workspace_id}
+        fields = {
+            "source": self._source,
+            "received_at": received_at,
+            **event,
+            "workspace_id": self.workspace_id,
+        }
         try:
             return Event.model_validate(fields)
         except ValidationError as exc:
-            raise InvalidEventError(
-                f"event {index}: {describe_validation_error(exc)}") from exc
+            raise InvalidEventError(f"event {index}: {describe_validation_error(exc)}") from exc
 
     def close(self) -> None:
         self._publisher.close()
@@ -91,6 +105,10 @@ class EventClient:
     def __enter__(self) -> EventClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()

@@ -28,7 +28,7 @@ MAX_ENVELOPE_EVENTS = 1000
 class Envelope(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    v: Literal[1] = ENVELOPE_VERSION
+    v: Literal[1] = 1
     batch_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     created_at: datetime = Field(default_factory=utc_now)
     events: list[Event] = Field(min_length=1, max_length=MAX_ENVELOPE_EVENTS)
@@ -88,7 +88,9 @@ def decode_envelope(payload: Any) -> DecodedBatch:
     try:
         shell = _Shell.model_validate(payload)
     except ValidationError as exc:
-        raise PoisonEnvelopeError(f"not a Sluice envelope: {describe_validation_error(exc)}") from exc
+        raise PoisonEnvelopeError(
+            f"not a Sluice envelope: {describe_validation_error(exc)}"
+        ) from exc
     if shell.v != ENVELOPE_VERSION:
         raise PoisonEnvelopeError(f"unsupported envelope version {shell.v}")
     items: list[Event | InvalidEvent] = []

@@ -51,8 +51,9 @@ class Event(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    message_id: str = Field(default_factory=new_message_id, min_length=1,
-                            max_length=MAX_MESSAGE_ID_CHARS)
+    message_id: str = Field(
+        default_factory=new_message_id, min_length=1, max_length=MAX_MESSAGE_ID_CHARS
+    )
     workspace_id: str = Field(min_length=1, max_length=64)
     kind: EventKind
     name: str = Field(min_length=1, max_length=200)

@@ -19,19 +19,33 @@ from rules import keys
 log = logging.getLogger(__name__)
 
 
+# One command for a whole batch: a pipeline of N `SET … EX` costs N replies to parse.
+_MARK_ALL = """
+for _, key in ipairs(KEYS) do
+    redis.call('SET', key, '1', 'EX', ARGV[1])
+end
+return #KEYS
+"""
+
+
 class PendingMarks:
     def __init__(self, client: redis.Redis, *, ttl_s: int) -> None:
         self._redis = client
         self._ttl_s = ttl_s
+        self._mark_all = client.register_script(_MARK_ALL)
 
     def mark(self, events: Iterable[Event]) -> None:
-        """Mark events as queued, one round trip. Failure is logged, not raised: the events
-        are queued already, only the ``queued`` answer is lost until they are decided."""
-        pipe = self._redis.pipeline(transaction=False)
+        """Mark events as queued, one round trip per workspace (keys of one script share a
+        hash tag). Failure is logged, not raised: the events are queued already, only the
+        ``queued`` answer is missing until they are decided."""
+        by_workspace: dict[str, list[str]] = {}
         for event in events:
-            pipe.set(keys.pending(event.workspace_id, event.message_id), 1, ex=self._ttl_s)
+            by_workspace.setdefault(event.workspace_id, []).append(
+                keys.pending(event.workspace_id, event.message_id)
+            )
         try:
-            pipe.execute()
+            for names in by_workspace.values():
+                self._mark_all(keys=names, args=[self._ttl_s])
         except redis.RedisError as exc:
             log.warning("could not mark events as queued: %s", exc)
 

@@ -14,8 +14,13 @@ DEFAULT_BATCH_EVENTS = 500
 
 
 class Publisher:
-    def __init__(self, transport: Transport, *, marks: PendingMarks | None = None,
-                 batch_events: int = DEFAULT_BATCH_EVENTS) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        marks: PendingMarks | None = None,
+        batch_events: int = DEFAULT_BATCH_EVENTS,
+    ) -> None:
         self.transport = transport
         self._marks = marks
         self._batch_events = batch_events
@@ -27,7 +32,7 @@ class Publisher:
         """
         queued: list[str] = []
         for start in range(0, len(events), self._batch_events):
-            chunk = list(events[start:start + self._batch_events])
+            chunk = list(events[start : start + self._batch_events])
             try:
                 self.transport.publish(Envelope(events=chunk))
             except PublishError as exc:

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import redis.exceptions
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 from kombu.exceptions import KombuError
 
 from producer.envelope import Envelope
@@ -63,8 +63,9 @@ class BrokerTransport:
     refuses the write (for example Redis at ``maxmemory`` with ``noeviction``).
     """
 
-    def __init__(self, broker_url: str, *, timeout_s: float = 5.0,
-                 visibility_timeout_s: int = 900) -> None:
+    def __init__(
+        self, broker_url: str, *, timeout_s: float = 5.0, visibility_timeout_s: int = 900
+    ) -> None:
         register_serializer()
         self._retry_policy = publish_retry_policy(timeout_s)
         self._app = Celery("sluice-producer", broker=broker_url, set_as_current=False)

@@ -87,10 +87,10 @@ def postgres_url() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(scope="session", params=["sqlite", pytest.param("postgresql",
-                                                                 marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> str:
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A migrated database of each backend."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'sluice.db'}"
@@ -129,18 +129,23 @@ class Stack:
 
     def outcomes_of(self, workspace_id: str) -> dict[str, tuple[str, str | None]]:
         query = select(outcomes.c.message_id, outcomes.c.status, outcomes.c.reason).where(
-            outcomes.c.workspace_id == workspace_id)
+            outcomes.c.workspace_id == workspace_id
+        )
         with self.engine.connect() as conn:
             return {row.message_id: (row.status, row.reason) for row in conn.execute(query)}
 
     def event_rows_per_message(self, workspace_id: str) -> dict[str, int]:
-        query = (select(events.c.message_id, func.count()).where(
-            events.c.workspace_id == workspace_id).group_by(events.c.message_id))
+        query = (
+            select(events.c.message_id, func.count())
+            .where(events.c.workspace_id == workspace_id)
+            .group_by(events.c.message_id)
+        )
         with self.engine.connect() as conn:
             return {message_id: count for message_id, count in conn.execute(query)}
 
-    def wait_for_outcomes(self, workspace_id: str, message_ids: Sequence[str],
-                          timeout_s: float = 60) -> dict[str, tuple[str, str | None]]:
+    def wait_for_outcomes(
+        self, workspace_id: str, message_ids: Sequence[str], timeout_s: float = 60
+    ) -> dict[str, tuple[str, str | None]]:
         """Poll until every message id has an outcome; fail with what is missing."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -149,8 +154,10 @@ class Stack:
             if not missing:
                 return {message_id: found[message_id] for message_id in message_ids}
             if time.monotonic() > deadline:
-                pytest.fail(f"{len(missing)} events without an outcome after {timeout_s}s; "
-                            f"worker log:\n{self.worker.log_text()[-3000:]}")
+                pytest.fail(
+                    f"{len(missing)} events without an outcome after {timeout_s}s; "
+                    f"worker log:\n{self.worker.log_text()[-3000:]}"
+                )
             time.sleep(0.1)
 
     def wait_until_idle(self, timeout_s: float = 60) -> None:
@@ -164,29 +171,35 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(redis_url: str, database_url: str, engine: Engine,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    redis_url: str, database_url: str, engine: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     redis.Redis.from_url(redis_url).flushdb()
     logs = tmp_path_factory.mktemp("logs")
     port = free_port()
-    env = {"SLUICE_REDIS_URL": redis_url, "SLUICE_BROKER_URL": redis_url,
-           "SLUICE_DATABASE_URL": database_url}
+    env = {
+        "SLUICE_REDIS_URL": redis_url,
+        "SLUICE_BROKER_URL": redis_url,
+        "SLUICE_DATABASE_URL": database_url,
+    }
     SluiceProcess(MIGRATE_COMMAND, env, logs / "migrate.log").run_to_completion()
     worker = SluiceProcess(WORKER_COMMAND, env, logs / "worker.log").start()
-    gateway_command = with_option(with_option(GATEWAY_COMMAND, "--host", "127.0.0.1"),
-                                  "--port", str(port))
+    gateway_command = with_option(
+        with_option(GATEWAY_COMMAND, "--host", "127.0.0.1"), "--port", str(port)
+    )
     gateway = SluiceProcess(gateway_command, env, logs / "gateway.log").start()
     try:
         worker.wait_for_log(" ready.")
         gateway.wait_for_http(f"http://127.0.0.1:{port}/healthz")
-        yield Stack(redis_url, database_url, f"http://127.0.0.1:{port}", engine, worker,
-                    gateway)
+        yield Stack(redis_url, database_url, f"http://127.0.0.1:{port}", engine, worker, gateway)
     finally:
         gateway.stop()
         worker.stop()
 
 
 def pytest_report_header() -> list[str]:
-    return [f"CI={IN_CI}; services: SLUICE_REDIS_URL={os.environ.get('SLUICE_REDIS_URL')!r}, "
-            f"SLUICE_DATABASE_URL={'set' if os.environ.get('SLUICE_DATABASE_URL') else None}",
-            f"tests run from {Path(__file__).parent}"]
+    return [
+        f"CI={IN_CI}; services: SLUICE_REDIS_URL={os.environ.get('SLUICE_REDIS_URL')!r}, "
+        f"SLUICE_DATABASE_URL={'set' if os.environ.get('SLUICE_DATABASE_URL') else None}",
+        f"tests run from {Path(__file__).parent}",
+    ]

@@ -45,8 +45,13 @@ class SluiceProcess:
 
     def start(self) -> SluiceProcess:
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(self.command, env=self.env, stdout=log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            self.command,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         log.close()
         return self
 
@@ -71,8 +76,10 @@ class SluiceProcess:
         while not done():
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.command} exited ({self.process.returncode}) "
-                                   f"before {what}:\n{self.log_text()[-4000:]}")
+                raise RuntimeError(
+                    f"{self.command} exited ({self.process.returncode}) "
+                    f"before {what}:\n{self.log_text()[-4000:]}"
+                )
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no {what} within {timeout_s}s:\n{self.log_text()[-4000:]}")
             time.sleep(0.1)

@@ -17,8 +17,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 def service_missing(reason: str) -> NoReturn:
     if IN_CI:
-        pytest.fail(f"{reason} — CI must run this test against the real service",
-                    pytrace=False)
+        pytest.fail(f"{reason} — CI must run this test against the real service", pytrace=False)
     pytest.skip(reason)
 
 

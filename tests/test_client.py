@@ -48,7 +48,8 @@ def test_an_event_of_another_workspace_is_refused() -> None:
 def test_large_calls_are_split_into_envelopes() -> None:
     transport = MemoryTransport()
     EventClient("ws", transport=transport, batch_events=100).send_batch(
-        [{"kind": "custom", "name": "E"}] * 250)
+        [{"kind": "custom", "name": "E"}] * 250
+    )
     assert [len(envelope.events) for envelope in transport.envelopes] == [100, 100, 50]
 
 
@@ -62,7 +63,8 @@ def test_a_failure_reports_which_events_were_queued() -> None:
     transport = FailSecond()
     with pytest.raises(PublishError) as caught:
         EventClient("ws", transport=transport, batch_events=2).send_batch(
-            [{"kind": "custom", "name": "E"}] * 5)
+            [{"kind": "custom", "name": "E"}] * 5
+        )
     assert caught.value.queued_message_ids == [e.message_id for e in transport.envelopes[0].events]
 
 

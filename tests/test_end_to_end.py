@@ -25,15 +25,26 @@ def test_event_client_events_are_persisted_once_and_accepted(stack: Stack) -> No
     workspace = stack.new_workspace()
     with EventClient(workspace.workspace_id, broker_url=stack.redis_url) as client:
         message_ids = client.send_batch(
-            {"kind": "custom", "name": "Signed Up", "user_id": f"user-{i}",
-             "properties": {"plan": "pro", "seat": i}} for i in range(120))
-        message_ids.append(client.send({"kind": "login", "email": "ada@example.com",
-                                        "traits": {"first_name": "Ada"}}))
+            {
+                "kind": "custom",
+                "name": "Signed Up",
+                "user_id": f"user-{i}",
+                "properties": {"plan": "pro", "seat": i},
+            }
+            for i in range(120)
+        )
+        message_ids.append(
+            client.send(
+                {"kind": "login", "email": "ada@example.com", "traits": {"first_name": "Ada"}}
+            )
+        )
 
     assert stack.wait_for_outcomes(workspace.workspace_id, message_ids) == {
-        message_id: ACCEPTED for message_id in message_ids}
+        message_id: ACCEPTED for message_id in message_ids
+    }
     assert stack.event_rows_per_message(workspace.workspace_id) == {
-        message_id: 1 for message_id in message_ids}
+        message_id: 1 for message_id in message_ids
+    }
     with stack.engine.connect() as conn:
         stored = conn.execute(select(events).where(events.c.message_id == message_ids[7])).one()
     assert (stored.kind, stored.name, stored.user_id) == ("custom", "Signed Up", "user-7")
@@ -43,9 +54,17 @@ def test_event_client_events_are_persisted_once_and_accepted(stack: Stack) -> No
 
 def test_a_batch_delivered_twice_is_persisted_once(stack: Stack) -> None:
     workspace = stack.new_workspace()
-    envelope = Envelope(events=[
-        Event(workspace_id=workspace.workspace_id, kind=EventKind.CUSTOM, name="Clicked",
-              user_id=f"user-{i}") for i in range(40)])
+    envelope = Envelope(
+        events=[
+            Event(
+                workspace_id=workspace.workspace_id,
+                kind=EventKind.CUSTOM,
+                name="Clicked",
+                user_id=f"user-{i}",
+            )
+            for i in range(40)
+        ]
+    )
     transport = BrokerTransport(stack.redis_url)
     transport.publish(envelope)
     transport.publish(envelope)  # what a redelivery or a producer retry looks like
@@ -65,36 +84,61 @@ def test_http_calls_end_accepted_and_outcomes_are_per_workspace(stack: Stack) ->
     with httpx.Client(base_url=stack.gateway_url, auth=auth, timeout=10) as http:
         answers = [
             http.post("/v1/identify", json={"userId": "u1", "traits": {"email": "u1@x.io"}}),
-            http.post("/v1/track", json={"userId": "u1", "event": "Order Completed",
-                                         "properties": {"orderId": "o-1", "total": 30}}),
+            http.post(
+                "/v1/track",
+                json={
+                    "userId": "u1",
+                    "event": "Order Completed",
+                    "properties": {"orderId": "o-1", "total": 30},
+                },
+            ),
             http.post("/v1/update", json={"userId": "u1", "traits": {"plan": "pro"}}),
-            http.post("/v1/batch", json={"batch": [
-                {"type": "track", "userId": "u1", "event": "Email Opened"},
-                {"type": "page", "anonymousId": "a1", "name": "Pricing"}]}),
+            http.post(
+                "/v1/batch",
+                json={
+                    "batch": [
+                        {"type": "track", "userId": "u1", "event": "Email Opened"},
+                        {"type": "page", "anonymousId": "a1", "name": "Pricing"},
+                    ]
+                },
+            ),
         ]
         assert [a.status_code for a in answers] == [200, 200, 200, 200]
         message_ids = [a.json()["message_id"] for a in answers[:3]]
         message_ids += answers[3].json()["message_ids"]
 
         assert stack.wait_for_outcomes(workspace.workspace_id, message_ids) == {
-            message_id: ACCEPTED for message_id in message_ids}
+            message_id: ACCEPTED for message_id in message_ids
+        }
         outcome = http.get(f"/v1/events/{message_ids[1]}").json()
         assert (outcome["status"], outcome["kind"], outcome["name"]) == (
-            "accepted", "confirmation", "Order Completed")
-        assert http.get(f"/v1/events/{message_ids[1]}",
-                        auth=(other.write_key, "")).status_code == 404
+            "accepted",
+            "confirmation",
+            "Order Completed",
+        )
+        assert (
+            http.get(f"/v1/events/{message_ids[1]}", auth=(other.write_key, "")).status_code == 404
+        )
         assert http.get("/v1/events/no-such-event").status_code == 404
 
     kinds = {m: k for m, k in _kinds(stack, workspace.workspace_id).items()}
     assert [kinds[m] for m in message_ids] == [
-        "login", "confirmation", "update", "email_open", "custom"]
+        "login",
+        "confirmation",
+        "update",
+        "email_open",
+        "custom",
+    ]
 
 
-def test_http_batch_sent_twice_with_the_same_message_ids_is_persisted_once(
-        stack: Stack) -> None:
+def test_http_batch_sent_twice_with_the_same_message_ids_is_persisted_once(stack: Stack) -> None:
     workspace = stack.new_workspace()
-    body = {"batch": [{"type": "track", "userId": "u", "event": "Viewed",
-                       "messageId": f"retry-{i}"} for i in range(10)]}
+    body = {
+        "batch": [
+            {"type": "track", "userId": "u", "event": "Viewed", "messageId": f"retry-{i}"}
+            for i in range(10)
+        ]
+    }
     with httpx.Client(base_url=stack.gateway_url, auth=(workspace.write_key, "")) as http:
         first = http.post("/v1/batch", json=body).json()["message_ids"]
         second = http.post("/v1/batch", json=body).json()["message_ids"]
@@ -106,12 +150,18 @@ def test_http_batch_sent_twice_with_the_same_message_ids_is_persisted_once(
 
 @pytest.mark.parametrize("gzip", [False, True])
 def test_the_official_segment_client_sends_events_that_end_accepted(
-        stack: Stack, gzip: bool) -> None:
+    stack: Stack, gzip: bool
+) -> None:
     workspace = stack.new_workspace()
     errors: list[Exception] = []
-    client = SegmentClient(write_key=workspace.write_key, host=stack.gateway_url,
-                           sync_mode=True, gzip=gzip, max_retries=1,
-                           on_error=lambda error, _batch: errors.append(error))
+    client = SegmentClient(
+        write_key=workspace.write_key,
+        host=stack.gateway_url,
+        sync_mode=True,
+        gzip=gzip,
+        max_retries=1,
+        on_error=lambda error, _batch: errors.append(error),
+    )
     sent = [
         client.identify("sdk-user", {"email": "sdk@example.com", "name": "SDK"}),
         client.track("sdk-user", "Signed Up", {"plan": "pro"}),
@@ -122,14 +172,17 @@ def test_the_official_segment_client_sends_events_that_end_accepted(
     message_ids = [message["messageId"] for ok, message in sent if ok]
     assert len(message_ids) == len(sent)
     assert stack.wait_for_outcomes(workspace.workspace_id, message_ids) == {
-        message_id: ACCEPTED for message_id in message_ids}
+        message_id: ACCEPTED for message_id in message_ids
+    }
 
 
 def test_a_bad_event_is_rejected_its_siblings_accepted_and_poison_is_dead_lettered(
-        stack: Stack) -> None:
+    stack: Stack,
+) -> None:
     workspace = stack.new_workspace()
-    good = Event(workspace_id=workspace.workspace_id, kind=EventKind.CUSTOM, name="Fine",
-                 user_id="u")
+    good = Event(
+        workspace_id=workspace.workspace_id, kind=EventKind.CUSTOM, name="Fine", user_id="u"
+    )
     bad = {**good.model_dump(mode="json"), "message_id": "bad-kind", "kind": "teleport"}
     envelope = {"v": 1, "batch_id": "mixed-batch", "events": [good.model_dump(mode="json"), bad]}
     register_serializer()
@@ -144,8 +197,9 @@ def test_a_bad_event_is_rejected_its_siblings_accepted_and_poison_is_dead_letter
     assert outcomes["bad-kind"] == ("rejected", "invalid")
     stack.wait_until_idle()
     with stack.engine.connect() as conn:
-        letter = conn.execute(select(dead_letters).where(
-            dead_letters.c.batch_id == poison_batch)).one()
+        letter = conn.execute(
+            select(dead_letters).where(dead_letters.c.batch_id == poison_batch)
+        ).one()
     assert letter.reason == "poison envelope"
     assert "unsupported envelope version 99" in letter.detail
     assert orjson.loads(letter.payload)["v"] == 99
@@ -160,7 +214,6 @@ def test_events_of_an_unknown_workspace_are_rejected_not_lost(stack: Stack) -> N
 
 
 def _kinds(stack: Stack, workspace_id: str) -> dict[str, str]:
-    query = select(events.c.message_id, events.c.kind).where(
-        events.c.workspace_id == workspace_id)
+    query = select(events.c.message_id, events.c.kind).where(events.c.workspace_id == workspace_id)
     with stack.engine.connect() as conn:
         return {row.message_id: row.kind for row in conn.execute(query)}

@@ -23,22 +23,29 @@ def test_defaults_message_id_name_and_timestamp() -> None:
 
 def test_timestamps_are_normalised_to_utc() -> None:
     plus_two = timezone(timedelta(hours=2))
-    event = Event(workspace_id=WS, kind="custom", name="E",
-                  timestamp=datetime(2026, 1, 1, 12, tzinfo=plus_two),
-                  sent_at=datetime(2026, 1, 1, 10))  # naive: taken as UTC
+    event = Event(
+        workspace_id=WS,
+        kind="custom",
+        name="E",
+        timestamp=datetime(2026, 1, 1, 12, tzinfo=plus_two),
+        sent_at=datetime(2026, 1, 1, 10),
+    )  # naive: taken as UTC
     assert event.timestamp == datetime(2026, 1, 1, 10, tzinfo=UTC)
     assert event.sent_at == datetime(2026, 1, 1, 10, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(("fields", "problem"), [
-    ({"kind": "custom"}, "name"),
-    ({"kind": "custom", "name": ""}, "name"),
-    ({"kind": "update"}, "needs user_id or email"),
-    ({"kind": "login", "anonymous_id": "a"}, "needs user_id or email"),
-    ({"kind": "teleport", "name": "E"}, "kind"),
-    ({"kind": "custom", "name": "E", "message_id": "m" * 101}, "message_id"),
-    ({"kind": "custom", "name": "E", "surprise": 1}, "surprise"),
-])
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"kind": "custom"}, "name"),
+        ({"kind": "custom", "name": ""}, "name"),
+        ({"kind": "update"}, "needs user_id or email"),
+        ({"kind": "login", "anonymous_id": "a"}, "needs user_id or email"),
+        ({"kind": "teleport", "name": "E"}, "kind"),
+        ({"kind": "custom", "name": "E", "message_id": "m" * 101}, "message_id"),
+        ({"kind": "custom", "name": "E", "surprise": 1}, "surprise"),
+    ],
+)
 def test_invalid_events_name_the_problem(fields: dict[str, object], problem: str) -> None:
     with pytest.raises(ValidationError) as caught:
         Event.model_validate({"workspace_id": WS, **fields})
@@ -48,8 +55,12 @@ def test_invalid_events_name_the_problem(fields: dict[str, object], problem: str
 def test_an_envelope_round_trips_through_its_wire_form() -> None:
     import orjson
 
-    envelope = Envelope(events=[Event(workspace_id=WS, kind="custom", name=f"E{i}",
-                                      properties={"i": i}) for i in range(3)])
+    envelope = Envelope(
+        events=[
+            Event(workspace_id=WS, kind="custom", name=f"E{i}", properties={"i": i})
+            for i in range(3)
+        ]
+    )
     decoded = decode_envelope(orjson.loads(orjson.dumps([envelope.to_wire()]))[0])
     assert decoded.batch_id == envelope.batch_id
     assert decoded.items == envelope.events
@@ -65,10 +76,17 @@ def test_one_bad_event_does_not_spoil_its_batch() -> None:
     assert (bad.workspace_id, bad.message_id) == (None, None)
 
 
-@pytest.mark.parametrize("payload", [
-    None, [], "text", {"v": 1, "events": [{}]}, {"v": 1, "batch_id": "b", "events": []},
-    {"v": 2, "batch_id": "b", "events": [{}]},
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        None,
+        [],
+        "text",
+        {"v": 1, "events": [{}]},
+        {"v": 1, "batch_id": "b", "events": []},
+        {"v": 2, "batch_id": "b", "events": [{}]},
+    ],
+)
 def test_what_is_not_an_envelope_is_poison(payload: object) -> None:
     with pytest.raises(PoisonEnvelopeError):
         decode_envelope(payload)

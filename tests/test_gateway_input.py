@@ -21,8 +21,9 @@ KB = 1024
 
 
 @pytest.fixture
-def gateway(isolated_redis_url: str, database_url: str,
-            engine: object) -> Iterator[tuple[TestClient, str]]:
+def gateway(
+    isolated_redis_url: str, database_url: str, engine: object
+) -> Iterator[tuple[TestClient, str]]:
     from sqlalchemy import Engine
 
     assert isinstance(engine, Engine)
@@ -41,31 +42,65 @@ def padded_track(size_bytes: int) -> dict[str, object]:
     return {"userId": "u", "event": "Big", "properties": {"pad": "x" * size_bytes}}
 
 
-@pytest.mark.parametrize(("path", "body", "status", "error", "field"), [
-    ("/v1/track", b"{not json", 400, "invalid_json", None),
-    ("/v1/track", b"", 400, "invalid_json", None),
-    ("/v1/track", b"[1, 2]", 400, "invalid_json", None),
-    ("/v1/track", b'{"userId": "u"}', 400, "invalid", "event"),
-    ("/v1/track", b'{"userId": "u", "event": ""}', 400, "invalid", "event"),
-    ("/v1/track", b'{"event": "Anonymous"}', 400, "invalid", "userId"),
-    ("/v1/track", b'{"userId": "u", "event": "E", "properties": "nope"}', 400, "invalid",
-     "properties"),
-    ("/v1/track", b'{"userId": "u", "event": "E", "timestamp": "yesterday"}', 400, "invalid",
-     "timestamp"),
-    ("/v1/track", b'{"userId": "u", "event": "E", "messageId": "' + b"m" * 101 + b'"}', 400,
-     "invalid", "messageId"),
-    ("/v1/identify", b'{"type": "track", "userId": "u", "event": "E"}', 400, "invalid", "type"),
-    ("/v1/batch", b'{"batch": []}', 400, "invalid", "batch"),
-    ("/v1/batch", b'{"events": [{}]}', 400, "invalid", "batch"),
-    ("/v1/batch", b'{"batch": [{"type": "track", "userId": "u", "event": "ok"}, '
-                  b'{"type": "track", "userId": "u"}]}', 400, "invalid", "batch.1.event"),
-    ("/v1/batch", b'{"batch": [{"type": "teleport", "userId": "u"}]}', 400, "invalid",
-     "batch.0.type"),
-    ("/v1/batch", b'{"batch": ["track"]}', 400, "invalid", "batch.0"),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "status", "error", "field"),
+    [
+        ("/v1/track", b"{not json", 400, "invalid_json", None),
+        ("/v1/track", b"", 400, "invalid_json", None),
+        ("/v1/track", b"[1, 2]", 400, "invalid_json", None),
+        ("/v1/track", b'{"userId": "u"}', 400, "invalid", "event"),
+        ("/v1/track", b'{"userId": "u", "event": ""}', 400, "invalid", "event"),
+        ("/v1/track", b'{"event": "Anonymous"}', 400, "invalid", "userId"),
+        (
+            "/v1/track",
+            b'{"userId": "u", "event": "E", "properties": "nope"}',
+            400,
+            "invalid",
+            "properties",
+        ),
+        (
+            "/v1/track",
+            b'{"userId": "u", "event": "E", "timestamp": "yesterday"}',
+            400,
+            "invalid",
+            "timestamp",
+        ),
+        (
+            "/v1/track",
+            b'{"userId": "u", "event": "E", "messageId": "' + b"m" * 101 + b'"}',
+            400,
+            "invalid",
+            "messageId",
+        ),
+        ("/v1/identify", b'{"type": "track", "userId": "u", "event": "E"}', 400, "invalid", "type"),
+        ("/v1/batch", b'{"batch": []}', 400, "invalid", "batch"),
+        ("/v1/batch", b'{"events": [{}]}', 400, "invalid", "batch"),
+        (
+            "/v1/batch",
+            b'{"batch": [{"type": "track", "userId": "u", "event": "ok"}, '
+            b'{"type": "track", "userId": "u"}]}',
+            400,
+            "invalid",
+            "batch.1.event",
+        ),
+        (
+            "/v1/batch",
+            b'{"batch": [{"type": "teleport", "userId": "u"}]}',
+            400,
+            "invalid",
+            "batch.0.type",
+        ),
+        ("/v1/batch", b'{"batch": ["track"]}', 400, "invalid", "batch.0"),
+    ],
+)
 def test_bad_bodies_get_a_json_error_and_queue_nothing(
-        gateway: tuple[TestClient, str], path: str, body: bytes, status: int, error: str,
-        field: str | None) -> None:
+    gateway: tuple[TestClient, str],
+    path: str,
+    body: bytes,
+    status: int,
+    error: str,
+    field: str | None,
+) -> None:
     client, redis_url = gateway
     response = client.post(path, content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == status
@@ -79,7 +114,8 @@ def test_bad_bodies_get_a_json_error_and_queue_nothing(
 
 @pytest.mark.parametrize("auth", [None, ("sk_live_wrong", ""), ("", "password-only")])
 def test_missing_or_wrong_write_key_is_401_and_queues_nothing(
-        gateway: tuple[TestClient, str], auth: tuple[str, str] | None) -> None:
+    gateway: tuple[TestClient, str], auth: tuple[str, str] | None
+) -> None:
     client, redis_url = gateway
     response = client.post("/v1/track", json={"userId": "u", "event": "E"}, auth=auth)
     assert response.status_code == 401
@@ -90,19 +126,27 @@ def test_missing_or_wrong_write_key_is_401_and_queues_nothing(
 
 def test_bearer_instead_of_basic_is_401(gateway: tuple[TestClient, str]) -> None:
     client, redis_url = gateway
-    response = client.post("/v1/track", json={"userId": "u", "event": "E"}, auth=None,
-                           headers={"Authorization": "Bearer sk_live_x"})
+    response = client.post(
+        "/v1/track",
+        json={"userId": "u", "event": "E"},
+        auth=None,
+        headers={"Authorization": "Bearer sk_live_x"},
+    )
     assert response.status_code == 401
     assert_nothing_queued(redis_url)
 
 
-@pytest.mark.parametrize(("path", "body"), [
-    ("/v1/track", padded_track(33 * KB)),
-    ("/v1/batch", {"batch": [{**padded_track(33 * KB), "type": "track"}]}),
-    ("/v1/batch", {"batch": [{**padded_track(20 * KB), "type": "track"}] * 26}),
-])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/track", padded_track(33 * KB)),
+        ("/v1/batch", {"batch": [{**padded_track(33 * KB), "type": "track"}]}),
+        ("/v1/batch", {"batch": [{**padded_track(20 * KB), "type": "track"}] * 26}),
+    ],
+)
 def test_over_size_events_and_batches_are_413_and_queue_nothing(
-        gateway: tuple[TestClient, str], path: str, body: dict[str, object]) -> None:
+    gateway: tuple[TestClient, str], path: str, body: dict[str, object]
+) -> None:
     client, redis_url = gateway
     response = client.post(path, json=body)
     assert response.status_code == 413
@@ -114,9 +158,11 @@ def test_a_gzip_bomb_is_refused_after_decompression(gateway: tuple[TestClient, s
     client, redis_url = gateway
     bomb = gzip.compress(b'{"batch": [' + b" " * (2 * 1024 * KB) + b"]}")
     assert len(bomb) < 500 * KB
-    response = client.post("/v1/batch", content=bomb,
-                           headers={"Content-Encoding": "gzip",
-                                    "Content-Type": "application/json"})
+    response = client.post(
+        "/v1/batch",
+        content=bomb,
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
     assert response.status_code == 413
     assert_nothing_queued(redis_url)
 
@@ -136,8 +182,9 @@ def test_unreachable_queue_is_503_with_retry_after(database_url: str, engine: ob
     dead = f"redis://127.0.0.1:{free_port()}/0"
     settings = Settings(redis_url=dead, database_url=database_url, publish_timeout_s=1.0)
     with TestClient(create_app(settings)) as client:
-        response = client.post("/v1/track", json={"userId": "u", "event": "E"},
-                               auth=(workspace.write_key, ""))
+        response = client.post(
+            "/v1/track", json={"userId": "u", "event": "E"}, auth=(workspace.write_key, "")
+        )
         health = client.get("/healthz")
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"

@@ -16,8 +16,11 @@ def test_migrated_database_matches_the_declared_schema(engine: Engine) -> None:
 
 
 def test_duplicates_are_refused_by_unique_constraints(engine: Engine) -> None:
-    constraints = {table: {tuple(c["column_names"])
-                           for c in inspect(engine).get_unique_constraints(table)}
-                   for table in ("events", "outcomes")}
-    assert constraints == {"events": {("workspace_id", "message_id")},
-                           "outcomes": {("workspace_id", "message_id")}}
+    constraints = {
+        table: {tuple(c["column_names"]) for c in inspect(engine).get_unique_constraints(table)}
+        for table in ("events", "outcomes")
+    }
+    assert constraints == {
+        "events": {("workspace_id", "message_id")},
+        "outcomes": {("workspace_id", "message_id")},
+    }

@@ -11,9 +11,13 @@ def test_documented_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("SLUICE_REDIS_URL", "SLUICE_BROKER_URL", "SLUICE_DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings()
-    assert (settings.email_open_window_s, settings.unknown_user_grace_s, settings.bot_mode,
-            settings.trigger_max_age_s, settings.allow_private_webhooks) == (
-        1200, 30, "drop", 7200, False)
+    assert (
+        settings.email_open_window_s,
+        settings.unknown_user_grace_s,
+        settings.bot_mode,
+        settings.trigger_max_age_s,
+        settings.allow_private_webhooks,
+    ) == (1200, 30, "drop", 7200, False)
     assert settings.broker_url == settings.redis_url
 
 
@@ -35,8 +39,10 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_passwords_are_masked_in_repr() -> None:
-    settings = Settings(database_url="postgresql://sluice:s3cret@db/sluice",
-                        redis_url="redis://:hunter2@redis:6379/0")
+    settings = Settings(
+        database_url="postgresql://sluice:s3cret@db/sluice",
+        redis_url="redis://:hunter2@redis:6379/0",
+    )
     text = repr(settings)
     assert "s3cret" not in text and "hunter2" not in text
     assert "postgresql://sluice:***@db/sluice" in text

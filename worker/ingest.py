@@ -34,7 +34,8 @@ def ingest(payload: Any, store: EventStore, now: datetime) -> IngestReport:
     """
     batch = decode_envelope(payload)
     known = store.existing_workspaces(
-        item.workspace_id for item in batch.items if isinstance(item, Event))
+        item.workspace_id for item in batch.items if isinstance(item, Event)
+    )
     decisions: list[Decision] = []
     unkeyed: list[InvalidEvent] = []
     for item in batch.items:
@@ -45,18 +46,25 @@ def ingest(payload: Any, store: EventStore, now: datetime) -> IngestReport:
             verdict = Verdict.reject(Reason.INVALID, item.error)
             decisions.append(Decision(item.workspace_id, item.message_id, verdict, raw=item.raw))
         else:
-            decisions.append(Decision(item.workspace_id, item.message_id, _decide(item, known),
-                                      event=item))
+            decisions.append(
+                Decision(item.workspace_id, item.message_id, _decide(item, known), event=item)
+            )
     store.record_batch(batch.batch_id, decisions, now)
     for decision in decisions:
         if decision.verdict.status is not Status.ACCEPTED:
-            log.info("event %s %s: %s (%s)", decision.message_id, decision.verdict.status,
-                     decision.verdict.reason, decision.verdict.detail)
+            log.info(
+                "event %s %s: %s (%s)",
+                decision.message_id,
+                decision.verdict.status,
+                decision.verdict.reason,
+                decision.verdict.detail,
+            )
     return IngestReport(batch.batch_id, decisions, unkeyed)
 
 
 def _decide(event: Event, known_workspaces: set[str]) -> Verdict:
     if event.workspace_id not in known_workspaces:
-        return Verdict.reject(Reason.INVALID, f"workspace_id: unknown workspace "
-                                              f"{event.workspace_id!r}")
+        return Verdict.reject(
+            Reason.INVALID, f"workspace_id: unknown workspace {event.workspace_id!r}"
+        )
     return Verdict.accept()

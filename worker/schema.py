@@ -18,35 +18,41 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-metadata = MetaData(naming_convention={
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-})
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
 
 Json = JSON().with_variant(JSONB(), "postgresql")
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 Timestamp = DateTime(timezone=True)
 
 workspaces = Table(
-    "workspaces", metadata,
+    "workspaces",
+    metadata,
     Column("id", String(64), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("created_at", Timestamp, nullable=False),
 )
 
 api_keys = Table(
-    "api_keys", metadata,
+    "api_keys",
+    metadata,
     Column("key_hash", String(64), primary_key=True, comment="sha256 hex of the write key"),
-    Column("workspace_id", ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False,
-           index=True),
+    Column(
+        "workspace_id", ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
     Column("created_at", Timestamp, nullable=False),
 )
 
 events = Table(
-    "events", metadata,
+    "events",
+    metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("workspace_id", ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
     Column("message_id", String(100), nullable=False),
@@ -68,7 +74,8 @@ events = Table(
 )
 
 outcomes = Table(
-    "outcomes", metadata,
+    "outcomes",
+    metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("workspace_id", String(64), nullable=False),
     Column("message_id", String(100), nullable=False),
@@ -84,7 +91,8 @@ outcomes = Table(
 )
 
 dead_letters = Table(
-    "dead_letters", metadata,
+    "dead_letters",
+    metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("batch_id", String(64)),
     Column("reason", String(200), nullable=False),

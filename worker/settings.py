@@ -49,8 +49,10 @@ class Settings(BaseSettings):
     @classmethod
     def _broker_defaults_to_redis(cls, data: Any) -> Any:
         if isinstance(data, dict) and not data.get("broker_url"):
-            data = {**data, "broker_url": data.get("redis_url") or cls.model_fields[
-                "redis_url"].default}
+            data = {
+                **data,
+                "broker_url": data.get("redis_url") or cls.model_fields["redis_url"].default,
+            }
         return data
 
     def __repr_args__(self) -> Any:

@@ -66,34 +66,50 @@ class EventStore:
         Both inserts skip rows whose (workspace, message_id) exists already, so a
         redelivered batch changes nothing and the first verdict stands.
         """
-        event_rows = [_event_row(d.event, batch_id, now) for d in decisions
-                      if d.event is not None and d.verdict.status is Status.ACCEPTED]
+        event_rows = [
+            _event_row(d.event, batch_id, now)
+            for d in decisions
+            if d.event is not None and d.verdict.status is Status.ACCEPTED
+        ]
         outcome_rows = [_outcome_row(d, batch_id, now) for d in decisions]
         with self.engine.begin() as conn:
             insert_ignoring_conflicts(conn, events, event_rows)
             insert_ignoring_conflicts(conn, outcomes, outcome_rows)
 
     def outcome(self, workspace_id: str, message_id: str) -> OutcomeRecord | None:
-        query = select(outcomes).where(outcomes.c.workspace_id == workspace_id,
-                                       outcomes.c.message_id == message_id)
+        query = select(outcomes).where(
+            outcomes.c.workspace_id == workspace_id, outcomes.c.message_id == message_id
+        )
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         if row is None:
             return None
         decided_at = as_utc(row.decided_at)
         return OutcomeRecord(
-            workspace_id=row.workspace_id, message_id=row.message_id,
-            status=Status(row.status), reason=Reason(row.reason) if row.reason else None,
-            detail=row.detail, kind=row.kind, name=row.name, decided_at=decided_at)
+            workspace_id=row.workspace_id,
+            message_id=row.message_id,
+            status=Status(row.status),
+            reason=Reason(row.reason) if row.reason else None,
+            detail=row.detail,
+            kind=row.kind,
+            name=row.name,
+            decided_at=decided_at,
+        )
 
-    def dead_letter(self, *, batch_id: str | None, reason: str, detail: str | None,
-                    payload: Any, now: datetime) -> None:
-        encoded = payload if isinstance(payload, bytes) else orjson.dumps(
-            payload, default=repr)
+    def dead_letter(
+        self, *, batch_id: str | None, reason: str, detail: str | None, payload: Any, now: datetime
+    ) -> None:
+        encoded = payload if isinstance(payload, bytes) else orjson.dumps(payload, default=repr)
         with self.engine.begin() as conn:
-            conn.execute(dead_letters.insert().values(
-                batch_id=batch_id, reason=reason[:200], detail=detail,
-                payload=truncate(encoded, DEAD_LETTER_LIMIT_BYTES), created_at=now))
+            conn.execute(
+                dead_letters.insert().values(
+                    batch_id=batch_id,
+                    reason=reason[:200],
+                    detail=detail,
+                    payload=truncate(encoded, DEAD_LETTER_LIMIT_BYTES),
+                    created_at=now,
+                )
+            )
 
 
 def _event_row(event: Event, batch_id: str, now: datetime) -> dict[str, Any]:

@@ -45,7 +45,7 @@ def retry_delay_s(retries: int, visibility_timeout_s: int) -> float:
     """Exponential backoff with full jitter, capped well below the visibility timeout
     (a countdown longer than it would be redelivered while still waiting, RELIABILITY #4)."""
     cap = min(MAX_BACKOFF_S, visibility_timeout_s / 4)
-    return random.uniform(0, min(cap, 2.0 ** retries))
+    return random.uniform(0, min(cap, 2.0**retries))
 
 
 def register_tasks(app: Celery, runtime: Runtime) -> None:
@@ -61,17 +61,20 @@ def handle_batch(task: Task, runtime: Runtime, envelope: Any) -> None:
         _process(task, runtime, envelope, batch_id, retries)
     except TRANSIENT_ERRORS as exc:
         delay = retry_delay_s(retries, runtime.settings.visibility_timeout_s)
-        log.warning("batch %s: transient failure, retry %d in %.1fs: %s",
-                    batch_id, retries + 1, delay, exc)
+        log.warning(
+            "batch %s: transient failure, retry %d in %.1fs: %s", batch_id, retries + 1, delay, exc
+        )
         raise task.retry(exc=exc, countdown=delay) from exc
 
 
-def _process(task: Task, runtime: Runtime, envelope: Any, batch_id: str | None,
-             retries: int) -> None:
+def _process(
+    task: Task, runtime: Runtime, envelope: Any, batch_id: str | None, retries: int
+) -> None:
     deliveries = _count_delivery(runtime, task.request.id or str(batch_id), retries)
     if deliveries > runtime.settings.max_deliveries:
-        _dead_letter(runtime, batch_id, f"delivered {deliveries} times without finishing",
-                     None, envelope)
+        _dead_letter(
+            runtime, batch_id, f"delivered {deliveries} times without finishing", None, envelope
+        )
         return
     try:
         report = ingest(envelope, runtime.store, utc_now())
@@ -82,12 +85,22 @@ def _process(task: Task, runtime: Runtime, envelope: Any, batch_id: str | None,
         return
     except Exception as exc:
         log.exception("batch %s failed permanently", batch_id)
-        _dead_letter(runtime, batch_id, f"unexpected error: {type(exc).__name__}",
-                     traceback.format_exc(), envelope)
+        _dead_letter(
+            runtime,
+            batch_id,
+            f"unexpected error: {type(exc).__name__}",
+            traceback.format_exc(),
+            envelope,
+        )
         return
     for item in report.unkeyed:
-        _dead_letter(runtime, batch_id, "invalid event without workspace_id or message_id",
-                     item.error, item.raw)
+        _dead_letter(
+            runtime,
+            batch_id,
+            "invalid event without workspace_id or message_id",
+            item.error,
+            item.raw,
+        )
     _clear_marks(runtime, report.decisions)
 
 
@@ -107,8 +120,10 @@ def _clear_marks(runtime: Runtime, decisions: Any) -> None:
         log.warning("could not clear pending marks: %s", exc)
 
 
-def _dead_letter(runtime: Runtime, batch_id: str | None, reason: str, detail: str | None,
-                 payload: Any) -> None:
+def _dead_letter(
+    runtime: Runtime, batch_id: str | None, reason: str, detail: str | None, payload: Any
+) -> None:
     log.error("batch %s dead-lettered: %s", batch_id, reason)
-    runtime.store.dead_letter(batch_id=batch_id, reason=reason, detail=detail,
-                              payload=payload, now=utc_now())
+    runtime.store.dead_letter(
+        batch_id=batch_id, reason=reason, detail=detail, payload=payload, now=utc_now()
+    )

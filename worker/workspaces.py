@@ -33,8 +33,11 @@ def create_workspace(engine: Engine, name: str) -> NewWorkspace:
     now = utc_now()
     with engine.begin() as conn:
         conn.execute(workspaces.insert().values(id=workspace_id, name=name, created_at=now))
-        conn.execute(api_keys.insert().values(key_hash=hash_key(write_key),
-                                              workspace_id=workspace_id, created_at=now))
+        conn.execute(
+            api_keys.insert().values(
+                key_hash=hash_key(write_key), workspace_id=workspace_id, created_at=now
+            )
+        )
     return NewWorkspace(workspace_id, write_key)
 
 

@@ -46,9 +46,21 @@ class Gateway:
             return await run_in_threadpool(self.publisher.publish, events)
         except PublishError as exc:
             if exc.queued_message_ids:  # never reached for one envelope; kept honest anyway
-                raise ApiError(503, "partially_queued", str(exc),
-                               headers={"Retry-After": "5"}) from exc
+                raise ApiError(
+                    503, "partially_queued", str(exc), headers={"Retry-After": "5"}
+                ) from exc
             raise queue_unavailable() from exc
+
+    def check_services(self) -> dict[str, str]:
+        """``ok`` or the error class, for Redis and for the database."""
+        checks = {}
+        for name, check in (("redis", self.redis.ping), ("database", self.store.ping)):
+            try:
+                check()
+                checks[name] = "ok"
+            except Exception as exc:
+                checks[name] = f"error: {type(exc).__name__}"
+        return checks
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -58,15 +70,22 @@ def gateway_of(request: Request) -> Gateway:
 
 def build_gateway(settings: Settings) -> Gateway:
     store = EventStore(make_engine(settings.database_url))
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=settings.publish_timeout_s,
-                                  socket_connect_timeout=settings.publish_timeout_s / 4)
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.publish_timeout_s,
+        socket_connect_timeout=settings.publish_timeout_s / 4,
+    )
     marks = PendingMarks(client, ttl_s=settings.pending_ttl_s)
-    transport = BrokerTransport(settings.broker_url, timeout_s=settings.publish_timeout_s,
-                                visibility_timeout_s=settings.visibility_timeout_s)
+    transport = BrokerTransport(
+        settings.broker_url,
+        timeout_s=settings.publish_timeout_s,
+        visibility_timeout_s=settings.visibility_timeout_s,
+    )
     return Gateway(
         settings=settings,
-        keys=WriteKeys(lambda key: workspace_for_key(store.engine, key),
-                       ttl_s=settings.key_cache_ttl_s),
+        keys=WriteKeys(
+            lambda key: workspace_for_key(store.engine, key), ttl_s=settings.key_cache_ttl_s
+        ),
         publisher=Publisher(transport, marks=marks, batch_events=settings.batch_events),
         store=store,
         marks=marks,

@@ -17,8 +17,7 @@ async def read_limited(request: Request, limit_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
     encoding = request.headers.get("content-encoding", "identity").lower()
     if encoding not in ("identity", "gzip"):
-        raise bad_request(f"unsupported Content-Encoding {encoding!r}",
-                          code="unsupported_encoding")
+        raise bad_request(f"unsupported Content-Encoding {encoding!r}", code="unsupported_encoding")
     if encoding == "identity" and declared and declared.isdigit() and int(declared) > limit_bytes:
         raise too_large(f"body is larger than {limit_bytes} bytes")
     chunks: list[bytes] = []

@@ -1,6 +1,6 @@
 """Errors the gateway answers with, in the native API's JSON shape::
 
-    {"success": false, "error": "<code>", "message": "<what to fix>", "field": "<path>"?}
+{"success": false, "error": "<code>", "message": "<what to fix>", "field": "<path>"?}
 """
 
 from __future__ import annotations
@@ -9,13 +9,19 @@ from fastapi import Request
 from pydantic import ValidationError
 
 from producer.envelope import describe_validation_error
-
 from producer.gateway.responses import JsonResponse
 
 
 class ApiError(Exception):
-    def __init__(self, status_code: int, code: str, message: str, *, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.code = code
@@ -41,14 +47,18 @@ def too_large(message: str) -> ApiError:
 
 
 def unauthorized(message: str) -> ApiError:
-    return ApiError(401, "unauthorized", message,
-                    headers={"WWW-Authenticate": 'Basic realm="sluice"'})
+    return ApiError(
+        401, "unauthorized", message, headers={"WWW-Authenticate": 'Basic realm="sluice"'}
+    )
 
 
 def queue_unavailable(retry_after_s: int = 5) -> ApiError:
-    return ApiError(503, "queue_unavailable",
-                    "the event queue is unavailable; nothing was queued, retry later",
-                    headers={"Retry-After": str(retry_after_s)})
+    return ApiError(
+        503,
+        "queue_unavailable",
+        "the event queue is unavailable; nothing was queued, retry later",
+        headers={"Retry-After": str(retry_after_s)},
+    )
 
 
 async def render_api_error(_request: Request, exc: Exception) -> JsonResponse:

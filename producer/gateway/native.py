@@ -60,7 +60,8 @@ class EventOutcome(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text} for code, text in {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
         400: "Malformed JSON or an invalid event; nothing was queued.",
         401: "Missing or unknown write key.",
         413: "Event over 32 KB or batch over 500 KB; nothing was queued.",
@@ -71,8 +72,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 def _call_body(call_type: str) -> dict[str, Any]:
     schema = SegmentCall.model_json_schema()
-    return {"requestBody": {"required": True, "description": f"A Segment {call_type} call.",
-                            "content": {"application/json": {"schema": schema}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "description": f"A Segment {call_type} call.",
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
 
 
 async def _single(request: Request, call_type: CallType) -> JsonResponse:
@@ -84,34 +90,66 @@ async def _single(request: Request, call_type: CallType) -> JsonResponse:
     return JsonResponse(Queued(message_id=message_id).model_dump())
 
 
-@router.post("/v1/track", response_model=Queued, responses=ERRORS,
-             openapi_extra=_call_body("track"), summary="Record an action a user performed")
+@router.post(
+    "/v1/track",
+    response_model=Queued,
+    responses=ERRORS,
+    openapi_extra=_call_body("track"),
+    summary="Record an action a user performed",
+)
 async def track(request: Request) -> JsonResponse:
     return await _single(request, "track")
 
 
-@router.post("/v1/identify", response_model=Queued, responses=ERRORS,
-             openapi_extra=_call_body("identify"),
-             summary="Identify a user (a login: creates the contact, sets traits)")
+@router.post(
+    "/v1/identify",
+    response_model=Queued,
+    responses=ERRORS,
+    openapi_extra=_call_body("identify"),
+    summary="Identify a user (a login: creates the contact, sets traits)",
+)
 async def identify(request: Request) -> JsonResponse:
     return await _single(request, "identify")
 
 
-@router.post("/v1/update", response_model=Queued, responses=ERRORS,
-             openapi_extra=_call_body("identify-shaped update"),
-             summary="Update the traits of a user that must already exist")
+@router.post(
+    "/v1/update",
+    response_model=Queued,
+    responses=ERRORS,
+    openapi_extra=_call_body("identify-shaped update"),
+    summary="Update the traits of a user that must already exist",
+)
 async def update(request: Request) -> JsonResponse:
     return await _single(request, "update")
 
 
-@router.post("/v1/batch", response_model=BatchQueued, responses=ERRORS,
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/json": {"schema": {
-                     "type": "object", "required": ["batch"],
-                     "properties": {"batch": {"type": "array", "minItems": 1,
-                                              "items": SegmentCall.model_json_schema()},
-                                    "sentAt": {"type": "string", "format": "date-time"}}}}}}},
-             summary="Several calls in one request (what the SDKs send)")
+@router.post(
+    "/v1/batch",
+    response_model=BatchQueued,
+    responses=ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["batch"],
+                        "properties": {
+                            "batch": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": SegmentCall.model_json_schema(),
+                            },
+                            "sentAt": {"type": "string", "format": "date-time"},
+                        },
+                    }
+                }
+            },
+        }
+    },
+    summary="Several calls in one request (what the SDKs send)",
+)
 async def batch(request: Request) -> JsonResponse:
     gateway = gateway_of(request)
     workspace_id = await gateway.workspace_from_basic_auth(request)
@@ -126,25 +164,40 @@ async def batch(request: Request) -> JsonResponse:
         call_type = batch_call_type(raw, index)
         if encoded_size(raw) > EVENT_LIMIT_BYTES:
             raise too_large(f"batch.{index} is larger than {EVENT_LIMIT_BYTES} bytes")
-        events.append(to_event(raw, call_type, workspace_id=workspace_id,
-                               received_at=received_at, sent_at=envelope.sentAt,
-                               field_prefix=f"batch.{index}."))
+        events.append(
+            to_event(
+                raw,
+                call_type,
+                workspace_id=workspace_id,
+                received_at=received_at,
+                sent_at=envelope.sentAt,
+                field_prefix=f"batch.{index}.",
+            )
+        )
     message_ids = await gateway.publish(events)
     return JsonResponse(BatchQueued(message_ids=message_ids).model_dump())
 
 
-@router.get("/v1/events/{message_id}", response_model=EventOutcome,
-            responses={401: ERRORS[401], 404: {"model": ErrorBody,
-                                               "description": "No such event here."}},
-            summary="The outcome of an event: queued, accepted, discarded or rejected")
+@router.get(
+    "/v1/events/{message_id}",
+    response_model=EventOutcome,
+    responses={401: ERRORS[401], 404: {"model": ErrorBody, "description": "No such event here."}},
+    summary="The outcome of an event: queued, accepted, discarded or rejected",
+)
 async def event_outcome(message_id: str, request: Request) -> JsonResponse:
     gateway = gateway_of(request)
     workspace_id = await gateway.workspace_from_basic_auth(request)
     outcome = await run_in_threadpool(gateway.store.outcome, workspace_id, message_id)
     if outcome is not None:
-        result = EventOutcome(message_id=message_id, status=outcome.status,
-                              reason=outcome.reason, detail=outcome.detail, kind=outcome.kind,
-                              name=outcome.name, decided_at=outcome.decided_at)
+        result = EventOutcome(
+            message_id=message_id,
+            status=outcome.status,
+            reason=outcome.reason,
+            detail=outcome.detail,
+            kind=outcome.kind,
+            name=outcome.name,
+            decided_at=outcome.decided_at,
+        )
     elif await run_in_threadpool(gateway.marks.is_pending, workspace_id, message_id):
         result = EventOutcome(message_id=message_id, status=Status.QUEUED)
     else:
@@ -152,29 +205,16 @@ async def event_outcome(message_id: str, request: Request) -> JsonResponse:
     return JsonResponse(result.model_dump(mode="json"))
 
 
-@router.get("/healthz", summary="Liveness: Redis and the database answer",
-            responses={503: {"description": "Redis or the database does not answer."}})
+@router.get(
+    "/healthz",
+    summary="Liveness: Redis and the database answer",
+    responses={503: {"description": "Redis or the database does not answer."}},
+)
 async def healthz(request: Request) -> JsonResponse:
     gateway = gateway_of(request)
-    checks = await run_in_threadpool(_check_services, gateway)
+    checks = await run_in_threadpool(gateway.check_services)
     healthy = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "unavailable", **checks},
-                        status_code=200 if healthy else 503)
-
-
-def _check_services(gateway: Any) -> dict[str, str]:
-    from sqlalchemy import text
-
-    checks = {}
-    try:
-        gateway.redis.ping()
-        checks["redis"] = "ok"
-    except Exception as exc:
-        checks["redis"] = f"error: {type(exc).__name__}"
-    try:
-        with gateway.store.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"error: {type(exc).__name__}"
-    return checks
+    return JsonResponse(
+        {"status": "ok" if healthy else "unavailable", **checks},
+        status_code=200 if healthy else 503,
+    )

