@@ -52,6 +52,10 @@ class EventStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
     def existing_workspaces(self, ids: Iterable[str]) -> set[str]:
         wanted = set(ids)
         if not wanted:
