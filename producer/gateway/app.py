@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import redis
@@ -51,6 +52,11 @@ class Gateway:
                 ) from exc
             raise queue_unavailable() from exc
 
+    def close(self) -> None:
+        self.publisher.close()
+        self.redis.close()
+        self.store.engine.dispose()
+
     def check_services(self) -> dict[str, str]:
         """``ok`` or the error class, for Redis and for the database."""
         checks = {}
@@ -97,10 +103,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from producer.gateway import native
 
     gateway = build_gateway(settings or Settings())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        gateway.close()
+
     app = FastAPI(
         title="Sluice",
         version="0.1.0",
         summary="Event ingestion: Segment-compatible native API.",
+        lifespan=lifespan,
     )
     app.state.gateway = gateway
     app.add_exception_handler(ApiError, render_api_error)
