@@ -1,0 +1,92 @@
+"""The `sluice` command as users run it: workspace creation and the embedded dev stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.processes import sluice_executable
+from worker.embedded_redis import free_port
+
+
+def test_workspace_create_prints_a_working_write_key(database_url: str) -> None:
+    env = {**os.environ, "SLUICE_DATABASE_URL": database_url}
+    result = subprocess.run(
+        [sluice_executable(), "workspace", "create", "Acme", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    created = json.loads(result.stdout)
+    assert set(created) == {"workspace_id", "write_key"}
+    assert created["write_key"].startswith("sk_live_")
+
+    from worker.db import make_engine
+    from worker.workspaces import workspace_for_key
+
+    engine = make_engine(database_url)
+    assert workspace_for_key(engine, created["write_key"]) == created["workspace_id"]
+    assert workspace_for_key(engine, created["write_key"] + "x") is None
+    engine.dispose()
+
+
+def test_sluice_dev_runs_the_whole_stack_with_nothing_installed(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    log = (tmp_path / "dev.log").open("wb")
+    dev = subprocess.Popen(
+        [sluice_executable(), "dev", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(base, dev, tmp_path / "dev.log")
+        demo = json.loads((tmp_path / "data" / "demo-workspace.json").read_text())
+        auth = (demo["write_key"], "")
+        sent = httpx.post(
+            f"{base}/v1/track", auth=auth, json={"userId": "u1", "event": "Signed Up"}
+        ).json()
+        status = _wait_decided(f"{base}/v1/events/{sent['message_id']}", auth)
+        assert status == "accepted"
+        assert (tmp_path / "data" / "sluice.db").exists()
+        assert (tmp_path / "data" / "redis" / "redis.log").exists()
+        assert demo["write_key"] in (tmp_path / "dev.log").read_text()
+    finally:
+        dev.send_signal(signal.SIGINT)
+        dev.wait(timeout=60)
+        log.close()
+
+
+def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"sluice dev exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"sluice dev did not become healthy:\n{log.read_text()[-3000:]}")
+
+
+def _wait_decided(url: str, auth: tuple[str, str]) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status: str = httpx.get(url, auth=auth).json()["status"]
+        if status != "queued":
+            return status
+        time.sleep(0.1)
+    pytest.fail("the event stayed queued")

@@ -1,0 +1,123 @@
+"""How the ingest task classifies what happens to a batch (real Redis and database; the
+Celery task object is replaced by its request data, which is all the handler reads)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import sqlalchemy.exc
+from celery.exceptions import Retry
+from sqlalchemy import Engine, select
+
+from producer.envelope import Envelope
+from producer.events import Event
+from worker.runtime import Runtime
+from worker.schema import dead_letters, outcomes
+from worker.settings import Settings
+from worker.tasks import handle_batch
+from worker.workspaces import create_workspace
+
+
+@dataclass
+class Request:
+    id: str
+    retries: int = 0
+
+
+@dataclass
+class FakeTask:
+    request: Request
+    retried_with: list[dict[str, Any]] = field(default_factory=list)
+
+    def retry(self, **kwargs: Any) -> Retry:
+        self.retried_with.append(kwargs)
+        return Retry()
+
+
+@pytest.fixture
+def runtime(isolated_redis_url: str, database_url: str) -> Iterator[Runtime]:
+    runtime = Runtime(
+        Settings(redis_url=isolated_redis_url, database_url=database_url, max_deliveries=2)
+    )
+    yield runtime
+    runtime.store.engine.dispose()
+    runtime.redis.close()
+
+
+def envelope_for(engine: Engine) -> dict[str, Any]:
+    workspace = create_workspace(engine, "task-test")
+    envelope = Envelope(
+        events=[Event(workspace_id=workspace.workspace_id, kind="custom", name="E", user_id="u")]
+    )
+    wire: dict[str, Any] = envelope.model_dump(mode="json")
+    return wire
+
+
+def letters(engine: Engine, batch_id: str) -> list[str]:
+    query = select(dead_letters.c.reason).where(dead_letters.c.batch_id == batch_id)
+    with engine.connect() as conn:
+        return list(conn.execute(query).scalars())
+
+
+def test_a_batch_that_keeps_coming_back_is_dead_lettered(runtime: Runtime, engine: Engine) -> None:
+    wire = envelope_for(engine)
+    task = FakeTask(Request(id=wire["batch_id"]))
+    # Deliveries 1 and 2 process normally (redeliveries are idempotent); the third is over
+    # the cap, as when every attempt kills the worker before it acks.
+    for _ in range(3):
+        handle_batch(task, runtime, wire)  # type: ignore[arg-type]
+    assert letters(engine, wire["batch_id"]) == ["delivered 3 times without finishing"]
+
+
+def test_a_retry_is_counted_apart_from_crash_redeliveries(runtime: Runtime, engine: Engine) -> None:
+    wire = envelope_for(engine)
+    for retries in range(4):
+        handle_batch(FakeTask(Request(id=wire["batch_id"], retries=retries)), runtime, wire)  # type: ignore[arg-type]
+    assert letters(engine, wire["batch_id"]) == []
+
+
+def test_a_database_outage_retries_instead_of_dropping(
+    runtime: Runtime, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wire = envelope_for(engine)
+
+    def database_down(*_args: object, **_kwargs: object) -> None:
+        raise sqlalchemy.exc.OperationalError("INSERT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(runtime.store, "record_batch", database_down)
+    task = FakeTask(Request(id=wire["batch_id"]))
+    with pytest.raises(Retry):
+        handle_batch(task, runtime, wire)  # type: ignore[arg-type]
+    assert len(task.retried_with) == 1
+    assert 0 <= task.retried_with[0]["countdown"] <= 1  # first retry: up to 2**0 s
+    assert letters(engine, wire["batch_id"]) == []
+
+
+def test_an_unexpected_error_dead_letters_with_the_traceback(
+    runtime: Runtime, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wire = envelope_for(engine)
+
+    def bug(*_args: object, **_kwargs: object) -> None:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(runtime.store, "record_batch", bug)
+    handle_batch(FakeTask(Request(id=wire["batch_id"])), runtime, wire)  # type: ignore[arg-type]
+    query = select(dead_letters).where(dead_letters.c.batch_id == wire["batch_id"])
+    with engine.connect() as conn:
+        letter = conn.execute(query).one()
+    assert letter.reason == "unexpected error: KeyError"
+    assert "surprise" in letter.detail
+    with engine.connect() as conn:
+        stored = conn.execute(select(outcomes).where(outcomes.c.batch_id == wire["batch_id"])).all()
+    assert stored == []
+
+
+def test_backoff_stays_below_the_visibility_timeout() -> None:
+    from worker.tasks import retry_delay_s
+
+    assert max(retry_delay_s(retries, 900) for retries in range(40)) <= 60
+    assert max(retry_delay_s(retries, 40) for retries in range(40)) <= 10
