@@ -17,3 +17,14 @@ def pending(workspace_id: str, message_id: str) -> str:
 def deliveries(batch_id: str, retry: int) -> str:
     """Counts the deliveries of one queued batch message (integer, expires)."""
     return f"{PREFIX}:deliveries:{batch_id}:{retry}"
+
+
+def order_claim(workspace_id: str, order_id: str) -> str:
+    """Which message claimed an order id (string: the claiming ``message_id``, expires)."""
+    return f"{PREFIX}:{{{workspace_id}}}:order:{order_id}"
+
+
+def email_opens(workspace_id: str, user_key: str) -> str:
+    """A user's accepted email opens (sorted set: ``message_id`` scored by event time in ms,
+    pruned past the retention, expires)."""
+    return f"{PREFIX}:{{{workspace_id}}}:opens:{user_key}"

@@ -1,0 +1,185 @@
+"""The engine: every restriction, applied to one batch in order (DESIGN §3).
+
+For each event, first match wins:
+
+1. its message id was decided before: by this same batch (a redelivery) → that verdict
+   again; by another batch, or earlier in this batch → discarded ``duplicate_message``;
+2. a bot (``rules.bots``) → discarded ``bot``, or in ``flag`` mode accepted and flagged
+   (flagged events claim nothing, so a prefetching bot cannot use up a user's window);
+3. a user is required and unknown → while the grace period runs, deferred (status
+   ``queued``, retried at ``retry_at``); after it, rejected ``unknown_user``;
+4. a confirmation with an order id → one claim per (workspace, order id); refused claims
+   are discarded ``duplicate_order``;
+5. an email open with a user → one claim per (workspace, user) and window of event time;
+   refused claims are discarded ``throttled``;
+6. otherwise accepted.
+
+Users created by accepted events earlier in the batch count as existing for later ones.
+The engine reads each port once per batch and makes one claim call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from producer.events import Event, EventKind
+from rules.bots import BotDetector
+from rules.claims import Claim, ClaimStore, OpenClaim, OrderClaim
+from rules.ports import Identity, MessageLedger, UserDirectory
+from rules.users import UserPolicy, grace_ends, identities, user_policy
+from rules.verdicts import Reason, Status, Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class RulePolicy:
+    """Per-workspace rule settings (defaults from DESIGN §9)."""
+
+    email_open_window_s: int = 1200
+    unknown_user_grace_s: int = 30
+    bot_mode: Literal["drop", "flag"] = "drop"
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    event: Event
+    verdict: Verdict
+    bot: bool = False  # flagged (bot mode "flag"), stored with the mark
+    replayed: bool = False  # the verdict this batch reached on an earlier delivery
+    retry_at: datetime | None = None  # deferred: decide again at this time
+
+
+def order_id_of(event: Event) -> str | None:
+    """``orderId``/``order_id`` (user/event API, Segment), or Bento's ``details.unique.key``."""
+    for key in ("orderId", "order_id"):
+        value = event.properties.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            return str(value)
+    details = event.properties.get("details")
+    unique = details.get("unique") if isinstance(details, dict) else None
+    value = unique.get("key") if isinstance(unique, dict) else None
+    return str(value) if isinstance(value, str | int) and str(value) else None
+
+
+def open_user_key(event: Event) -> str | None:
+    found = identities(event)
+    if found:
+        kind, value = found[0]
+        return f"{kind}:{value}"
+    return f"anon:{event.anonymous_id}" if event.anonymous_id else None
+
+
+class Engine:
+    def __init__(self, claims: ClaimStore, bots: BotDetector) -> None:
+        self._claims = claims
+        self._bots = bots
+
+    def decide(
+        self,
+        batch_id: str,
+        events: Sequence[Event],
+        *,
+        ledger: MessageLedger,
+        users: UserDirectory,
+        policies: Mapping[str, RulePolicy],
+        now: datetime,
+    ) -> list[Decided]:
+        prior = ledger.prior_outcomes({(e.workspace_id, e.message_id) for e in events})
+        known: set[tuple[str, Identity]] = users.existing_identities(
+            {(e.workspace_id, identity) for e in events for identity in identities(e)}
+        )
+        seen: set[tuple[str, str]] = set()
+        decided: list[Decided | None] = [None] * len(events)
+        claims: list[tuple[int, Claim]] = []
+        for index, event in enumerate(events):
+            key = (event.workspace_id, event.message_id)
+            earlier = prior.get(key)
+            if earlier is not None and earlier.batch_id == batch_id and key not in seen:
+                decided[index] = Decided(event, earlier.verdict, replayed=True)
+            elif earlier is not None or key in seen:
+                decided[index] = Decided(event, _duplicate_message(earlier is not None))
+            else:
+                policy = policies.get(event.workspace_id, RulePolicy())
+                decided[index], claim = self._one(event, policy, known, now)
+                if claim is not None:
+                    claims.append((index, claim))
+            seen.add(key)
+        self._settle_claims(events, claims, decided)
+        return [d for d in decided if d is not None]
+
+    def _one(
+        self,
+        event: Event,
+        policy: RulePolicy,
+        known: set[tuple[str, Identity]],
+        now: datetime,
+    ) -> tuple[Decided, Claim | None]:
+        bot = self._bots.reason(event.context)
+        if bot is not None and policy.bot_mode == "drop":
+            return Decided(event, Verdict.discard(Reason.BOT, bot)), None
+        names = [(event.workspace_id, identity) for identity in identities(event)]
+        policy_for_user = user_policy(event)
+        if policy_for_user is UserPolicy.REQUIRE and not known.intersection(names):
+            ends = grace_ends(event, policy.unknown_user_grace_s)
+            who = event.user_id or event.email or "(no user id or email)"
+            if now < ends:
+                waiting = Verdict(Status.QUEUED, None, f"waiting for user {who} to exist")
+                return Decided(event, waiting, retry_at=ends), None
+            detail = f"no user {who} after {policy.unknown_user_grace_s} s"
+            return Decided(event, Verdict.reject(Reason.UNKNOWN_USER, detail)), None
+        if policy_for_user is UserPolicy.CREATE:
+            known.update(names)
+        if bot is not None:
+            flagged = Verdict(Status.ACCEPTED, Reason.BOT, f"flagged: {bot}")
+            return Decided(event, flagged, bot=True), None
+        return Decided(event, Verdict.accept()), _claim_for(event, policy)
+
+    def _settle_claims(
+        self,
+        events: Sequence[Event],
+        claims: list[tuple[int, Claim]],
+        decided: list[Decided | None],
+    ) -> None:
+        if not claims:
+            return
+        results = self._claims.claim([claim for _, claim in claims])
+        for (index, claim), result in zip(claims, results, strict=True):
+            if result.granted:
+                continue
+            if isinstance(claim, OrderClaim):
+                verdict = Verdict.discard(
+                    Reason.DUPLICATE_ORDER,
+                    f"order {claim.order_id} was confirmed by message {result.holder}",
+                )
+            else:
+                verdict = Verdict.discard(
+                    Reason.THROTTLED,
+                    f"an email open of this user was accepted within "
+                    f"{claim.window_ms // 1000} s (message {result.holder})",
+                )
+            decided[index] = Decided(events[index], verdict)
+
+
+def _claim_for(event: Event, policy: RulePolicy) -> Claim | None:
+    if event.kind is EventKind.CONFIRMATION:
+        order_id = order_id_of(event)
+        if order_id is not None:
+            return OrderClaim(event.workspace_id, order_id, event.message_id)
+    elif event.kind is EventKind.EMAIL_OPEN:
+        user_key = open_user_key(event)
+        if user_key is not None:
+            return OpenClaim(
+                event.workspace_id,
+                user_key,
+                event.message_id,
+                int(event.timestamp.timestamp() * 1000),
+                policy.email_open_window_s * 1000,
+            )
+    return None
+
+
+def _duplicate_message(decided_before: bool) -> Verdict:
+    where = "in an earlier batch" if decided_before else "earlier in this batch"
+    return Verdict.discard(Reason.DUPLICATE_MESSAGE, f"message id already seen {where}")
