@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from producer.envelope import InvalidEvent, decode_envelope
 from producer.events import Event
 from rules import Reason, Status, Verdict
+from rules.engine import Decided, Engine, RulePolicy
 from worker.store import Decision, EventStore
 
 log = logging.getLogger(__name__)
@@ -19,39 +20,54 @@ log = logging.getLogger(__name__)
 class IngestReport:
     batch_id: str
     decisions: list[Decision]
-    unkeyed: list[InvalidEvent]
+    unkeyed: list[InvalidEvent] = field(default_factory=list)
+    deferred: list[Decided] = field(default_factory=list)  # decide again at ``retry_at``
 
     def count(self, status: Status) -> int:
         return sum(1 for d in self.decisions if d.verdict.status is status)
 
 
-def ingest(payload: Any, store: EventStore, now: datetime) -> IngestReport:
-    """Decode, decide and persist one queued batch in one transaction.
+def ingest(
+    payload: Any, store: EventStore, engine: Engine, default_policy: RulePolicy, now: datetime
+) -> IngestReport:
+    """Decode, decide and persist one queued batch (one transaction for its writes).
 
     Raises ``PoisonEnvelopeError`` when the payload is not an envelope. Events that fail
     validation are rejected as ``invalid``; an invalid event without a usable workspace or
-    message id cannot have an outcome and is returned in ``unkeyed`` for the dead-letter table.
+    message id cannot have an outcome and is returned in ``unkeyed`` for the dead-letter
+    table. Events waiting for their user are returned in ``deferred``, undecided.
     """
     batch = decode_envelope(payload)
-    known = store.existing_workspaces(
-        item.workspace_id for item in batch.items if isinstance(item, Event)
-    )
+    events = [item for item in batch.items if isinstance(item, Event)]
+    policies = store.workspace_policies({e.workspace_id for e in events}, default_policy)
     decisions: list[Decision] = []
     unkeyed: list[InvalidEvent] = []
     for item in batch.items:
         if isinstance(item, InvalidEvent):
             if item.workspace_id is None or item.message_id is None:
                 unkeyed.append(item)
-                continue
-            verdict = Verdict.reject(Reason.INVALID, item.error)
-            decisions.append(Decision(item.workspace_id, item.message_id, verdict, raw=item.raw))
-        else:
-            decisions.append(
-                Decision(item.workspace_id, item.message_id, _decide(item, known), event=item)
+            else:
+                verdict = Verdict.reject(Reason.INVALID, item.error)
+                decisions.append(
+                    Decision(item.workspace_id, item.message_id, verdict, raw=item.raw)
+                )
+        elif item.workspace_id not in policies:
+            verdict = Verdict.reject(
+                Reason.INVALID, f"workspace_id: unknown workspace {item.workspace_id!r}"
             )
-    store.record_batch(batch.batch_id, decisions, now)
-    for decision in decisions:
-        if decision.verdict.status is not Status.ACCEPTED:
+            decisions.append(Decision(item.workspace_id, item.message_id, verdict, event=item))
+    decided = engine.decide(
+        batch.batch_id,
+        [e for e in events if e.workspace_id in policies],
+        ledger=store,
+        users=store,
+        policies=policies,
+        now=now,
+    )
+    decisions += [Decision.of(d) for d in decided if d.retry_at is None]
+    final = store.record_batch(batch.batch_id, decisions, now)
+    for decision in final:
+        if decision.verdict.reason is not None and not decision.replayed:
             log.info(
                 "event %s %s: %s (%s)",
                 decision.message_id,
@@ -59,12 +75,5 @@ def ingest(payload: Any, store: EventStore, now: datetime) -> IngestReport:
                 decision.verdict.reason,
                 decision.verdict.detail,
             )
-    return IngestReport(batch.batch_id, decisions, unkeyed)
-
-
-def _decide(event: Event, known_workspaces: set[str]) -> Verdict:
-    if event.workspace_id not in known_workspaces:
-        return Verdict.reject(
-            Reason.INVALID, f"workspace_id: unknown workspace {event.workspace_id!r}"
-        )
-    return Verdict.accept()
+    deferred = [d for d in decided if d.retry_at is not None]
+    return IngestReport(batch.batch_id, final, unkeyed, deferred)

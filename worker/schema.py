@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -38,6 +40,7 @@ workspaces = Table(
     Column("id", String(64), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("created_at", Timestamp, nullable=False),
+    Column("settings", Json, comment="per-workspace rule overrides (email_open_window_s, ...)"),
 )
 
 api_keys = Table(
@@ -70,6 +73,9 @@ events = Table(
     Column("source", String(40), nullable=False),
     Column("batch_id", String(64), nullable=False),
     Column("stored_at", Timestamp, nullable=False),
+    Column(
+        "is_bot", Boolean, nullable=False, server_default=false(), comment="kept in bot mode 'flag'"
+    ),
     UniqueConstraint("workspace_id", "message_id"),
 )
 
@@ -88,6 +94,48 @@ outcomes = Table(
     Column("batch_id", String(64), nullable=False),
     Column("decided_at", Timestamp, nullable=False),
     UniqueConstraint("workspace_id", "message_id"),
+)
+
+repeats = Table(
+    "repeats",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("message_id", String(100), nullable=False),
+    Column("batch_id", String(64), nullable=False),
+    Column("raw", Text, comment="truncated copy of the repeated event"),
+    Column("seen_at", Timestamp, nullable=False),
+    UniqueConstraint("workspace_id", "message_id", "batch_id"),
+    comment="deliveries of an already decided message id (duplicate_message)",
+)
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("workspace_id", ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", String(255)),
+    Column("email", String(320), comment="lower-cased"),
+    Column("attributes", Json, nullable=False),
+    Column(
+        "attribute_times",
+        Json,
+        nullable=False,
+        comment="per attribute: [event time ms, message_id] of the write that set it",
+    ),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    UniqueConstraint("workspace_id", "user_id"),
+    UniqueConstraint("workspace_id", "email"),
+)
+
+order_claims = Table(
+    "order_claims",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("order_id", String(255), primary_key=True),
+    Column("message_id", String(100), nullable=False),
+    Column("claimed_at", Timestamp, nullable=False),
 )
 
 dead_letters = Table(

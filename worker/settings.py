@@ -3,11 +3,14 @@ entry point (DESIGN §9). Nothing reads the environment at import time."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from ipaddress import ip_network
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from rules.engine import RulePolicy
 
 
 def mask_url(url: str) -> str:
@@ -32,6 +35,12 @@ class Settings(BaseSettings):
     bot_mode: Literal["drop", "flag"] = "drop"
     trigger_max_age_s: PositiveInt = 7200
     allow_private_webhooks: bool = False
+    bot_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="CIDRs whose traffic is bots (comma-separated)"
+    )
+    claim_retention_s: PositiveInt = Field(
+        default=7 * 86_400, description="how long Redis keeps order and email-open claims"
+    )
 
     # Queue behaviour (DESIGN §7, RELIABILITY.md).
     visibility_timeout_s: PositiveInt = 900
@@ -44,6 +53,28 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: PositiveInt = 8000
     key_cache_ttl_s: float = Field(default=30.0, ge=0)
+
+    @field_validator("bot_networks", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("bot_networks")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ip_network(cidr, strict=False)  # ValueError names the bad entry
+        return value
+
+    def rule_policy(self) -> RulePolicy:
+        """The rule defaults every workspace starts from."""
+        return RulePolicy(
+            email_open_window_s=self.email_open_window_s,
+            unknown_user_grace_s=self.unknown_user_grace_s,
+            bot_mode=self.bot_mode,
+        )
 
     @model_validator(mode="before")
     @classmethod

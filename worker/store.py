@@ -1,19 +1,32 @@
-"""Persistence of a decided batch, outcome lookups and the dead-letter table."""
+"""Persistence of decided batches (one transaction each), and the lookups the rules and the
+API read: prior outcomes (the message ledger), existing users, workspace policies."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, or_, select, tuple_
 
-from producer.events import Event, as_utc
+from producer.events import Event, EventKind, as_utc
 from rules import Reason, Status, Verdict
+from rules.engine import Decided, RulePolicy, order_id_of
+from rules.ports import Identity, PriorOutcome
+from rules.users import UserPolicy, user_policy
+from worker.contacts import TraitWrite, apply_trait_writes
 from worker.db import insert_ignoring_conflicts
-from worker.schema import dead_letters, events, outcomes, workspaces
+from worker.schema import (
+    contacts,
+    dead_letters,
+    events,
+    order_claims,
+    outcomes,
+    repeats,
+    workspaces,
+)
 
 RAW_LIMIT_BYTES = 4096
 DEAD_LETTER_LIMIT_BYTES = 1_000_000
@@ -34,6 +47,20 @@ class Decision:
     verdict: Verdict
     event: Event | None = None
     raw: Any = None
+    bot: bool = False
+    replayed: bool = False  # decided and committed by an earlier delivery of this batch
+
+    @classmethod
+    def of(cls, decided: Decided) -> Decision:
+        event = decided.event
+        return cls(
+            event.workspace_id,
+            event.message_id,
+            decided.verdict,
+            event,
+            bot=decided.bot,
+            replayed=decided.replayed,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +72,7 @@ class OutcomeRecord:
     detail: str | None
     kind: str | None
     name: str | None
+    raw: str | None
     decided_at: datetime
 
 
@@ -56,29 +84,97 @@ class EventStore:
         with self.engine.connect() as conn:
             conn.execute(select(1))
 
-    def existing_workspaces(self, ids: Iterable[str]) -> set[str]:
+    def workspace_policies(self, ids: Iterable[str], default: RulePolicy) -> dict[str, RulePolicy]:
+        """Each existing workspace's rule policy: its overrides on top of ``default``."""
         wanted = set(ids)
         if not wanted:
-            return set()
+            return {}
+        query = select(workspaces.c.id, workspaces.c.settings).where(workspaces.c.id.in_(wanted))
         with self.engine.connect() as conn:
-            rows = conn.execute(select(workspaces.c.id).where(workspaces.c.id.in_(wanted)))
-            return {row.id for row in rows}
+            rows = conn.execute(query).all()
+        return {row.id: _policy(default, row.settings or {}) for row in rows}
 
-    def record_batch(self, batch_id: str, decisions: Sequence[Decision], now: datetime) -> None:
-        """Store accepted events and every outcome in one transaction.
+    def prior_outcomes(
+        self, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], PriorOutcome]:
+        wanted = list(set(keys))
+        if not wanted:
+            return {}
+        query = select(
+            outcomes.c.workspace_id,
+            outcomes.c.message_id,
+            outcomes.c.batch_id,
+            outcomes.c.status,
+            outcomes.c.reason,
+            outcomes.c.detail,
+        ).where(tuple_(outcomes.c.workspace_id, outcomes.c.message_id).in_(wanted))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {
+            (row.workspace_id, row.message_id): PriorOutcome(
+                row.batch_id,
+                Verdict(Status(row.status), Reason(row.reason) if row.reason else None, row.detail),
+            )
+            for row in rows
+        }
 
-        Both inserts skip rows whose (workspace, message_id) exists already, so a
+    def existing_identities(
+        self, identities: Iterable[tuple[str, Identity]]
+    ) -> set[tuple[str, Identity]]:
+        wanted = set(identities)
+        by_workspace: dict[str, dict[str, set[str]]] = {}
+        for workspace_id, (kind, value) in wanted:
+            by_workspace.setdefault(workspace_id, {"id": set(), "email": set()})[kind].add(value)
+        found: set[tuple[str, Identity]] = set()
+        with self.engine.connect() as conn:
+            for workspace_id, names in by_workspace.items():
+                query = select(contacts.c.user_id, contacts.c.email).where(
+                    contacts.c.workspace_id == workspace_id,
+                    or_(contacts.c.user_id.in_(names["id"]), contacts.c.email.in_(names["email"])),
+                )
+                for row in conn.execute(query):
+                    found.add((workspace_id, ("id", row.user_id)))
+                    found.add((workspace_id, ("email", row.email)))
+        return found & wanted
+
+    def record_batch(
+        self, batch_id: str, decisions: Sequence[Decision], now: datetime
+    ) -> list[Decision]:
+        """Store a decided batch in one transaction; return the final decisions.
+
+        The database has the last word: an order already claimed in ``order_claims`` by
+        another message turns an accepted confirmation into ``duplicate_order`` (Redis lost
+        its claim), and rows whose (workspace, message_id) exists already are skipped, so a
         redelivered batch changes nothing and the first verdict stands.
         """
-        event_rows = [
-            _event_row(d.event, batch_id, now)
-            for d in decisions
-            if d.event is not None and d.verdict.status is Status.ACCEPTED
-        ]
-        outcome_rows = [_outcome_row(d, batch_id, now) for d in decisions]
+        fresh = [d for d in decisions if not d.replayed]
         with self.engine.begin() as conn:
-            insert_ignoring_conflicts(conn, events, event_rows)
-            insert_ignoring_conflicts(conn, outcomes, outcome_rows)
+            fresh = _settle_order_claims(conn, fresh, now)
+            accepted = [d for d in fresh if d.verdict.status is Status.ACCEPTED and d.event]
+            apply_trait_writes(conn, _trait_writes(accepted), now)
+            insert_ignoring_conflicts(
+                conn, events, [_event_row(d, batch_id, now) for d in accepted]
+            )
+            insert_ignoring_conflicts(
+                conn,
+                outcomes,
+                [
+                    _outcome_row(d, batch_id, now)
+                    for d in fresh
+                    if d.verdict.reason is not Reason.DUPLICATE_MESSAGE
+                ],
+            )
+            insert_ignoring_conflicts(
+                conn,
+                repeats,
+                [
+                    _repeat_row(d, batch_id, now)
+                    for d in fresh
+                    if d.verdict.reason is Reason.DUPLICATE_MESSAGE
+                ],
+            )
+        settled = iter(fresh)  # same order as ``decisions`` without the replayed ones
+        return [d if d.replayed else next(settled) for d in decisions]
 
     def outcome(self, workspace_id: str, message_id: str) -> OutcomeRecord | None:
         query = select(outcomes).where(
@@ -88,7 +184,6 @@ class EventStore:
             row = conn.execute(query).first()
         if row is None:
             return None
-        decided_at = as_utc(row.decided_at)
         return OutcomeRecord(
             workspace_id=row.workspace_id,
             message_id=row.message_id,
@@ -97,7 +192,8 @@ class EventStore:
             detail=row.detail,
             kind=row.kind,
             name=row.name,
-            decided_at=decided_at,
+            raw=row.raw,
+            decided_at=as_utc(row.decided_at),
         )
 
     def dead_letter(
@@ -116,20 +212,81 @@ class EventStore:
             )
 
 
-def _event_row(event: Event, batch_id: str, now: datetime) -> dict[str, Any]:
-    row = event.model_dump()
-    row["kind"] = str(event.kind)
+def _policy(default: RulePolicy, overrides: Mapping[str, Any]) -> RulePolicy:
+    known = {k: v for k, v in overrides.items() if k in RulePolicy.__dataclass_fields__}
+    return replace(default, **known)
+
+
+def _settle_order_claims(
+    conn: Connection, decisions: list[Decision], now: datetime
+) -> list[Decision]:
+    claiming = {
+        i: order_id
+        for i, d in enumerate(decisions)
+        if d.event is not None
+        and d.event.kind is EventKind.CONFIRMATION
+        and d.verdict.status is Status.ACCEPTED
+        and not d.bot
+        and (order_id := order_id_of(d.event)) is not None
+    }
+    if not claiming:
+        return decisions
+    insert_ignoring_conflicts(
+        conn,
+        order_claims,
+        [
+            {
+                "workspace_id": decisions[i].workspace_id,
+                "order_id": order_id,
+                "message_id": decisions[i].message_id,
+                "claimed_at": now,
+            }
+            for i, order_id in claiming.items()
+        ],
+    )
+    pairs = {(decisions[i].workspace_id, order_id) for i, order_id in claiming.items()}
+    query = select(order_claims).where(
+        tuple_(order_claims.c.workspace_id, order_claims.c.order_id).in_(pairs)
+    )
+    holders = {(r.workspace_id, r.order_id): r.message_id for r in conn.execute(query)}
+    settled = list(decisions)
+    for i, order_id in claiming.items():
+        holder = holders.get((decisions[i].workspace_id, order_id))
+        if holder is not None and holder != decisions[i].message_id:
+            detail = f"order {order_id} was confirmed by message {holder}"
+            settled[i] = replace(
+                decisions[i], verdict=Verdict.discard(Reason.DUPLICATE_ORDER, detail)
+            )
+    return settled
+
+
+def _trait_writes(accepted: list[Decision]) -> list[TraitWrite]:
+    writes = []
+    for decision in accepted:
+        assert decision.event is not None
+        policy = user_policy(decision.event)
+        if policy is not UserPolicy.NONE and not decision.bot:
+            writes.append(TraitWrite.of(decision.event, create=policy is UserPolicy.CREATE))
+    return writes
+
+
+def _event_row(decision: Decision, batch_id: str, now: datetime) -> dict[str, Any]:
+    assert decision.event is not None
+    row = decision.event.model_dump()
+    row["kind"] = str(decision.event.kind)
     row["batch_id"] = batch_id
     row["stored_at"] = now
+    row["is_bot"] = decision.bot
     return row
+
+
+def _raw(decision: Decision) -> str:
+    source = decision.event.model_dump(mode="json") if decision.event else decision.raw
+    return truncate(orjson.dumps(source, default=repr), RAW_LIMIT_BYTES)
 
 
 def _outcome_row(decision: Decision, batch_id: str, now: datetime) -> dict[str, Any]:
     verdict, event = decision.verdict, decision.event
-    raw = None
-    if verdict.status is not Status.ACCEPTED:
-        source = event.model_dump(mode="json") if event is not None else decision.raw
-        raw = truncate(orjson.dumps(source, default=repr), RAW_LIMIT_BYTES)
     return {
         "workspace_id": decision.workspace_id,
         "message_id": decision.message_id,
@@ -138,7 +295,17 @@ def _outcome_row(decision: Decision, batch_id: str, now: datetime) -> dict[str, 
         "detail": verdict.detail,
         "kind": str(event.kind) if event is not None else None,
         "name": event.name if event is not None else None,
-        "raw": raw,
+        "raw": _raw(decision) if verdict.reason is not None else None,
         "batch_id": batch_id,
         "decided_at": now,
+    }
+
+
+def _repeat_row(decision: Decision, batch_id: str, now: datetime) -> dict[str, Any]:
+    return {
+        "workspace_id": decision.workspace_id,
+        "message_id": decision.message_id,
+        "batch_id": batch_id,
+        "raw": _raw(decision),
+        "seen_at": now,
     }

@@ -21,11 +21,11 @@ import sqlalchemy.exc
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from producer.envelope import PoisonEnvelopeError
+from producer.envelope import Envelope, PoisonEnvelopeError
 from producer.events import utc_now
-from producer.wire import INGEST_TASK
+from producer.wire import INGEST_QUEUE, INGEST_TASK
 from rules import keys
-from worker.ingest import ingest
+from worker.ingest import IngestReport, ingest
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     SoftTimeLimitExceeded,  # a stuck lock or a slow database: try the batch again
 )
 MAX_BACKOFF_S = 60
+DEFER_SLACK_S = 0.5  # land just after the grace period ends, not just before
 DELIVERY_COUNTER_TTL_S = 86_400
 
 
@@ -77,7 +78,7 @@ def _process(
         )
         return
     try:
-        report = ingest(envelope, runtime.store, utc_now())
+        report = ingest(envelope, runtime.store, runtime.engine, runtime.rule_policy, utc_now())
     except TRANSIENT_ERRORS:
         raise
     except PoisonEnvelopeError as exc:
@@ -101,7 +102,31 @@ def _process(
             item.error,
             item.raw,
         )
+    if report.deferred:
+        _defer(task, report)
     _clear_marks(runtime, report.decisions)
+
+
+def _defer(task: Task, report: IngestReport) -> None:
+    """Queue the events waiting for their user again, to be decided when their grace
+    period ends. The batch id is derived from this one, so a redelivery of this batch
+    publishes the same deferred batch and its verdicts replay instead of repeating."""
+    retry_at = max(d.retry_at for d in report.deferred if d.retry_at is not None)
+    envelope = Envelope(batch_id=f"{report.batch_id}.d", events=[d.event for d in report.deferred])
+    delay_s = max((retry_at - utc_now()).total_seconds(), 0.0) + DEFER_SLACK_S
+    task.app.send_task(
+        INGEST_TASK,
+        args=[envelope.to_wire()],
+        task_id=envelope.batch_id,
+        queue=INGEST_QUEUE,
+        countdown=delay_s,
+    )
+    log.info(
+        "batch %s: %d events wait %.1fs for their users",
+        report.batch_id,
+        len(report.deferred),
+        delay_s,
+    )
 
 
 def _count_delivery(runtime: Runtime, message_key: str, retries: int) -> int:
