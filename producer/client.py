@@ -56,13 +56,12 @@ class EventClient:
         if redis_url is None and broker_url is not None and broker_url.startswith("redis"):
             redis_url = broker_url
         marks = None
+        self._redis: redis.Redis | None = None
         if redis_url is not None:
-            marks = PendingMarks(
-                redis.Redis.from_url(
-                    redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-                ),
-                ttl_s=pending_ttl_s,
+            self._redis = redis.Redis.from_url(
+                redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
             )
+            marks = PendingMarks(self._redis, ttl_s=pending_ttl_s)
         self.workspace_id = workspace_id
         self._source = source
         self._publisher = Publisher(transport, marks=marks, batch_events=batch_events)
@@ -101,6 +100,8 @@ class EventClient:
 
     def close(self) -> None:
         self._publisher.close()
+        if self._redis is not None:
+            self._redis.close()
 
     def __enter__(self) -> EventClient:
         return self

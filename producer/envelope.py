@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from producer.events import Event, utc_now
 
 ENVELOPE_VERSION = 1
+QUEUED_FIELDS = ("message_id", "workspace_id", "timestamp", "received_at")
+_FIELDS = frozenset(Event.model_fields)
 MAX_ENVELOPE_EVENTS = 1000
 
 
@@ -95,8 +97,20 @@ def decode_envelope(payload: Any) -> DecodedBatch:
         raise PoisonEnvelopeError(f"unsupported envelope version {shell.v}")
     items: list[Event | InvalidEvent] = []
     for raw in shell.events:
+        missing = [name for name in QUEUED_FIELDS if raw.get(name) is None]
+        if missing:
+            # Producers fill these before queueing; filling them here would give every
+            # redelivery a new message id or time.
+            items.append(
+                InvalidEvent(
+                    raw=raw,
+                    error="; ".join(f"{name}: missing from the queued event" for name in missing),
+                )
+            )
+            continue
         try:
-            items.append(Event.model_validate(raw))
+            # Fields a newer producer added are ignored, so a rolling deploy keeps working.
+            items.append(Event.model_validate({k: v for k, v in raw.items() if k in _FIELDS}))
         except ValidationError as exc:
             items.append(InvalidEvent(raw=raw, error=describe_validation_error(exc)))
     return DecodedBatch(batch_id=shell.batch_id, items=items)

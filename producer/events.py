@@ -42,6 +42,16 @@ def as_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
 class Event(BaseModel):
     """One customer event, whatever wire format it arrived in.
 
@@ -88,6 +98,21 @@ class Event(BaseModel):
 
     @model_validator(mode="after")
     def _identity_rules(self) -> Event:
-        if self.kind in (EventKind.UPDATE, EventKind.LOGIN) and not (self.user_id or self.email):
-            raise ValueError(f"a {self.kind} event needs user_id or email")
+        if self.kind is EventKind.UPDATE and not (self.user_id or self.email):
+            raise ValueError("an update event needs user_id or email")
+        if self.kind is EventKind.LOGIN and not (self.user_id or self.email or self.anonymous_id):
+            raise ValueError("a login event needs user_id, email or anonymous_id")
+        return self
+
+    @model_validator(mode="after")
+    def _no_nul_characters(self) -> Event:
+        # PostgreSQL cannot store U+0000 in text or JSON: refuse it here, with a reason,
+        # rather than fail the batch that carries it.
+        for name in ("message_id", "name", "user_id", "email", "anonymous_id", "source"):
+            value = getattr(self, name)
+            if value is not None and "\x00" in value:
+                raise ValueError(f"{name} contains a NUL character (U+0000)")
+        for name in ("traits", "properties", "context"):
+            if _has_nul(getattr(self, name)):
+                raise ValueError(f"{name} contains a NUL character (U+0000)")
         return self

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from producer.envelope import Envelope
+from producer.envelope import MAX_ENVELOPE_EVENTS, Envelope
 from producer.errors import PublishError
 from producer.events import Event
 from producer.pending import PendingMarks
@@ -21,6 +21,8 @@ class Publisher:
         marks: PendingMarks | None = None,
         batch_events: int = DEFAULT_BATCH_EVENTS,
     ) -> None:
+        if not 1 <= batch_events <= MAX_ENVELOPE_EVENTS:
+            raise ValueError(f"batch_events must be within 1..{MAX_ENVELOPE_EVENTS}")
         self.transport = transport
         self._marks = marks
         self._batch_events = batch_events

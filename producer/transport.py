@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any, Protocol
 
 import redis.exceptions
@@ -35,10 +34,10 @@ def publish_retry_policy(timeout_s: float) -> dict[str, float | int]:
     Celery's default gives up after ~0.4 s (RELIABILITY #9); ours rides out a short broker
     blip (a restart, a failover) but still answers within a bound the caller chose.
     """
-    return {
-        "max_retries": 3,
+    return {  # waits of 0, .1, .2, .25, .25 x timeout: about 0.8 x timeout in all
+        "max_retries": 5,
         "interval_start": 0.0,
-        "interval_step": max(timeout_s / 12, 0.05),
+        "interval_step": max(timeout_s / 10, 0.05),
         "interval_max": max(timeout_s / 4, 0.1),
     }
 
@@ -50,8 +49,8 @@ def broker_transport_options(timeout_s: float, visibility_timeout_s: int) -> dic
         # for the same value in every app that talks to the broker.
         "visibility_timeout": visibility_timeout_s,
         # A dead or unreachable Redis must fail a call in bounded time, not hang it.
-        "socket_connect_timeout": max(timeout_s / 4, 0.1),
-        "socket_timeout": max(timeout_s / 2, 0.2),
+        "socket_connect_timeout": max(timeout_s / 8, 0.1),
+        "socket_timeout": max(timeout_s / 4, 0.2),
     }
 
 
@@ -59,8 +58,10 @@ class BrokerTransport:
     """Publishes envelopes as ``sluice.ingest_batch`` tasks on the ``sluice.ingest`` queue.
 
     ``publish`` returns when the broker has the message (for Redis: the ``LPUSH`` returned).
-    It raises ``PublishError`` within about ``timeout_s`` when the broker is unreachable or
-    refuses the write (for example Redis at ``maxmemory`` with ``noeviction``).
+    When the broker is unreachable or refuses the write (for example Redis at ``maxmemory``
+    with ``noeviction``) it keeps retrying for about ``timeout_s`` (a broker restart fits
+    in that), then raises ``PublishError``: within ``timeout_s`` for a refused connection,
+    within about twice that for a broker that accepts connections but never answers.
     """
 
     def __init__(
@@ -71,14 +72,13 @@ class BrokerTransport:
         self._app = Celery("sluice-producer", broker=broker_url, set_as_current=False)
         self._app.conf.update(
             broker_transport_options=broker_transport_options(timeout_s, visibility_timeout_s),
-            broker_connection_timeout=timeout_s / 4,
+            broker_connection_timeout=timeout_s / 8,
             task_serializer=SERIALIZER,
             task_queues=(Queue(INGEST_QUEUE),),
             task_create_missing_queues=False,
             task_send_sent_event=True,  # Flower shows tasks from the moment they are queued
             task_publish_retry_policy=self._retry_policy,
         )
-        self._lock = threading.Lock()
 
     def publish(self, envelope: Envelope) -> None:
         try:

@@ -28,7 +28,7 @@ from tests.services import IN_CI, redis_db_of, service_missing, with_redis_db
 from worker.db import make_engine, normalise_url
 from worker.embedded_redis import EmbeddedRedis, free_port
 from worker.migrate import upgrade
-from worker.schema import events, outcomes
+from worker.schema import events, outcomes, repeats
 from worker.workspaces import NewWorkspace, create_workspace
 
 # Stacks use the given Redis database; in-process gateway tests use the next one, so a
@@ -133,6 +133,15 @@ class Stack:
         )
         with self.engine.connect() as conn:
             return {row.message_id: (row.status, row.reason) for row in conn.execute(query)}
+
+    def repeats_of(self, workspace_id: str) -> dict[str, int]:
+        query = (
+            select(repeats.c.message_id, func.count())
+            .where(repeats.c.workspace_id == workspace_id)
+            .group_by(repeats.c.message_id)
+        )
+        with self.engine.connect() as conn:
+            return {message_id: count for message_id, count in conn.execute(query)}
 
     def event_rows_per_message(self, workspace_id: str) -> dict[str, int]:
         query = (

@@ -54,7 +54,12 @@ def test_services_run_the_documented_commands(compose: dict[str, Any]) -> None:
 
 def test_redis_keeps_the_queue(compose: dict[str, Any]) -> None:
     command = " ".join(compose["services"]["redis"]["command"])
-    for setting in ("--appendonly yes", "--appendfsync everysec", "--maxmemory-policy noeviction"):
+    for setting in (
+        "--appendonly yes",
+        "--appendfsync everysec",
+        "--maxmemory 2gb",
+        "--maxmemory-policy noeviction",
+    ):
         assert setting in command
 
 
@@ -67,3 +72,20 @@ def test_workers_scale_and_start_after_migration(compose: dict[str, Any]) -> Non
     environment = compose["x-sluice-env"]
     assert environment["SLUICE_DATABASE_URL"].startswith("postgresql")
     assert environment["SLUICE_BROKER_URL"] == environment["SLUICE_REDIS_URL"]
+
+
+def test_flower_needs_a_password_and_stays_on_loopback(compose: dict[str, Any]) -> None:
+    flower = compose["services"]["flower"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    assert flower["ports"] == ["127.0.0.1:5555:5555"]
+
+
+def test_the_image_copies_what_exists_and_installs_the_command() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text().splitlines()
+    copied = [line.split()[1:-1] for line in dockerfile if line.startswith("COPY ")]
+    sources = [source for sources in copied for source in sources]
+    assert {"pyproject.toml", "README.md", "producer", "rules", "worker"} <= set(sources)
+    assert all((ROOT / source).exists() for source in sources)
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert not set(sources) & set(ignored)
+    assert any(line.startswith("RUN pip install .") for line in dockerfile)

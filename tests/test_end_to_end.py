@@ -146,6 +146,9 @@ def test_http_batch_sent_twice_with_the_same_message_ids_is_persisted_once(stack
     stack.wait_for_outcomes(workspace.workspace_id, first)
     stack.wait_until_idle()
     assert stack.event_rows_per_message(workspace.workspace_id) == {m: 1 for m in first}
+    assert stack.outcomes_of(workspace.workspace_id) == {m: ACCEPTED for m in first}
+    # The second request did run: each of its events was recorded as a repeat.
+    assert stack.repeats_of(workspace.workspace_id) == {m: 1 for m in first}
 
 
 @pytest.mark.parametrize("gzip", [False, True])

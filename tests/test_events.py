@@ -40,7 +40,10 @@ def test_timestamps_are_normalised_to_utc() -> None:
         ({"kind": "custom"}, "name"),
         ({"kind": "custom", "name": ""}, "name"),
         ({"kind": "update"}, "needs user_id or email"),
-        ({"kind": "login", "anonymous_id": "a"}, "needs user_id or email"),
+        ({"kind": "login"}, "needs user_id, email or anonymous_id"),
+        ({"kind": "update", "anonymous_id": "a"}, "needs user_id or email"),
+        ({"kind": "custom", "name": "E\x00"}, "NUL"),
+        ({"kind": "custom", "name": "E", "traits": {"a": ["ok", {"b": "\x00"}]}}, "NUL"),
         ({"kind": "teleport", "name": "E"}, "kind"),
         ({"kind": "custom", "name": "E", "message_id": "m" * 101}, "message_id"),
         ({"kind": "custom", "name": "E", "surprise": 1}, "surprise"),
@@ -72,7 +75,7 @@ def test_one_bad_event_does_not_spoil_its_batch() -> None:
     assert isinstance(decoded.items[0], Event)
     bad = decoded.items[1]
     assert isinstance(bad, InvalidEvent)
-    assert "workspace_id: Field required" in bad.error
+    assert "workspace_id: missing from the queued event" in bad.error
     assert (bad.workspace_id, bad.message_id) == (None, None)
 
 
@@ -90,3 +93,23 @@ def test_one_bad_event_does_not_spoil_its_batch() -> None:
 def test_what_is_not_an_envelope_is_poison(payload: object) -> None:
     with pytest.raises(PoisonEnvelopeError):
         decode_envelope(payload)
+
+
+def test_the_worker_never_fills_in_identity_or_time() -> None:
+    """A queued event without message_id or timestamp is invalid at the worker: filling
+    them in there would give every redelivery a new id (and store it twice)."""
+    complete = Event(workspace_id=WS, kind="custom", name="E").model_dump(mode="json")
+    for missing in ("message_id", "timestamp", "received_at"):
+        raw = {k: v for k, v in complete.items() if k != missing}
+        [item] = decode_envelope({"v": 1, "batch_id": "b", "events": [raw]}).items
+        assert isinstance(item, InvalidEvent)
+        assert f"{missing}: missing from the queued event" in item.error
+
+
+def test_fields_from_a_newer_producer_are_ignored_by_the_worker() -> None:
+    raw = {
+        **Event(workspace_id=WS, kind="custom", name="E").model_dump(mode="json"),
+        "added_in_a_later_version": 1,
+    }
+    [item] = decode_envelope({"v": 1, "batch_id": "b", "events": [raw]}).items
+    assert isinstance(item, Event)

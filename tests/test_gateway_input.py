@@ -91,6 +91,15 @@ def padded_track(size_bytes: int) -> dict[str, object]:
             "batch.0.type",
         ),
         ("/v1/batch", b'{"batch": ["track"]}', 400, "invalid", "batch.0"),
+        (
+            "/v1/track",
+            b'{"userId": "u", "event": "E", "properties": {"a": "x\\u0000y"}}',
+            400,
+            "invalid",
+            None,
+        ),
+        ("/v1/update", b'{"type": "track", "userId": "u", "traits": {}}', 400, "invalid", "type"),
+        ("/v1/update", b'{"anonymousId": "a", "traits": {"plan": "pro"}}', 400, "invalid", None),
     ],
 )
 def test_bad_bodies_get_a_json_error_and_queue_nothing(
@@ -167,10 +176,50 @@ def test_a_gzip_bomb_is_refused_after_decompression(gateway: tuple[TestClient, s
     assert_nothing_queued(redis_url)
 
 
-def test_limits_are_inclusive_a_31kb_event_is_queued(gateway: tuple[TestClient, str]) -> None:
+def exact_body(size: int) -> bytes:
+    """A track call whose JSON body is exactly ``size`` bytes."""
+    empty = b'{"userId":"u","event":"E","properties":{"pad":""}}'
+    return empty.replace(b'""', b'"' + b"x" * (size - len(empty)) + b'"')
+
+
+@pytest.mark.parametrize(("size", "status"), [(32 * KB, 200), (32 * KB + 1, 413)])
+def test_the_32kb_event_limit_is_exact(
+    gateway: tuple[TestClient, str], size: int, status: int
+) -> None:
     client, redis_url = gateway
-    response = client.post("/v1/track", json=padded_track(31 * KB))
+    body = exact_body(size)
+    assert len(body) == size
+    response = client.post("/v1/track", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status
+    assert redis.Redis.from_url(redis_url).llen("sluice.ingest") == (1 if status == 200 else 0)
+
+
+def test_a_queued_event_answers_queued_until_a_worker_decides_it(
+    gateway: tuple[TestClient, str],
+) -> None:
+    client, _redis_url = gateway  # no worker reads this Redis database
+    message_id = client.post("/v1/track", json={"userId": "u", "event": "E"}).json()["message_id"]
+    outcome = client.get(f"/v1/events/{message_id}")
+    assert outcome.status_code == 200
+    assert outcome.json()["status"] == "queued"
+
+
+def test_an_anonymous_identify_is_queued(gateway: tuple[TestClient, str]) -> None:
+    client, redis_url = gateway
+    response = client.post("/v1/identify", json={"anonymousId": "a-1", "traits": {"x": 1}})
     assert response.status_code == 200
+    assert redis.Redis.from_url(redis_url).llen("sluice.ingest") == 1
+
+
+def test_a_request_is_one_envelope_so_more_than_1000_events_are_refused(
+    gateway: tuple[TestClient, str],
+) -> None:
+    client, redis_url = gateway
+    calls = [{"type": "track", "userId": "u", "event": "E"}] * 1001
+    response = client.post("/v1/batch", json={"batch": calls})
+    assert response.status_code == 413
+    assert_nothing_queued(redis_url)
+    assert client.post("/v1/batch", json={"batch": calls[:1000]}).status_code == 200
     assert redis.Redis.from_url(redis_url).llen("sluice.ingest") == 1
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy.exc
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from sqlalchemy import Engine, select
 
 from producer.envelope import Envelope
@@ -96,7 +96,7 @@ def test_a_database_outage_retries_instead_of_dropping(
     assert letters(engine, wire["batch_id"]) == []
 
 
-def test_an_unexpected_error_dead_letters_with_the_traceback(
+def test_an_unexpected_error_dead_letters_the_batch_and_rejects_its_events(
     runtime: Runtime, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wire = envelope_for(engine)
@@ -109,11 +109,100 @@ def test_an_unexpected_error_dead_letters_with_the_traceback(
     query = select(dead_letters).where(dead_letters.c.batch_id == wire["batch_id"])
     with engine.connect() as conn:
         letter = conn.execute(query).one()
+        stored = conn.execute(select(outcomes).where(outcomes.c.batch_id == wire["batch_id"])).all()
     assert letter.reason == "unexpected error: KeyError"
     assert "surprise" in letter.detail
+    assert [(o.status, o.reason) for o in stored] == [("rejected", "invalid")]
+    assert "dead_letters" in stored[0].detail
+
+
+def test_a_row_the_database_refuses_rejects_that_event_only(
+    runtime: Runtime, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workspace = create_workspace(engine, "refused-row")
+    names = ["fine", "refused", "also fine"]
+    envelope = Envelope(
+        events=[
+            Event(workspace_id=workspace.workspace_id, kind="custom", name=name, user_id="u")
+            for name in names
+        ]
+    )
+    wire = envelope.model_dump(mode="json")
+    real_record = runtime.store.record_batch
+
+    def refuse_one(batch_id: str, decisions: Any, now: Any) -> Any:
+        if any(d.event is not None and d.event.name == "refused" for d in decisions):
+            raise sqlalchemy.exc.DataError("INSERT", {}, Exception("value out of range"))
+        return real_record(batch_id, decisions, now)
+
+    monkeypatch.setattr(runtime.store, "record_batch", refuse_one)
+    handle_batch(FakeTask(Request(id=wire["batch_id"])), runtime, wire)  # type: ignore[arg-type]
+    query = select(outcomes.c.name, outcomes.c.status, outcomes.c.reason, outcomes.c.detail).where(
+        outcomes.c.batch_id == wire["batch_id"]
+    )
     with engine.connect() as conn:
-        stored = conn.execute(select(outcomes).where(outcomes.c.batch_id == wire["batch_id"])).all()
-    assert stored == []
+        rows = {row.name: row for row in conn.execute(query)}
+    assert {name: (rows[name].status, rows[name].reason) for name in names} == {
+        "fine": ("accepted", None),
+        "refused": ("rejected", "invalid"),
+        "also fine": ("accepted", None),
+    }
+    assert "value out of range" in rows["refused"].detail
+    assert letters(engine, wire["batch_id"]) == []
+
+
+def test_a_retry_that_cannot_be_published_requeues_instead_of_dropping(
+    runtime: Runtime, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wire = envelope_for(engine)
+
+    def database_down(*_args: object, **_kwargs: object) -> None:
+        raise sqlalchemy.exc.OperationalError("INSERT", {}, Exception("connection refused"))
+
+    class BrokerDownTask(FakeTask):
+        def retry(self, **kwargs: Any) -> Retry:  # what Celery does when the publish fails
+            raise Reject(ConnectionError("broker down"), requeue=False)
+
+    monkeypatch.setattr(runtime.store, "record_batch", database_down)
+    with pytest.raises(Reject) as caught:
+        handle_batch(BrokerDownTask(Request(id=wire["batch_id"])), runtime, wire)  # type: ignore[arg-type]
+    assert caught.value.requeue is True
+
+
+def test_a_batch_over_its_time_limit_is_requeued_and_counted(
+    runtime: Runtime, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wire = envelope_for(engine)
+
+    def slow(*_args: object, **_kwargs: object) -> None:
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(runtime.store, "record_batch", slow)
+    task = FakeTask(Request(id=wire["batch_id"]))
+    for _ in range(2):  # max_deliveries=2
+        with pytest.raises(Reject) as caught:
+            handle_batch(task, runtime, wire)  # type: ignore[arg-type]
+        assert caught.value.requeue is True
+    handle_batch(task, runtime, wire)  # type: ignore[arg-type]
+    assert letters(engine, wire["batch_id"]) == ["delivered 3 times without finishing"]
+
+
+def test_an_error_with_nowhere_to_go_requeues_the_message(
+    runtime: Runtime, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wire = envelope_for(engine)
+
+    def bug(*_args: object, **_kwargs: object) -> None:
+        raise KeyError("surprise")
+
+    def dead_letters_broken(**_kwargs: object) -> None:
+        raise RuntimeError("dead-letter table unavailable")
+
+    monkeypatch.setattr(runtime.store, "record_batch", bug)
+    monkeypatch.setattr(runtime.store, "dead_letter", dead_letters_broken)
+    with pytest.raises(Reject) as caught:
+        handle_batch(FakeTask(Request(id=wire["batch_id"])), runtime, wire)  # type: ignore[arg-type]
+    assert caught.value.requeue is True
 
 
 def test_backoff_stays_below_the_visibility_timeout() -> None:
@@ -121,3 +210,4 @@ def test_backoff_stays_below_the_visibility_timeout() -> None:
 
     assert max(retry_delay_s(retries, 900) for retries in range(40)) <= 60
     assert max(retry_delay_s(retries, 40) for retries in range(40)) <= 10
+    assert retry_delay_s(5000, 900) <= 60  # days into an outage: still a number

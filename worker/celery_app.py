@@ -47,6 +47,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # (RELIABILITY #2). Our delivery counter caps the loop this can cause.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # A batch killed at the hard time limit is requeued (and counted), not acked away.
+        "task_acks_on_timeout": False,
         # Batches carry the parallelism: a worker holds one message per process, so a
         # crash strands at most that many and other workers take the rest.
         "worker_prefetch_multiplier": 1,

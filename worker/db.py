@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -12,6 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_S = 30
+WRITE_OPTION = "sluice_write"
 _JSON_CODEC: dict[str, Any] = {
     "json_serializer": lambda value: orjson.dumps(value).decode(),
     "json_deserializer": orjson.loads,
@@ -35,8 +37,9 @@ def make_engine(url: str) -> Engine:
 
 def _sqlite_engine(url: str) -> Engine:
     # Several worker processes write one file: WAL lets readers run beside the writer, and
-    # BEGIN IMMEDIATE takes the write lock up front so a busy writer waits (busy timeout)
-    # instead of failing when it upgrades a read transaction.
+    # a write transaction (``writing``) starts with BEGIN IMMEDIATE, taking the write lock
+    # up front so a busy writer waits (busy timeout) instead of failing when it upgrades a
+    # read transaction. Reads begin deferred and never wait for writers.
     engine = create_engine(
         url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None}, **_JSON_CODEC
     )
@@ -51,9 +54,19 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        write = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """A write transaction (committed on exit); on SQLite it holds the write lock from BEGIN."""
+    with engine.connect() as conn:
+        conn.execution_options(**{WRITE_OPTION: True})
+        with conn.begin():
+            yield conn
 
 
 def insert_ignoring_conflicts(

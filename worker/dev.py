@@ -64,10 +64,16 @@ def run_dev(host: str, port: int, data_dir: Path) -> None:
         _banner(host, port, data_dir, embedded.url, demo)
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
     finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
-        embedded.stop()
+        try:
+            if worker is not None:
+                worker.terminate()
+                try:
+                    worker.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait()
+        finally:
+            embedded.stop()
 
 
 def _banner(host: str, port: int, data_dir: Path, redis_url: str, demo: dict[str, str]) -> None:

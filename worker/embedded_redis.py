@@ -44,6 +44,8 @@ class EmbeddedRedis:
                 "yes",
                 "--appendfsync",
                 "everysec",
+                "--maxmemory",
+                "1gb",
                 "--maxmemory-policy",
                 "noeviction",
                 "--save",

@@ -9,8 +9,9 @@ from typing import Any
 
 from producer.envelope import InvalidEvent, decode_envelope
 from producer.events import Event
-from rules import Reason, Status, Verdict
+from rules import Reason, Verdict
 from rules.engine import Decided, Engine, RulePolicy
+from worker.failures import is_unstorable
 from worker.store import Decision, EventStore
 
 log = logging.getLogger(__name__)
@@ -22,9 +23,6 @@ class IngestReport:
     decisions: list[Decision]
     unkeyed: list[InvalidEvent] = field(default_factory=list)
     deferred: list[Decided] = field(default_factory=list)  # decide again at ``retry_at``
-
-    def count(self, status: Status) -> int:
-        return sum(1 for d in self.decisions if d.verdict.status is status)
 
 
 def ingest(
@@ -65,7 +63,17 @@ def ingest(
         now=now,
     )
     decisions += [Decision.of(d) for d in decided if d.retry_at is None]
-    final = store.record_batch(batch.batch_id, decisions, now)
+    try:
+        final = store.record_batch(batch.batch_id, decisions, now)
+    except Exception as exc:
+        if not is_unstorable(exc):
+            raise
+        log.warning(
+            "batch %s: the database refused a row (%s); storing event by event",
+            batch.batch_id,
+            type(exc).__name__,
+        )
+        final = [_record_alone(store, batch.batch_id, d, now) for d in decisions]
     for decision in final:
         if decision.verdict.reason is not None and not decision.replayed:
             log.info(
@@ -77,3 +85,22 @@ def ingest(
             )
     deferred = [d for d in decided if d.retry_at is not None]
     return IngestReport(batch.batch_id, final, unkeyed, deferred)
+
+
+def _record_alone(store: EventStore, batch_id: str, decision: Decision, now: datetime) -> Decision:
+    """Store one decision; if the database refuses it, reject the event instead."""
+    try:
+        return store.record_batch(batch_id, [decision], now)[0]
+    except Exception as exc:
+        if not is_unstorable(exc):
+            raise
+        cause = str(getattr(exc, "orig", exc)).splitlines()[0][:300]
+        rejected = Decision(
+            decision.workspace_id,
+            decision.message_id,
+            Verdict.reject(Reason.INVALID, f"the database cannot store this event: {cause}"),
+            event=decision.event,
+            raw=decision.raw,
+        )
+        store.record_outcomes_only(batch_id, [rejected], now)
+        return rejected

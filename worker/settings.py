@@ -10,6 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from producer.envelope import MAX_ENVELOPE_EVENTS
 from rules.engine import RulePolicy
 
 
@@ -46,7 +47,7 @@ class Settings(BaseSettings):
     visibility_timeout_s: PositiveInt = 900
     max_deliveries: PositiveInt = 5
     publish_timeout_s: PositiveFloat = 5.0
-    batch_events: PositiveInt = 500
+    batch_events: int = Field(default=500, ge=1, le=MAX_ENVELOPE_EVENTS)
     pending_ttl_s: PositiveInt = 86_400
 
     # HTTP gateway.

@@ -17,7 +17,7 @@ from rules.engine import Decided, RulePolicy, order_id_of
 from rules.ports import Identity, PriorOutcome
 from rules.users import UserPolicy, user_policy
 from worker.contacts import TraitWrite, apply_trait_writes
-from worker.db import insert_ignoring_conflicts
+from worker.db import insert_ignoring_conflicts, writing
 from worker.schema import (
     contacts,
     dead_letters,
@@ -144,26 +144,23 @@ class EventStore:
 
         The database has the last word: an order already claimed in ``order_claims`` by
         another message turns an accepted confirmation into ``duplicate_order`` (Redis lost
-        its claim), and rows whose (workspace, message_id) exists already are skipped, so a
-        redelivered batch changes nothing and the first verdict stands.
+        its claim); rows whose (workspace, message_id) exists already are skipped, so a
+        redelivered batch changes nothing and the first verdict stands; and a message id
+        whose outcome another batch wrote first is recorded as a repeat.
         """
         fresh = [d for d in decisions if not d.replayed]
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             fresh = _settle_order_claims(conn, fresh, now)
             accepted = [d for d in fresh if d.verdict.status is Status.ACCEPTED and d.event]
             apply_trait_writes(conn, _trait_writes(accepted), now)
             insert_ignoring_conflicts(
                 conn, events, [_event_row(d, batch_id, now) for d in accepted]
             )
+            decided = [d for d in fresh if d.verdict.reason is not Reason.DUPLICATE_MESSAGE]
             insert_ignoring_conflicts(
-                conn,
-                outcomes,
-                [
-                    _outcome_row(d, batch_id, now)
-                    for d in fresh
-                    if d.verdict.reason is not Reason.DUPLICATE_MESSAGE
-                ],
+                conn, outcomes, [_outcome_row(d, batch_id, now) for d in decided]
             )
+            fresh = _settle_message_ids(conn, fresh, batch_id)
             insert_ignoring_conflicts(
                 conn,
                 repeats,
@@ -175,6 +172,15 @@ class EventStore:
             )
         settled = iter(fresh)  # same order as ``decisions`` without the replayed ones
         return [d if d.replayed else next(settled) for d in decisions]
+
+    def record_outcomes_only(
+        self, batch_id: str, decisions: Sequence[Decision], now: datetime
+    ) -> None:
+        """Outcomes without events or effects (for events that will not be processed)."""
+        with writing(self.engine) as conn:
+            insert_ignoring_conflicts(
+                conn, outcomes, [_outcome_row(d, batch_id, now) for d in decisions]
+            )
 
     def outcome(self, workspace_id: str, message_id: str) -> OutcomeRecord | None:
         query = select(outcomes).where(
@@ -200,7 +206,7 @@ class EventStore:
         self, *, batch_id: str | None, reason: str, detail: str | None, payload: Any, now: datetime
     ) -> None:
         encoded = payload if isinstance(payload, bytes) else orjson.dumps(payload, default=repr)
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             conn.execute(
                 dead_letters.insert().values(
                     batch_id=batch_id,
@@ -258,6 +264,38 @@ def _settle_order_claims(
                 decisions[i], verdict=Verdict.discard(Reason.DUPLICATE_ORDER, detail)
             )
     return settled
+
+
+def _settle_message_ids(
+    conn: Connection, decisions: list[Decision], batch_id: str
+) -> list[Decision]:
+    """Which batch owns each message id's outcome now. Another batch deciding the same
+    message id concurrently (both found no prior outcome) wins if it committed first;
+    ours are then repeats. (PostgreSQL: our insert waited for theirs; SQLite: serialised.)"""
+    keys = {
+        (d.workspace_id, d.message_id)
+        for d in decisions
+        if d.verdict.reason is not Reason.DUPLICATE_MESSAGE
+    }
+    if not keys:
+        return decisions
+    query = select(outcomes.c.workspace_id, outcomes.c.message_id, outcomes.c.batch_id).where(
+        tuple_(outcomes.c.workspace_id, outcomes.c.message_id).in_(keys)
+    )
+    lost = {
+        (row.workspace_id, row.message_id)
+        for row in conn.execute(query)
+        if row.batch_id != batch_id
+    }
+    if not lost:
+        return decisions
+    repeat = Verdict.discard(
+        Reason.DUPLICATE_MESSAGE, "message id decided by another batch at the same time"
+    )
+    return [
+        replace(d, verdict=repeat) if (d.workspace_id, d.message_id) in lost else d
+        for d in decisions
+    ]
 
 
 def _trait_writes(accepted: list[Decision]) -> list[TraitWrite]:

@@ -1,12 +1,16 @@
 """The ingest task: decode, call ``ingest``, classify the result (STYLE 4, 5).
 
-Errors are classified once, here:
+What happens to a batch, whatever goes wrong (``worker.failures`` classifies):
 - a rule rejection is a value (an outcome), never an exception;
-- transient failures (database or Redis unreachable, SQLite busy) retry with capped
-  exponential backoff and jitter, for as long as they last: nothing is dropped;
-- everything else is permanent: the batch goes to the dead-letter table with the reason.
-A batch that keeps killing its worker is dead-lettered by the delivery counter
-(RELIABILITY #2), since ``task_reject_on_worker_lost`` alone would loop forever.
+- transient failures retry with capped exponential backoff and jitter, as long as they
+  last; if even the retry cannot be published, the message is requeued, not dropped;
+- a poison message, or an unexpected error, sends the batch to the dead-letter table and
+  gives each of its events a ``rejected`` outcome that says so;
+- anything that escapes all of this (the dead-letter write failing too) requeues the
+  message, and the delivery counter caps how often: a batch that keeps killing its worker
+  or keeps failing is dead-lettered after ``max_deliveries`` (RELIABILITY #2), since
+  ``task_reject_on_worker_lost`` alone would loop forever.
+Celery acks a task that raises (RELIABILITY #8), so nothing may escape un-requeued.
 """
 
 from __future__ import annotations
@@ -16,37 +20,31 @@ import random
 import traceback
 from typing import Any
 
-import redis.exceptions
-import sqlalchemy.exc
 from celery import Celery, Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
-from producer.envelope import Envelope, PoisonEnvelopeError
-from producer.events import utc_now
+from producer.envelope import Envelope, PoisonEnvelopeError, decode_envelope
+from producer.events import Event, utc_now
 from producer.wire import INGEST_QUEUE, INGEST_TASK
-from rules import keys
+from rules import Reason, Verdict, keys
+from worker.failures import is_transient
 from worker.ingest import IngestReport, ingest
 from worker.runtime import Runtime
+from worker.store import Decision
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    SoftTimeLimitExceeded,  # a stuck lock or a slow database: try the batch again
-)
 MAX_BACKOFF_S = 60
 DEFER_SLACK_S = 0.5  # land just after the grace period ends, not just before
 DELIVERY_COUNTER_TTL_S = 86_400
+MAX_BATCH_ID_CHARS = 64
 
 
 def retry_delay_s(retries: int, visibility_timeout_s: int) -> float:
     """Exponential backoff with full jitter, capped well below the visibility timeout
     (a countdown longer than it would be redelivered while still waiting, RELIABILITY #4)."""
     cap = min(MAX_BACKOFF_S, visibility_timeout_s / 4)
-    return random.uniform(0, min(cap, 2.0**retries))
+    return random.uniform(0, min(cap, 2.0 ** min(retries, 16)))
 
 
 def register_tasks(app: Celery, runtime: Runtime) -> None:
@@ -56,16 +54,17 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
 
 
 def handle_batch(task: Task, runtime: Runtime, envelope: Any) -> None:
-    batch_id = envelope.get("batch_id") if isinstance(envelope, dict) else None
+    batch_id = _batch_id_of(envelope)
     retries = task.request.retries or 0
     try:
         _process(task, runtime, envelope, batch_id, retries)
-    except TRANSIENT_ERRORS as exc:
-        delay = retry_delay_s(retries, runtime.settings.visibility_timeout_s)
-        log.warning(
-            "batch %s: transient failure, retry %d in %.1fs: %s", batch_id, retries + 1, delay, exc
-        )
-        raise task.retry(exc=exc, countdown=delay) from exc
+    except (Retry, Reject):
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            _retry(task, runtime, exc, batch_id, retries)
+        log.exception("batch %s: requeued after a failure it could not record", batch_id)
+        raise Reject(exc, requeue=True) from exc
 
 
 def _process(
@@ -73,38 +72,83 @@ def _process(
 ) -> None:
     deliveries = _count_delivery(runtime, task.request.id or str(batch_id), retries)
     if deliveries > runtime.settings.max_deliveries:
-        _dead_letter(
-            runtime, batch_id, f"delivered {deliveries} times without finishing", None, envelope
+        _give_up(
+            runtime, batch_id, envelope, f"delivered {deliveries} times without finishing", None
         )
         return
     try:
         report = ingest(envelope, runtime.store, runtime.engine, runtime.rule_policy, utc_now())
-    except TRANSIENT_ERRORS:
-        raise
     except PoisonEnvelopeError as exc:
-        _dead_letter(runtime, batch_id, "poison envelope", str(exc), envelope)
+        _give_up(runtime, batch_id, envelope, "poison envelope", str(exc))
         return
+    except SoftTimeLimitExceeded:
+        raise  # requeued and counted: a slow database gets another chance, a stuck batch not
     except Exception as exc:
+        if is_transient(exc):
+            raise
         log.exception("batch %s failed permanently", batch_id)
-        _dead_letter(
+        _give_up(
             runtime,
             batch_id,
+            envelope,
             f"unexpected error: {type(exc).__name__}",
             traceback.format_exc(),
-            envelope,
         )
         return
     for item in report.unkeyed:
-        _dead_letter(
-            runtime,
-            batch_id,
-            "invalid event without workspace_id or message_id",
-            item.error,
-            item.raw,
+        runtime.store.dead_letter(
+            batch_id=batch_id,
+            reason="invalid event without workspace_id or message_id",
+            detail=item.error,
+            payload=item.raw,
+            now=utc_now(),
         )
     if report.deferred:
         _defer(task, report)
     _clear_marks(runtime, report.decisions)
+
+
+def _retry(
+    task: Task, runtime: Runtime, exc: Exception, batch_id: str | None, retries: int
+) -> None:
+    delay = retry_delay_s(retries, runtime.settings.visibility_timeout_s)
+    log.warning(
+        "batch %s: transient failure, retry %d in %.1fs: %s", batch_id, retries + 1, delay, exc
+    )
+    try:
+        retry = task.retry(exc=exc, countdown=delay, throw=False)
+    except Reject as refused:  # Celery could not publish the retry and would drop the message
+        raise Reject(refused.reason, requeue=True) from exc
+    raise retry
+
+
+def _give_up(
+    runtime: Runtime, batch_id: str | None, envelope: Any, reason: str, detail: str | None
+) -> None:
+    """Dead-letter the batch, and reject each of its events with a pointer to it."""
+    log.error("batch %s dead-lettered: %s", batch_id, reason)
+    now = utc_now()
+    runtime.store.dead_letter(
+        batch_id=batch_id, reason=reason, detail=detail, payload=envelope, now=now
+    )
+    try:
+        batch = decode_envelope(envelope)
+    except PoisonEnvelopeError:
+        return
+    note = f"not processed: {reason}; the batch is in dead_letters"
+    rejected = [
+        Decision(
+            item.workspace_id,
+            item.message_id,
+            Verdict.reject(Reason.INVALID, note),
+            event=item if isinstance(item, Event) else None,
+            raw=None if isinstance(item, Event) else item.raw,
+        )
+        for item in batch.items
+        if item.workspace_id is not None and item.message_id is not None
+    ]
+    runtime.store.record_outcomes_only(batch.batch_id, rejected, now)
+    _clear_marks(runtime, rejected)
 
 
 def _defer(task: Task, report: IngestReport) -> None:
@@ -129,8 +173,13 @@ def _defer(task: Task, report: IngestReport) -> None:
     )
 
 
+def _batch_id_of(envelope: Any) -> str | None:
+    value = envelope.get("batch_id") if isinstance(envelope, dict) else None
+    return value[:MAX_BATCH_ID_CHARS] if isinstance(value, str) and value else None
+
+
 def _count_delivery(runtime: Runtime, message_key: str, retries: int) -> int:
-    key = keys.deliveries(message_key, retries)
+    key = keys.deliveries(message_key[:MAX_BATCH_ID_CHARS], retries)
     pipe = runtime.redis.pipeline(transaction=False)
     pipe.incr(key)
     pipe.expire(key, DELIVERY_COUNTER_TTL_S)
@@ -138,17 +187,8 @@ def _count_delivery(runtime: Runtime, message_key: str, retries: int) -> int:
     return int(count)
 
 
-def _clear_marks(runtime: Runtime, decisions: Any) -> None:
+def _clear_marks(runtime: Runtime, decisions: list[Decision]) -> None:
     try:
         runtime.marks.clear((d.workspace_id, d.message_id) for d in decisions)
-    except redis.exceptions.RedisError as exc:  # the marks expire by themselves
+    except Exception as exc:  # the marks expire by themselves
         log.warning("could not clear pending marks: %s", exc)
-
-
-def _dead_letter(
-    runtime: Runtime, batch_id: str | None, reason: str, detail: str | None, payload: Any
-) -> None:
-    log.error("batch %s dead-lettered: %s", batch_id, reason)
-    runtime.store.dead_letter(
-        batch_id=batch_id, reason=reason, detail=detail, payload=payload, now=utc_now()
-    )

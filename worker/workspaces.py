@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, select
 
 from producer.events import utc_now
+from worker.db import writing
 from worker.schema import api_keys, workspaces
 
 WRITE_KEY_PREFIX = "sk_live_"
@@ -31,7 +32,7 @@ def create_workspace(engine: Engine, name: str) -> NewWorkspace:
     workspace_id = str(uuid.uuid4())
     write_key = WRITE_KEY_PREFIX + secrets.token_urlsafe(24)
     now = utc_now()
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         conn.execute(workspaces.insert().values(id=workspace_id, name=name, created_at=now))
         conn.execute(
             api_keys.insert().values(

@@ -10,10 +10,17 @@ import redis
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
+from producer.envelope import MAX_ENVELOPE_EVENTS
 from producer.errors import PublishError
 from producer.events import Event
 from producer.gateway.auth import WriteKeys, basic_auth_user
-from producer.gateway.errors import ApiError, queue_unavailable, render_api_error, unauthorized
+from producer.gateway.errors import (
+    ApiError,
+    queue_unavailable,
+    render_api_error,
+    too_large,
+    unauthorized,
+)
 from producer.pending import PendingMarks
 from producer.publisher import Publisher
 from producer.transport import BrokerTransport
@@ -42,14 +49,13 @@ class Gateway:
         return workspace_id
 
     async def publish(self, events: Sequence[Event]) -> list[str]:
-        """Queue events; answer 503 with Retry-After when the queue is unavailable."""
+        """Queue one request's events as one envelope: all or nothing. Answer 503 with
+        Retry-After when the queue is unavailable."""
+        if len(events) > MAX_ENVELOPE_EVENTS:
+            raise too_large(f"at most {MAX_ENVELOPE_EVENTS} events per request")
         try:
             return await run_in_threadpool(self.publisher.publish, events)
         except PublishError as exc:
-            if exc.queued_message_ids:  # never reached for one envelope; kept honest anyway
-                raise ApiError(
-                    503, "partially_queued", str(exc), headers={"Retry-After": "5"}
-                ) from exc
             raise queue_unavailable() from exc
 
     def close(self) -> None:
@@ -92,7 +98,7 @@ def build_gateway(settings: Settings) -> Gateway:
         keys=WriteKeys(
             lambda key: workspace_for_key(store.engine, key), ttl_s=settings.key_cache_ttl_s
         ),
-        publisher=Publisher(transport, marks=marks, batch_events=settings.batch_events),
+        publisher=Publisher(transport, marks=marks, batch_events=MAX_ENVELOPE_EVENTS),
         store=store,
         marks=marks,
         redis=client,

@@ -63,7 +63,6 @@ class SegmentBatch(BaseModel):
 
     batch: list[dict[str, Any]] = Field(min_length=1)
     sentAt: datetime | None = None
-    context: dict[str, Any] | None = None
 
 
 def to_event(
@@ -80,7 +79,8 @@ def to_event(
         call = SegmentCall.model_validate(raw)
     except ValidationError as exc:
         raise invalid_fields(exc, prefix=field_prefix) from exc
-    if call.type is not None and call.type != call_type and call_type != "update":
+    allowed = ("identify", "update") if call_type == "update" else (call_type,)
+    if call.type is not None and call.type not in allowed:
         raise bad_request(
             f"type {call.type!r} sent to the {call_type} endpoint", field=f"{field_prefix}type"
         )
