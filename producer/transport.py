@@ -48,6 +48,10 @@ def broker_transport_options(timeout_s: float, visibility_timeout_s: int) -> dic
         # Unacked messages come back after this long (RELIABILITY #3, #4). Celery's docs ask
         # for the same value in every app that talks to the broker.
         "visibility_timeout": visibility_timeout_s,
+        # How often a worker sweeps for messages a dead worker left unacked: kombu's default
+        # (~100 s) would add more than the visibility timeout itself to a crash recovery.
+        "unacked_restore_interval": max(1, min(10, visibility_timeout_s // 10)),
+        "unacked_restore_throttle": 1,
         # A dead or unreachable Redis must fail a call in bounded time, not hang it.
         "socket_connect_timeout": max(timeout_s / 8, 0.1),
         "socket_timeout": max(timeout_s / 4, 0.2),

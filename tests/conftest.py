@@ -31,9 +31,12 @@ from worker.migrate import upgrade
 from worker.schema import events, outcomes, repeats
 from worker.workspaces import NewWorkspace, create_workspace
 
-# Stacks use the given Redis database; in-process gateway tests use the next one, so a
-# running worker never consumes what those tests check was (not) queued.
+# The suite uses three logical Redis databases from the one given (N): N for the stack,
+# N+1 for in-process gateway tests (no worker consumes what they check was, or was not,
+# queued), N+2 for crash tests with their own short-timeout workers. All three are emptied.
 ISOLATED_DB_OFFSET = 1
+CRASH_DB_OFFSET = 2
+REDIS_DATABASES = 16  # Redis's default number of logical databases
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +48,12 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             client.ping()
         except redis.RedisError as exc:
             service_missing(f"Redis at SLUICE_REDIS_URL does not answer: {exc}")
+        if redis_db_of(configured) + CRASH_DB_OFFSET >= REDIS_DATABASES:
+            pytest.fail(
+                f"SLUICE_REDIS_URL: the suite also uses databases N+1 and N+2; "
+                f"choose N below {REDIS_DATABASES - CRASH_DB_OFFSET}",
+                pytrace=False,
+            )
         client.flushdb()
         yield configured
         return
@@ -107,6 +116,15 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(database_url)
     yield engine
     engine.dispose()
+
+
+def sluice_env(redis_url: str, database_url: str, **extra: str) -> dict[str, str]:
+    return {
+        "SLUICE_REDIS_URL": redis_url,
+        "SLUICE_BROKER_URL": redis_url,
+        "SLUICE_DATABASE_URL": database_url,
+        **extra,
+    }
 
 
 @dataclass
@@ -186,11 +204,7 @@ def stack(
     redis.Redis.from_url(redis_url).flushdb()
     logs = tmp_path_factory.mktemp("logs")
     port = free_port()
-    env = {
-        "SLUICE_REDIS_URL": redis_url,
-        "SLUICE_BROKER_URL": redis_url,
-        "SLUICE_DATABASE_URL": database_url,
-    }
+    env = sluice_env(redis_url, database_url)
     SluiceProcess(MIGRATE_COMMAND, env, logs / "migrate.log").run_to_completion()
     worker = SluiceProcess(WORKER_COMMAND, env, logs / "worker.log").start()
     gateway_command = with_option(

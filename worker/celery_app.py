@@ -14,16 +14,14 @@ from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.tasks import register_tasks
 
-# The longest a batch may run. 500 events take well under a second; the limits only stop a
-# stuck task, and stay far below the visibility timeout so a slow batch is never handed to a
-# second worker while the first still runs (RELIABILITY #4).
-TASK_SOFT_TIME_LIMIT_S = 120
-TASK_TIME_LIMIT_S = 150
-
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    if settings.visibility_timeout_s <= TASK_TIME_LIMIT_S * 2:
-        raise ValueError("visibility_timeout_s must be well above the task time limit")
+    # The longest a batch may run (500 events take well under a second): the limits only
+    # stop a stuck task, and stay far below the visibility timeout, so a slow batch is never
+    # handed to a second worker while the first still runs (RELIABILITY #4).
+    hard_limit_s = settings.task_time_limit_s
+    if settings.visibility_timeout_s <= hard_limit_s * 2:
+        raise ValueError("SLUICE_VISIBILITY_TIMEOUT_S must be over twice SLUICE_TASK_TIME_LIMIT_S")
     return {
         "broker_url": settings.broker_url,
         # Sized for short batches: a killed worker's batch is back within minutes, and no
@@ -55,8 +53,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A task cut off by a lost broker connection is redelivered, and its effects are
         # idempotent, so cancelling it is safe (and Celery 6's default).
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "task_soft_time_limit": TASK_SOFT_TIME_LIMIT_S,
-        "task_time_limit": TASK_TIME_LIMIT_S,
+        "task_soft_time_limit": max(1, int(hard_limit_s * 0.8)),
+        "task_time_limit": hard_limit_s,
         # Named queues only: a typo in a route fails loudly instead of filling a new queue.
         "task_queues": (Queue(INGEST_QUEUE),),
         "task_default_queue": INGEST_QUEUE,

@@ -54,6 +54,31 @@ def workspace_create(name: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("workspace_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def stats(workspace_id: str | None, as_json: bool) -> None:
+    """Outcome counts by status and reason, for one workspace or all."""
+    from worker.db import make_engine
+    from worker.stats import outcome_counts
+
+    counts = outcome_counts(make_engine(Settings().database_url), workspace_id)
+    if as_json:
+        click.echo(json.dumps(counts, sort_keys=True))
+        return
+    sections = (
+        {workspace_id: counts} if workspace_id else {"all": counts["total"], **counts["workspaces"]}
+    )
+    for name, section in sections.items():
+        click.echo(
+            f"{name}: {section['events']} events, {section['accepted']} accepted "
+            f"({section['flagged_bot']} flagged as bots)"
+        )
+        for status in ("discarded", "rejected"):
+            for reason, count in sorted(section[status].items()):
+                click.echo(f"  {status} {reason}: {count}")
+
+
+@main.command()
 @click.option("--host", default=None, help="Bind address [default: SLUICE_GATEWAY_HOST].")
 @click.option("--port", type=int, default=None, help="Port [default: SLUICE_GATEWAY_PORT].")
 def gateway(host: str | None, port: int | None) -> None:

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
 
     # Queue behaviour (DESIGN §7, RELIABILITY.md).
     visibility_timeout_s: PositiveInt = 900
+    task_time_limit_s: PositiveInt = 150
     max_deliveries: PositiveInt = 5
     publish_timeout_s: PositiveFloat = 5.0
     batch_events: int = Field(default=500, ge=1, le=MAX_ENVELOPE_EVENTS)

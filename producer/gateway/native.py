@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from producer.events import utc_now
@@ -57,6 +57,9 @@ class EventOutcome(BaseModel):
     kind: str | None = None
     name: str | None = None
     decided_at: datetime | None = None
+    raw: str | None = Field(
+        default=None, description="truncated copy of a discarded or rejected event (JSON)"
+    )
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -197,6 +200,7 @@ async def event_outcome(message_id: str, request: Request) -> JsonResponse:
             kind=outcome.kind,
             name=outcome.name,
             decided_at=outcome.decided_at,
+            raw=outcome.raw,
         )
     elif await run_in_threadpool(gateway.marks.is_pending, workspace_id, message_id):
         result = EventOutcome(message_id=message_id, status=Status.QUEUED)
