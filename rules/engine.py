@@ -87,8 +87,14 @@ class Engine:
         now: datetime,
     ) -> list[Decided]:
         prior = ledger.prior_outcomes({(e.workspace_id, e.message_id) for e in events})
+        # Only events that require their user need the directory; most batches have none.
         known: set[tuple[str, Identity]] = users.existing_identities(
-            {(e.workspace_id, identity) for e in events for identity in identities(e)}
+            {
+                (e.workspace_id, identity)
+                for e in events
+                if user_policy(e) is UserPolicy.REQUIRE
+                for identity in identities(e)
+            }
         )
         seen: set[tuple[str, str]] = set()
         decided: list[Decided | None] = [None] * len(events)

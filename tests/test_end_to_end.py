@@ -220,3 +220,16 @@ def _kinds(stack: Stack, workspace_id: str) -> dict[str, str]:
     query = select(events.c.message_id, events.c.kind).where(events.c.workspace_id == workspace_id)
     with stack.engine.connect() as conn:
         return {row.message_id: row.kind for row in conn.execute(query)}
+
+
+def test_workers_answer_remote_control_as_flower_uses_it(stack: Stack) -> None:
+    app = Celery(broker=stack.redis_url, set_as_current=False)
+    try:
+        replies = app.control.ping(timeout=2)
+        stats = app.control.inspect(timeout=2).active_queues()
+    finally:
+        app.close()
+    assert replies and all(reply == {"ok": "pong"} for r in replies for reply in r.values())
+    assert stats and all(
+        [queue["name"] for queue in queues] == [INGEST_QUEUE] for queues in stats.values()
+    )

@@ -35,9 +35,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Publishing (retries, producers on the worker) rides out a short broker blip
         # instead of Celery's ~0.4 s default (RELIABILITY #9).
         "task_publish_retry_policy": publish_retry_policy(settings.publish_timeout_s),
-        # Envelopes are orjson; nothing else is accepted off the queue.
-        "task_serializer": SERIALIZER,
-        "accept_content": [SERIALIZER],
+        # Envelopes are orjson (the ingest task declares it). The app default stays JSON:
+        # remote control replies use it, and Flower or `celery inspect` cannot read ours.
+        # Nothing that can carry code (pickle) is accepted.
+        "task_serializer": "json",
+        "accept_content": [SERIALIZER, "json"],
         # Outcomes live in our database; Celery results would be a second, weaker record.
         "task_ignore_result": True,
         "result_backend": None,

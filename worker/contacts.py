@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, or_, select, update
 
 from producer.events import Event
-from worker.db import insert_ignoring_conflicts
+from worker.db import insert_ignoring_conflicts, matches_any
 from worker.schema import contacts
 
 
@@ -98,7 +98,10 @@ def _load(conn: Connection, workspace_id: str, writes: list[TraitWrite]) -> list
         select(contacts)
         .where(
             contacts.c.workspace_id == workspace_id,
-            or_(contacts.c.user_id.in_(user_ids), contacts.c.email.in_(emails)),
+            or_(
+                matches_any(conn.dialect, contacts.c.user_id, user_ids),
+                matches_any(conn.dialect, contacts.c.email, emails),
+            ),
         )
         .order_by(contacts.c.id)
         .with_for_update()

@@ -3,13 +3,14 @@ API read: prior outcomes (the message ledger), existing users, workspace policie
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, or_, select, tuple_
+from sqlalchemy import Connection, Engine, or_, select
 
 from producer.events import Event, EventKind, as_utc
 from rules import Reason, Status, Verdict
@@ -17,7 +18,7 @@ from rules.engine import Decided, RulePolicy, order_id_of
 from rules.ports import Identity, PriorOutcome
 from rules.users import UserPolicy, user_policy
 from worker.contacts import TraitWrite, apply_trait_writes
-from worker.db import insert_ignoring_conflicts, writing
+from worker.db import insert_ignoring_conflicts, matches_any, writing
 from worker.schema import (
     contacts,
     dead_letters,
@@ -77,51 +78,65 @@ class OutcomeRecord:
 
 
 class EventStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, policy_cache_s: float = 30.0) -> None:
         self.engine = engine
+        self._policy_cache_s = policy_cache_s
+        self._policies: dict[str, tuple[float, Mapping[str, Any]]] = {}
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(select(1))
 
     def workspace_policies(self, ids: Iterable[str], default: RulePolicy) -> dict[str, RulePolicy]:
-        """Each existing workspace's rule policy: its overrides on top of ``default``."""
+        """Each existing workspace's rule policy: its overrides on top of ``default``.
+        Overrides are cached for ``policy_cache_s``; an unknown workspace is asked again
+        every time, so a new one is usable at once."""
+        now = time.monotonic()
         wanted = set(ids)
-        if not wanted:
-            return {}
-        query = select(workspaces.c.id, workspaces.c.settings).where(workspaces.c.id.in_(wanted))
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return {row.id: _policy(default, row.settings or {}) for row in rows}
+        settings: dict[str, Mapping[str, Any]] = {}
+        for workspace_id in wanted:
+            cached = self._policies.get(workspace_id)
+            if cached is not None and cached[0] > now:
+                settings[workspace_id] = cached[1]
+        missing = wanted - settings.keys()
+        if missing:
+            query = select(workspaces.c.id, workspaces.c.settings).where(
+                workspaces.c.id.in_(missing)
+            )
+            with self.engine.connect() as conn:
+                for row in conn.execute(query):
+                    settings[row.id] = row.settings or {}
+                    self._policies[row.id] = (now + self._policy_cache_s, settings[row.id])
+        return {ws: _policy(default, overrides) for ws, overrides in settings.items()}
 
     def prior_outcomes(
         self, keys: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], PriorOutcome]:
-        wanted = list(set(keys))
-        if not wanted:
-            return {}
-        query = select(
-            outcomes.c.workspace_id,
-            outcomes.c.message_id,
-            outcomes.c.batch_id,
-            outcomes.c.status,
-            outcomes.c.reason,
-            outcomes.c.detail,
-        ).where(tuple_(outcomes.c.workspace_id, outcomes.c.message_id).in_(wanted))
+        found: dict[tuple[str, str], PriorOutcome] = {}
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return {
-            (row.workspace_id, row.message_id): PriorOutcome(
-                row.batch_id,
-                Verdict(Status(row.status), Reason(row.reason) if row.reason else None, row.detail),
-            )
-            for row in rows
-        }
+            for workspace_id, message_ids in _by_workspace(keys).items():
+                query = select(
+                    outcomes.c.message_id,
+                    outcomes.c.batch_id,
+                    outcomes.c.status,
+                    outcomes.c.reason,
+                    outcomes.c.detail,
+                ).where(
+                    outcomes.c.workspace_id == workspace_id,
+                    matches_any(conn.dialect, outcomes.c.message_id, message_ids),
+                )
+                for row in conn.execute(query):
+                    reason = Reason(row.reason) if row.reason else None
+                    verdict = Verdict(Status(row.status), reason, row.detail)
+                    found[(workspace_id, row.message_id)] = PriorOutcome(row.batch_id, verdict)
+        return found
 
     def existing_identities(
         self, identities: Iterable[tuple[str, Identity]]
     ) -> set[tuple[str, Identity]]:
         wanted = set(identities)
+        if not wanted:
+            return set()
         by_workspace: dict[str, dict[str, set[str]]] = {}
         for workspace_id, (kind, value) in wanted:
             by_workspace.setdefault(workspace_id, {"id": set(), "email": set()})[kind].add(value)
@@ -130,7 +145,10 @@ class EventStore:
             for workspace_id, names in by_workspace.items():
                 query = select(contacts.c.user_id, contacts.c.email).where(
                     contacts.c.workspace_id == workspace_id,
-                    or_(contacts.c.user_id.in_(names["id"]), contacts.c.email.in_(names["email"])),
+                    or_(
+                        matches_any(conn.dialect, contacts.c.user_id, names["id"]),
+                        matches_any(conn.dialect, contacts.c.email, names["email"]),
+                    ),
                 )
                 for row in conn.execute(query):
                     found.add((workspace_id, ("id", row.user_id)))
@@ -218,6 +236,16 @@ class EventStore:
             )
 
 
+def _by_workspace(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Group (workspace_id, key) pairs, for ``workspace_id = ? AND key IN (...)`` queries:
+    an index range scan, where a row-value ``IN`` of hundreds of pairs is planned as a
+    slow ``OR`` chain."""
+    grouped: dict[str, set[str]] = {}
+    for workspace_id, key in keys:
+        grouped.setdefault(workspace_id, set()).add(key)
+    return {workspace_id: sorted(values) for workspace_id, values in grouped.items()}
+
+
 def _policy(default: RulePolicy, overrides: Mapping[str, Any]) -> RulePolicy:
     known = {k: v for k, v in overrides.items() if k in RulePolicy.__dataclass_fields__}
     return replace(default, **known)
@@ -250,11 +278,14 @@ def _settle_order_claims(
             for i, order_id in claiming.items()
         ],
     )
-    pairs = {(decisions[i].workspace_id, order_id) for i, order_id in claiming.items()}
-    query = select(order_claims).where(
-        tuple_(order_claims.c.workspace_id, order_claims.c.order_id).in_(pairs)
-    )
-    holders = {(r.workspace_id, r.order_id): r.message_id for r in conn.execute(query)}
+    holders: dict[tuple[str, str], str] = {}
+    pairs = [(decisions[i].workspace_id, order_id) for i, order_id in claiming.items()]
+    for workspace_id, order_ids in _by_workspace(pairs).items():
+        query = select(order_claims.c.order_id, order_claims.c.message_id).where(
+            order_claims.c.workspace_id == workspace_id,
+            matches_any(conn.dialect, order_claims.c.order_id, order_ids),
+        )
+        holders.update(((workspace_id, r.order_id), r.message_id) for r in conn.execute(query))
     settled = list(decisions)
     for i, order_id in claiming.items():
         holder = holders.get((decisions[i].workspace_id, order_id))
@@ -272,21 +303,19 @@ def _settle_message_ids(
     """Which batch owns each message id's outcome now. Another batch deciding the same
     message id concurrently (both found no prior outcome) wins if it committed first;
     ours are then repeats. (PostgreSQL: our insert waited for theirs; SQLite: serialised.)"""
-    keys = {
+    keys = [
         (d.workspace_id, d.message_id)
         for d in decisions
         if d.verdict.reason is not Reason.DUPLICATE_MESSAGE
-    }
-    if not keys:
-        return decisions
-    query = select(outcomes.c.workspace_id, outcomes.c.message_id, outcomes.c.batch_id).where(
-        tuple_(outcomes.c.workspace_id, outcomes.c.message_id).in_(keys)
-    )
-    lost = {
-        (row.workspace_id, row.message_id)
-        for row in conn.execute(query)
-        if row.batch_id != batch_id
-    }
+    ]
+    lost: set[tuple[str, str]] = set()
+    for workspace_id, message_ids in _by_workspace(keys).items():
+        query = select(outcomes.c.message_id).where(
+            outcomes.c.workspace_id == workspace_id,
+            matches_any(conn.dialect, outcomes.c.message_id, message_ids),
+            outcomes.c.batch_id != batch_id,
+        )
+        lost.update((workspace_id, message_id) for message_id in conn.execute(query).scalars())
     if not lost:
         return decisions
     repeat = Verdict.discard(

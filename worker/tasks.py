@@ -25,7 +25,7 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
 from producer.envelope import Envelope, PoisonEnvelopeError, decode_envelope
 from producer.events import Event, utc_now
-from producer.wire import INGEST_QUEUE, INGEST_TASK
+from producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER
 from rules import Reason, Verdict, keys
 from worker.failures import is_transient
 from worker.ingest import IngestReport, ingest
@@ -48,7 +48,7 @@ def retry_delay_s(retries: int, visibility_timeout_s: int) -> float:
 
 
 def register_tasks(app: Celery, runtime: Runtime) -> None:
-    @app.task(name=INGEST_TASK, bind=True, max_retries=None)
+    @app.task(name=INGEST_TASK, bind=True, max_retries=None, serializer=SERIALIZER)
     def ingest_batch(task: Task, envelope: Any) -> None:
         handle_batch(task, runtime, envelope)
 
@@ -163,6 +163,7 @@ def _defer(task: Task, report: IngestReport) -> None:
         args=[envelope.to_wire()],
         task_id=envelope.batch_id,
         queue=INGEST_QUEUE,
+        serializer=SERIALIZER,
         countdown=delay_s,
     )
     log.info(
