@@ -90,3 +90,37 @@ def _wait_decided(url: str, auth: tuple[str, str]) -> str:
             return status
         time.sleep(0.1)
     pytest.fail("the event stayed queued")
+
+
+def test_workspace_configure_sets_rule_overrides_that_workers_read(database_url: str) -> None:
+    from worker.db import make_engine
+    from worker.settings import Settings
+    from worker.store import EventStore
+    from worker.workspaces import create_workspace
+
+    engine = make_engine(database_url)
+    ws = create_workspace(engine, "tuned").workspace_id
+    env = {**os.environ, "SLUICE_DATABASE_URL": database_url}
+
+    def configure(*pairs: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sluice_executable(), "workspace", "configure", ws, *pairs],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    done = configure("email_open_window_s=600", "bot_mode=flag")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"email_open_window_s": 600, "bot_mode": "flag"}
+    policy = EventStore(engine).workspace_policies([ws], Settings().rule_policy())[ws]
+    assert (policy.email_open_window_s, policy.bot_mode, policy.unknown_user_grace_s) == (
+        600,
+        "flag",
+        30,
+    )
+    for bad in ("bot_mode=maybe", "email_open_window_s=-1", "colour=blue"):
+        refused = configure(bad)
+        assert refused.returncode != 0 and "Error" in refused.stderr
+    engine.dispose()

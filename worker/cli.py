@@ -53,6 +53,28 @@ def workspace_create(name: str, as_json: bool) -> None:
         click.echo(f"workspace_id: {created.workspace_id}\nwrite_key:    {created.write_key}")
 
 
+@workspace.command("configure")
+@click.argument("workspace_id")
+@click.argument("settings", nargs=-1, required=True, metavar="KEY=VALUE...")
+def workspace_configure(workspace_id: str, settings: tuple[str, ...]) -> None:
+    """Override rule settings for one workspace, e.g. email_open_window_s=600 bot_mode=flag.
+
+    Known keys: email_open_window_s, unknown_user_grace_s, bot_mode. Workers pick changes
+    up within 30 s.
+    """
+    from pydantic import ValidationError
+
+    from worker.db import make_engine
+    from worker.workspaces import configure_workspace
+
+    pairs = dict(item.partition("=")[::2] for item in settings)
+    try:
+        merged = configure_workspace(make_engine(Settings().database_url), workspace_id, pairs)
+    except (ValueError, LookupError, ValidationError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(merged, sort_keys=True))
+
+
 @main.command()
 @click.argument("workspace_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -6,10 +6,13 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from typing import Any, Literal
 
-from sqlalchemy import Engine, select
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt
+from sqlalchemy import Engine, select, update
 
 from producer.events import utc_now
+from rules.engine import RulePolicy
 from worker.db import writing
 from worker.schema import api_keys, workspaces
 
@@ -40,6 +43,37 @@ def create_workspace(engine: Engine, name: str) -> NewWorkspace:
             )
         )
     return NewWorkspace(workspace_id, write_key)
+
+
+def configure_workspace(
+    engine: Engine, workspace_id: str, overrides: dict[str, str]
+) -> dict[str, Any]:
+    """Merge rule overrides into a workspace's settings; return them all. Values are checked
+    as the environment settings are (``SLUICE_EMAIL_OPEN_WINDOW_S`` and so on)."""
+    allowed = set(RulePolicy.__dataclass_fields__)
+    unknown = set(overrides) - allowed
+    if unknown:
+        raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(allowed)}")
+    checked = RuleOverrides.model_validate(overrides).model_dump(exclude_unset=True)
+    with writing(engine) as conn:
+        current = conn.execute(
+            select(workspaces.c.settings).where(workspaces.c.id == workspace_id)
+        ).one_or_none()
+        if current is None:
+            raise LookupError(f"no workspace {workspace_id!r}")
+        merged = {**(current.settings or {}), **checked}
+        conn.execute(
+            update(workspaces).where(workspaces.c.id == workspace_id).values(settings=merged)
+        )
+    return merged
+
+
+class RuleOverrides(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email_open_window_s: PositiveInt | None = None
+    unknown_user_grace_s: NonNegativeInt | None = None
+    bot_mode: Literal["drop", "flag"] | None = None
 
 
 def workspace_for_key(engine: Engine, write_key: str) -> str | None:
