@@ -20,6 +20,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from producer.events import Event, utc_now
+from producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER
 
 ENVELOPE_VERSION = 1
 QUEUED_FIELDS = ("message_id", "workspace_id", "timestamp", "received_at")
@@ -38,6 +39,17 @@ class Envelope(BaseModel):
     def to_wire(self) -> orjson.Fragment:
         """The envelope as pre-encoded JSON, embedded as is by the queue serializer."""
         return orjson.Fragment(self.model_dump_json())
+
+    def task_message(self) -> dict[str, Any]:
+        """``send_task`` arguments that queue this envelope for the ingest task; the task
+        id is the batch id, so Flower and the delivery counter name batches alike."""
+        return {
+            "name": INGEST_TASK,
+            "args": [self.to_wire()],
+            "task_id": self.batch_id,
+            "queue": INGEST_QUEUE,
+            "serializer": SERIALIZER,
+        }
 
 
 class _Shell(BaseModel):

@@ -16,7 +16,7 @@ from kombu.exceptions import KombuError
 
 from producer.envelope import Envelope
 from producer.errors import PublishError
-from producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER, register_serializer
+from producer.wire import INGEST_QUEUE, SERIALIZER, register_serializer
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +87,7 @@ class BrokerTransport:
     def publish(self, envelope: Envelope) -> None:
         try:
             self._app.send_task(
-                INGEST_TASK,
-                args=[envelope.to_wire()],
-                task_id=envelope.batch_id,
-                queue=INGEST_QUEUE,
-                serializer=SERIALIZER,
-                retry=True,
-                retry_policy=self._retry_policy,
+                **envelope.task_message(), retry=True, retry_policy=self._retry_policy
             )
         except (KombuError, redis.exceptions.RedisError, OSError) as exc:
             log.error("queue refused batch %s: %s", envelope.batch_id, exc)

@@ -25,7 +25,7 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
 from producer.envelope import Envelope, PoisonEnvelopeError, decode_envelope
 from producer.events import Event, utc_now
-from producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER
+from producer.wire import INGEST_TASK, SERIALIZER
 from rules import Reason, Verdict, keys
 from worker.failures import is_transient
 from worker.ingest import IngestReport, ingest
@@ -158,14 +158,7 @@ def _defer(task: Task, report: IngestReport) -> None:
     retry_at = max(d.retry_at for d in report.deferred if d.retry_at is not None)
     envelope = Envelope(batch_id=f"{report.batch_id}.d", events=[d.event for d in report.deferred])
     delay_s = max((retry_at - utc_now()).total_seconds(), 0.0) + DEFER_SLACK_S
-    task.app.send_task(
-        INGEST_TASK,
-        args=[envelope.to_wire()],
-        task_id=envelope.batch_id,
-        queue=INGEST_QUEUE,
-        serializer=SERIALIZER,
-        countdown=delay_s,
-    )
+    task.app.send_task(**envelope.task_message(), countdown=delay_s)
     log.info(
         "batch %s: %d events wait %.1fs for their users",
         report.batch_id,
