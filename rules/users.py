@@ -22,7 +22,10 @@ class UserPolicy(StrEnum):
 
 
 DEFAULT_POLICY = {EventKind.LOGIN: UserPolicy.CREATE, EventKind.UPDATE: UserPolicy.REQUIRE}
-SOURCE_POLICY: dict[str, dict[EventKind, UserPolicy]] = {}
+SOURCE_POLICY: dict[str, dict[EventKind, UserPolicy]] = {
+    # Bento documents that its events create users that do not exist yet.
+    "bento": {EventKind.CUSTOM: UserPolicy.CREATE, EventKind.CONFIRMATION: UserPolicy.CREATE},
+}
 
 
 def user_policy(event: Event) -> UserPolicy:

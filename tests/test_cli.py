@@ -124,3 +124,49 @@ def test_workspace_configure_sets_rule_overrides_that_workers_read(database_url:
         refused = configure(bad)
         assert refused.returncode != 0 and "Error" in refused.stderr
     engine.dispose()
+
+
+def test_definition_add_prints_an_id_that_bunce_accepts(database_url: str) -> None:
+    from worker.db import make_engine
+    from worker.definitions import find_definition
+    from worker.workspaces import create_workspace
+
+    engine = make_engine(database_url)
+    ws = create_workspace(engine, "defs").workspace_id
+    env = {**os.environ, "SLUICE_DATABASE_URL": database_url}
+
+    def add(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sluice_executable(), "definition", "add", ws, *args, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    done = add(
+        "--format",
+        "bunce",
+        "--name",
+        "Purchase",
+        "--param",
+        "date_purchased:timestamp",
+        "--param",
+        "total:number",
+    )
+    assert done.returncode == 0, done.stderr
+    definition_id = json.loads(done.stdout)["definition_id"]
+    found = find_definition(engine, ws, "bunce", definition_id=definition_id)
+    assert found is not None
+    assert found.params == {"date_purchased": "timestamp", "total": "number"}
+    tap = add("--format", "clevertap", "--name", "Program Released", "--required", "program_id")
+    assert tap.returncode == 0, tap.stderr
+    for bad in (
+        ["--format", "bunce", "--name", "Purchase"],  # exists already
+        ["--format", "bunce", "--name", "X", "--param", "n:float"],
+        ["--format", "clevertap", "--name", "Y", "--param", "a:string"],
+        ["--format", "bunce", "--name", "Z", "--id", "not-a-uuid"],
+    ):
+        refused = add(*bad)
+        assert refused.returncode != 0 and "Error" in refused.stderr
+    engine.dispose()

@@ -233,3 +233,86 @@ def test_workers_answer_remote_control_as_flower_uses_it(stack: Stack) -> None:
     assert stats and all(
         [queue["name"] for queue in queues] == [INGEST_QUEUE] for queues in stats.values()
     )
+
+
+def test_each_vendor_format_reaches_the_worker(stack: Stack) -> None:
+    from worker.definitions import add_definition
+
+    workspace = stack.new_workspace()
+    ws, key = workspace.workspace_id, workspace.write_key
+    bunce = add_definition(
+        stack.engine, ws, "bunce", "Purchase", params={"plan": "string"}
+    ).definition_id
+    add_definition(stack.engine, ws, "clevertap", "Program Released", required=["program_id"])
+    with httpx.Client(base_url=stack.gateway_url, timeout=10) as http:
+        answers = [
+            http.post(
+                "/compat/bunce/v1/events/trigger",
+                headers={"X-Authorization": key},
+                json={"event_id": bunce, "payload": {"email": "a@x.io", "plan": "pro"}},
+            ),
+            http.post(
+                "/compat/user-event/v1/event/",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"user": {"_id": "ue-1"}, "event": {"login": {"plan": "pro"}}},
+            ),
+            http.post(
+                "/compat/clevertap/1/targets/trigger.json",
+                headers={"X-CleverTap-Account-Id": ws, "X-CleverTap-Passcode": key},
+                json={
+                    "business_event": "Program Released",
+                    "name": "Ep 12",
+                    "c-by": "me",
+                    "when": "now",
+                    "properties": {"program_id": "7"},
+                },
+            ),
+            http.post(
+                f"/compat/bento/api/v1/batch/events?site_uuid={ws}",
+                auth=(key, ""),
+                json={
+                    "events": [
+                        {
+                            "type": "$purchase",
+                            "email": "b@x.io",
+                            "details": {"unique": {"key": "o-1"}},
+                        },
+                        {
+                            "type": "$purchase",
+                            "email": "b@x.io",
+                            "details": {"unique": {"key": "o-1"}},
+                        },
+                    ]
+                },
+            ),
+            http.post(
+                "/compat/platformly/",
+                data={
+                    "api_key": key,
+                    "action": "contact_event_fire",
+                    "value": '{"event": 3, "email": "c@x.io"}',
+                },
+            ),
+        ]
+    assert [a.status_code for a in answers] == [200] * 5
+    ids = [a.json()["message_id"] for i, a in enumerate(answers) if i != 3]
+    ids[3:3] = answers[3].json()["message_ids"]
+    verdicts = stack.wait_for_outcomes(ws, ids)
+    assert [verdicts[m] for m in ids] == [
+        ACCEPTED,
+        ACCEPTED,
+        ACCEPTED,
+        ACCEPTED,
+        ("discarded", "duplicate_order"),
+        ACCEPTED,
+    ]
+    with stack.engine.connect() as conn:
+        from worker.schema import contacts
+
+        people = conn.execute(
+            select(contacts.c.user_id, contacts.c.email)
+            .where(contacts.c.workspace_id == ws)
+            .order_by(contacts.c.id)
+        ).all()
+    # The user/event login and Bento's events create contacts; Bunce and Platform.ly do not.
+    assert [tuple(p) for p in people] == [("ue-1", None), (None, "b@x.io")]

@@ -75,6 +75,73 @@ def workspace_configure(workspace_id: str, settings: tuple[str, ...]) -> None:
     click.echo(json.dumps(merged, sort_keys=True))
 
 
+@main.group()
+def definition() -> None:
+    """Manage event definitions (Bunce events, CleverTap business events)."""
+
+
+@definition.command("add")
+@click.argument("workspace_id")
+@click.option("--format", "format_", type=click.Choice(["bunce", "clevertap"]), required=True)
+@click.option("--name", required=True, help="Event name (CleverTap: the business event).")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY:TYPE",
+    help="Bunce parameter: string, number, integer, boolean or timestamp.",
+)
+@click.option(
+    "--required",
+    "required",
+    multiple=True,
+    metavar="KEY",
+    help="CleverTap property that every trigger must carry.",
+)
+@click.option(
+    "--id",
+    "definition_id",
+    default=None,
+    help="Keep this uuid as the id (e.g. an existing Bunce event_id).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def definition_add(
+    workspace_id: str,
+    format_: str,
+    name: str,
+    params: tuple[str, ...],
+    required: tuple[str, ...],
+    definition_id: str | None,
+    as_json: bool,
+) -> None:
+    """Define an event; prints its id (Bunce's event_id)."""
+    from worker.db import make_engine
+    from worker.definitions import add_definition
+
+    typed = {}
+    for item in params:
+        key, sep, kind = item.partition(":")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY:TYPE", param_hint="--param")
+        typed[key] = kind
+    try:
+        created = add_definition(
+            make_engine(Settings().database_url),
+            workspace_id,
+            "bunce" if format_ == "bunce" else "clevertap",
+            name,
+            params=typed,
+            required=list(required),
+            definition_id=definition_id,
+        )
+    except (ValueError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps({"definition_id": created.definition_id}))
+    else:
+        click.echo(f"definition_id: {created.definition_id}")
+
+
 @main.command()
 @click.argument("workspace_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

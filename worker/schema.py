@@ -138,6 +138,19 @@ order_claims = Table(
     Column("claimed_at", Timestamp, nullable=False),
 )
 
+event_definitions = Table(
+    "event_definitions",
+    metadata,
+    Column("workspace_id", ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True),
+    Column("id", String(36), primary_key=True, comment="Bunce's event_id"),
+    Column("format", String(20), nullable=False, comment="bunce | clevertap"),
+    Column("name", String(200), nullable=False),
+    Column("params", Json, nullable=False, comment="bunce: {key: type}"),
+    Column("required", Json, nullable=False, comment="clevertap: [property, ...]"),
+    Column("created_at", Timestamp, nullable=False),
+    UniqueConstraint("workspace_id", "format", "name"),
+)
+
 dead_letters = Table(
     "dead_letters",
     metadata,

@@ -107,6 +107,8 @@ def build_gateway(settings: Settings) -> Gateway:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     from producer.gateway import native
+    from producer.gateway.vendors import bento, bunce, clevertap, platformly, userevent
+    from producer.gateway.vendors.common import VendorError, render_vendor_error
 
     gateway = build_gateway(settings or Settings())
 
@@ -118,10 +120,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Sluice",
         version="0.1.0",
-        summary="Event ingestion: Segment-compatible native API.",
+        summary="Event ingestion: a Segment-compatible native API and five vendor formats.",
         lifespan=lifespan,
     )
     app.state.gateway = gateway
     app.add_exception_handler(ApiError, render_api_error)
+    app.add_exception_handler(VendorError, render_vendor_error)
     app.include_router(native.router)
+    for vendor in (bunce, userevent, clevertap, bento, platformly):
+        app.include_router(vendor.router)
     return app

@@ -1,0 +1,109 @@
+"""CleverTap Bulletins: ``POST /1/targets/trigger.json`` (seed 002).
+
+``X-CleverTap-Account-Id`` = workspace id, ``X-CleverTap-Passcode`` = write key. Body
+``{business_event, name, properties, c-by, when}``; the business event must be defined, with
+its required properties. Keys are at most 120 characters, values strings of at most 512
+bytes. Errors are CleverTap's: ``{"status": "fail", "error": …, "code": 400}``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from producer.events import utc_now
+from producer.gateway.app import gateway_of
+from producer.gateway.responses import JsonResponse
+from producer.gateway.vendors.common import (
+    VendorError,
+    body_bytes,
+    json_body,
+    make_event,
+    publish,
+    workspace_for_key,
+)
+from worker.definitions import MAX_CLEVERTAP_KEY_CHARS, find_definition
+
+router = APIRouter(prefix="/compat/clevertap", tags=["clevertap"])
+
+LIMIT_BYTES = 32 * 1024
+MAX_VALUE_BYTES = 512
+
+
+def fail(status: int, message: str, headers: dict[str, str] | None = None) -> VendorError:
+    return VendorError(status, {"status": "fail", "error": message, "code": status}, headers)
+
+
+def _when(value: Any, received_at: datetime) -> datetime:
+    if value == "now":
+        return received_at
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    shown = "null" if value is None else value
+    raise fail(400, f'"when" has an incorrect value - {shown}')
+
+
+@router.post("/1/targets/trigger.json", summary="CleverTap: raise bulletins for a business event")
+async def trigger(request: Request) -> JsonResponse:
+    gateway = gateway_of(request)
+    account = request.headers.get("x-clevertap-account-id")
+    workspace_id = await workspace_for_key(
+        gateway, request.headers.get("x-clevertap-passcode"), fail
+    )
+    if account != workspace_id:
+        raise fail(401, "Invalid Credentials")
+    body = json_body(await body_bytes(request, LIMIT_BYTES, fail), fail)
+    if not isinstance(body, dict):
+        raise fail(400, "the body must be a JSON object")
+    business_event = body.get("business_event")
+    if not isinstance(business_event, str) or not business_event:
+        raise fail(400, "Business Event Not Found")
+    definition = await run_in_threadpool(
+        find_definition, gateway.store.engine, workspace_id, "clevertap", name=business_event
+    )
+    if definition is None:
+        raise fail(400, "Business Event Not Found")
+    received_at = utc_now()
+    when = _when(body.get("when"), received_at)
+    for field in ("name", "c-by"):
+        if not isinstance(body.get(field), str) or not body[field]:
+            raise fail(400, f'"{field}" is required')
+    properties = body.get("properties")
+    if not isinstance(properties, dict):
+        raise fail(400, '"properties" must be an object')
+    for key, value in properties.items():
+        if len(key) > MAX_CLEVERTAP_KEY_CHARS:
+            raise fail(
+                400, f"Property key {key[:40]}… is over {MAX_CLEVERTAP_KEY_CHARS} characters"
+            )
+        if not isinstance(value, str):
+            raise fail(400, f"Property{key}must be a string")
+        if len(value.encode()) > MAX_VALUE_BYTES:
+            raise fail(400, f"Property{key}is over {MAX_VALUE_BYTES} bytes")
+    for key in definition.required:
+        if key not in properties:
+            raise fail(400, f"Property{key}missing")
+    event = make_event(
+        {
+            "workspace_id": workspace_id,
+            "kind": "custom",
+            "name": business_event,
+            "properties": properties,
+            "timestamp": when,
+            "received_at": received_at,
+            "context": {"bulletin": {"name": body["name"], "c-by": body["c-by"]}},
+            "source": "clevertap",
+        },
+        fail,
+    )
+    (message_id,) = await publish(gateway, [event], fail)
+    # Bulletins are counted by automations (issue 5); until then no bulletin is raised.
+    return JsonResponse({"status": "success", "targets": 0, "message_id": message_id})

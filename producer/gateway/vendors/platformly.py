@@ -1,0 +1,93 @@
+"""Platform.ly: form-encoded ``action=contact_event_fire`` (seed 004).
+
+Form fields ``api_key`` (the write key), ``action`` and ``value``: a JSON string with
+``contact_id`` and/or ``email``, ``event`` (the event id) and optional ``options`` (object,
+or a JSON string of one). Answers ``{"status": "success", "message": "The action has been
+processed"}``; errors ``{"status": "error", "message": …}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from fastapi import APIRouter, Request
+
+from producer.events import utc_now
+from producer.gateway.app import gateway_of
+from producer.gateway.responses import JsonResponse
+from producer.gateway.vendors.common import (
+    VendorError,
+    body_bytes,
+    make_event,
+    publish,
+    workspace_for_key,
+)
+
+router = APIRouter(prefix="/compat/platformly", tags=["platformly"])
+
+LIMIT_BYTES = 32 * 1024
+FORM = "application/x-www-form-urlencoded"
+
+
+def fail(status: int, message: str, headers: dict[str, str] | None = None) -> VendorError:
+    return VendorError(status, {"status": "error", "message": message}, headers)
+
+
+def _json_object(text: Any, what: str) -> dict[str, Any]:
+    if isinstance(text, dict):
+        return text
+    try:
+        value = orjson.loads(text) if isinstance(text, str) else None
+    except orjson.JSONDecodeError as exc:
+        raise fail(400, f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise fail(400, f"{what} must be a JSON object")
+    return value
+
+
+@router.post("/", summary="Platform.ly: contact_event_fire")
+async def action(request: Request) -> JsonResponse:
+    gateway = gateway_of(request)
+    if not request.headers.get("content-type", "").lower().startswith(FORM):
+        raise fail(400, f"send a form-encoded body ({FORM}) with api_key, action and value")
+    body = await body_bytes(request, LIMIT_BYTES, fail)
+    try:
+        form = {
+            key: values[0]
+            for key, values in parse_qs(
+                body.decode(), keep_blank_values=True, strict_parsing=bool(body)
+            ).items()
+        }
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise fail(400, f"malformed form body: {exc}") from exc
+    workspace_id = await workspace_for_key(gateway, form.get("api_key"), fail)
+    if form.get("action") != "contact_event_fire":
+        raise fail(
+            400, f"unknown action {form.get('action')!r}; this endpoint takes contact_event_fire"
+        )
+    value = _json_object(form.get("value"), "value")
+    contact_id, email, event_id = value.get("contact_id"), value.get("email"), value.get("event")
+    if not contact_id and not email:
+        raise fail(400, "value needs contact_id or email")
+    if not isinstance(event_id, int | str) or isinstance(event_id, bool) or event_id == "":
+        raise fail(400, "value.event (the event id) is required")
+    options = _json_object(value["options"], "options") if value.get("options") else {}
+    event = make_event(
+        {
+            "workspace_id": workspace_id,
+            "kind": "custom",
+            "name": str(event_id),
+            "user_id": str(contact_id) if contact_id else None,
+            "email": email or None,
+            "properties": {**options, "event_id": event_id},
+            "received_at": utc_now(),
+            "source": "platformly",
+        },
+        fail,
+    )
+    (message_id,) = await publish(gateway, [event], fail)
+    return JsonResponse(
+        {"status": "success", "message": "The action has been processed", "message_id": message_id}
+    )
