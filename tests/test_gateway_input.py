@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
 from producer.gateway import create_app
-from worker.embedded_redis import free_port
+from worker.embedded_redis import EmbeddedRedis, free_port
 from worker.settings import Settings
 from worker.workspaces import create_workspace
 
@@ -77,11 +78,10 @@ def padded_track(size_bytes: int) -> dict[str, object]:
         ("/v1/batch", b'{"events": [{}]}', 400, "invalid", "batch"),
         (
             "/v1/batch",
-            b'{"batch": [{"type": "track", "userId": "u", "event": "ok"}, '
-            b'{"type": "track", "userId": "u"}]}',
+            b'{"batch": [{"type": "track", "userId": "u"}, {"type": "identify"}]}',
             400,
             "invalid",
-            "batch.1.event",
+            "batch.0.event",
         ),
         (
             "/v1/batch",
@@ -240,3 +240,84 @@ def test_unreachable_queue_is_503_with_retry_after(database_url: str, engine: ob
     assert response.json()["error"] == "queue_unavailable"
     assert health.status_code == 503
     assert health.json()["redis"].startswith("error")
+
+
+def test_a_batch_queues_its_valid_calls_and_reports_each_invalid_one(
+    gateway: tuple[TestClient, str],
+) -> None:
+    client, redis_url = gateway
+    calls = [
+        {"type": "track", "userId": "u", "event": "ok", "messageId": "good-0"},
+        {"type": "track", "userId": "u"},
+        {"type": "track", "userId": "u", "event": "big", "properties": {"pad": "x" * 33 * KB}},
+        {"type": "identify", "userId": "u", "messageId": "good-3"},
+    ]
+    answer = client.post("/v1/batch", json={"batch": calls})
+    assert answer.status_code == 200
+    assert answer.json()["message_ids"] == ["good-0", "good-3"]
+    assert answer.json()["results"] == [
+        {"index": 0, "status": "queued", "message_id": "good-0"},
+        {
+            "index": 1,
+            "status": "rejected",
+            "error": "invalid",
+            "message": "a track call needs an event name",
+            "field": "batch.1.event",
+        },
+        {
+            "index": 2,
+            "status": "rejected",
+            "error": "too_large",
+            "message": f"batch.2 is larger than {32 * KB} bytes",
+        },
+        {"index": 3, "status": "queued", "message_id": "good-3"},
+    ]
+    queue = redis.Redis.from_url(redis_url)
+    assert queue.llen("sluice.ingest") == 1  # one envelope with the two valid calls
+
+
+def test_backpressure_then_redis_stopped_and_restarted(
+    database_url: str, engine: object, tmp_path: Path
+) -> None:
+    from sqlalchemy import Engine
+
+    assert isinstance(engine, Engine)
+    workspace = create_workspace(engine, "backpressure")
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    settings = Settings(
+        redis_url=server.url,
+        database_url=database_url,
+        max_queue_depth=2,
+        queue_depth_sample_s=0,
+        publish_timeout_s=1.0,
+    )
+    track = {"userId": "u", "event": "E"}
+    try:
+        with TestClient(create_app(settings)) as client:
+            client.auth = (workspace.write_key, "")
+            assert [client.post("/v1/track", json=track).status_code for _ in range(2)] == [
+                200,
+                200,
+            ]
+            full = client.post("/v1/track", json=track)
+            assert full.status_code == 429
+            assert full.headers["retry-after"] == "5"
+            assert full.json()["error"] == "queue_full"
+            queue = redis.Redis.from_url(server.url)
+            assert queue.llen("sluice.ingest") == 2  # nothing half-queued
+
+            server.stop()
+            down = client.post("/v1/track", json=track)
+            assert down.status_code == 503
+            assert down.headers["retry-after"] == "5"
+            assert client.get("/healthz").status_code == 503
+
+            server = EmbeddedRedis(tmp_path / "redis", port=server.port).start()
+            queue = redis.Redis.from_url(server.url)
+            assert queue.llen("sluice.ingest") == 2  # AOF: what was acknowledged survived
+            queue.delete("sluice.ingest")  # a worker drained it
+            assert client.post("/v1/track", json=track).status_code == 200
+            assert queue.llen("sluice.ingest") == 1
+            assert client.get("/healthz").status_code == 200
+    finally:
+        server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from producer.gateway.errors import (
 from producer.pending import PendingMarks
 from producer.publisher import Publisher
 from producer.transport import BrokerTransport
+from producer.wire import INGEST_QUEUE
 from worker.db import make_engine
 from worker.settings import Settings
 from worker.store import EventStore
@@ -40,6 +42,7 @@ class Gateway:
     store: EventStore
     marks: PendingMarks
     redis: redis.Redis
+    depth: QueueDepth
 
     async def workspace_from_basic_auth(self, request: Request) -> str:
         write_key = basic_auth_user(request.headers.get("authorization"))
@@ -49,10 +52,12 @@ class Gateway:
         return workspace_id
 
     async def publish(self, events: Sequence[Event]) -> list[str]:
-        """Queue one request's events as one envelope: all or nothing. Answer 503 with
-        Retry-After when the queue is unavailable."""
+        """Queue one request's events as one envelope: all or nothing. Answer 429 when the
+        queue is deeper than ``max_queue_depth``, 503 when it is unavailable, both with
+        Retry-After."""
         if len(events) > MAX_ENVELOPE_EVENTS:
             raise too_large(f"at most {MAX_ENVELOPE_EVENTS} events per request")
+        await self.depth.check()
         try:
             return await run_in_threadpool(self.publisher.publish, events)
         except PublishError as exc:
@@ -73,6 +78,45 @@ class Gateway:
             except Exception as exc:
                 checks[name] = f"error: {type(exc).__name__}"
         return checks
+
+
+class QueueDepth:
+    """Backpressure: refuse new events while the ingest queue is deeper than ``limit``
+    batches. The depth is sampled at most every ``sample_s``, so checking costs no round
+    trip per request. Only a Redis broker is sampled (``client`` None: no check)."""
+
+    def __init__(
+        self,
+        client: redis.Redis | None,
+        *,
+        limit: int,
+        sample_s: float = 0.25,
+        retry_after_s: int = 5,
+    ) -> None:
+        self._client = client
+        self._limit = limit
+        self._sample_s = sample_s
+        self._retry_after_s = retry_after_s
+        self._depth = 0
+        self._sampled_at = float("-inf")
+
+    async def check(self) -> None:
+        if self._client is None:
+            return
+        now = time.monotonic()
+        if now - self._sampled_at >= self._sample_s:
+            try:
+                self._depth = await run_in_threadpool(self._client.llen, INGEST_QUEUE)
+            except redis.RedisError as exc:
+                raise queue_unavailable(self._retry_after_s) from exc
+            self._sampled_at = now
+        if self._depth >= self._limit:
+            raise ApiError(
+                429,
+                "queue_full",
+                f"{self._depth} batches are waiting; nothing was queued, retry later",
+                headers={"Retry-After": str(self._retry_after_s)},
+            )
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -102,6 +146,11 @@ def build_gateway(settings: Settings) -> Gateway:
         store=store,
         marks=marks,
         redis=client,
+        depth=QueueDepth(
+            client if settings.broker_url == settings.redis_url else None,
+            limit=settings.max_queue_depth,
+            sample_s=settings.queue_depth_sample_s,
+        ),
     )
 
 

@@ -7,7 +7,7 @@ event, 500 KB per batch request; larger bodies get 413 and nothing is queued.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
@@ -37,9 +37,21 @@ class Queued(BaseModel):
     message_id: str
 
 
+class BatchItem(BaseModel):
+    """What happened to one call of a batch, by its index."""
+
+    index: int
+    status: Literal["queued", "rejected"]
+    message_id: str | None = None
+    error: str | None = None
+    message: str | None = None
+    field: str | None = None
+
+
 class BatchQueued(BaseModel):
     success: bool = True
-    message_ids: list[str]
+    message_ids: list[str] = Field(description="the queued calls' message ids, in order")
+    results: list[BatchItem] = Field(description="one entry per call of the batch")
 
 
 class ErrorBody(BaseModel):
@@ -163,12 +175,13 @@ async def batch(request: Request) -> JsonResponse:
         raise invalid_fields(exc) from exc
     received_at = utc_now()
     events = []
+    results: list[BatchItem] = []
     for index, raw in enumerate(envelope.batch):
-        call_type = batch_call_type(raw, index)
-        if encoded_size(raw) > EVENT_LIMIT_BYTES:
-            raise too_large(f"batch.{index} is larger than {EVENT_LIMIT_BYTES} bytes")
-        events.append(
-            to_event(
+        try:
+            call_type = batch_call_type(raw, index)
+            if encoded_size(raw) > EVENT_LIMIT_BYTES:
+                raise too_large(f"batch.{index} is larger than {EVENT_LIMIT_BYTES} bytes")
+            event = to_event(
                 raw,
                 call_type,
                 workspace_id=workspace_id,
@@ -176,9 +189,35 @@ async def batch(request: Request) -> JsonResponse:
                 sent_at=envelope.sentAt,
                 field_prefix=f"batch.{index}.",
             )
+        except ApiError as exc:
+            results.append(
+                BatchItem(
+                    index=index,
+                    status="rejected",
+                    error=exc.code,
+                    message=exc.message,
+                    field=exc.field,
+                )
+            )
+            continue
+        results.append(BatchItem(index=index, status="queued", message_id=event.message_id))
+        events.append(event)
+    if not events:  # nothing to queue: the request fails, with each call's reason
+        first = results[0]
+        status = 413 if all(r.error == "too_large" for r in results) else 400
+        return JsonResponse(
+            {
+                "success": False,
+                "error": first.error,
+                "message": f"no call of the batch was queued; first: {first.message}",
+                "field": first.field,
+                "results": [r.model_dump(exclude_none=True) for r in results],
+            },
+            status_code=status,
         )
     message_ids = await gateway.publish(events)
-    return JsonResponse(BatchQueued(message_ids=message_ids).model_dump())
+    answer = BatchQueued(message_ids=message_ids, results=results)
+    return JsonResponse(answer.model_dump(exclude_none=True))
 
 
 @router.get(
