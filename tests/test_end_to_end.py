@@ -179,6 +179,32 @@ def test_the_official_segment_client_sends_events_that_end_accepted(
     }
 
 
+def test_the_official_rudderstack_client_sends_events_that_end_accepted(stack: Stack) -> None:
+    from rudderstack.analytics.client import Client as RudderClient
+
+    workspace = stack.new_workspace()
+    errors: list[Exception] = []
+    client = RudderClient(
+        write_key=workspace.write_key,
+        host=stack.gateway_url,
+        sync_mode=True,
+        max_retries=1,
+        on_error=lambda error, _batch: errors.append(error),
+    )
+    sent = [
+        client.identify("rs-user", {"email": "rs@example.com"}),
+        client.track("rs-user", "Order Completed", {"order_id": "rs-1"}),
+        client.track("rs-user", "Email Opened", {}),
+        client.screen("rs-user", "Home", "Start"),
+    ]
+    assert not errors
+    message_ids = [message["messageId"] for ok, message in sent if ok]
+    assert len(message_ids) == len(sent)
+    assert stack.wait_for_outcomes(workspace.workspace_id, message_ids) == {
+        message_id: ACCEPTED for message_id in message_ids
+    }
+
+
 def test_a_bad_event_is_rejected_its_siblings_accepted_and_poison_is_dead_lettered(
     stack: Stack,
 ) -> None:
