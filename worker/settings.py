@@ -59,6 +59,9 @@ class Settings(BaseSettings):
         default=20_000, description="queued batches beyond which the gateway answers 429"
     )
     queue_depth_sample_s: float = Field(default=0.25, ge=0)
+    group_commit_ms: float = Field(
+        default=2.0, ge=0, description="gateway group-commit window; 0 publishes per request"
+    )
 
     @field_validator("bot_networks", mode="before")
     @classmethod

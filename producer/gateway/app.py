@@ -22,6 +22,7 @@ from producer.gateway.errors import (
     too_large,
     unauthorized,
 )
+from producer.gateway.group_commit import GroupCommitter
 from producer.pending import PendingMarks
 from producer.publisher import Publisher
 from producer.transport import BrokerTransport
@@ -43,6 +44,7 @@ class Gateway:
     marks: PendingMarks
     redis: redis.Redis
     depth: QueueDepth
+    committer: GroupCommitter | None = None
 
     async def workspace_from_basic_auth(self, request: Request) -> str:
         write_key = basic_auth_user(request.headers.get("authorization"))
@@ -59,6 +61,8 @@ class Gateway:
             raise too_large(f"at most {MAX_ENVELOPE_EVENTS} events per request")
         await self.depth.check()
         try:
+            if self.committer is not None:
+                return await self.committer.submit(events)
             return await run_in_threadpool(self.publisher.publish, events)
         except PublishError as exc:
             raise queue_unavailable() from exc
@@ -137,15 +141,20 @@ def build_gateway(settings: Settings) -> Gateway:
         timeout_s=settings.publish_timeout_s,
         visibility_timeout_s=settings.visibility_timeout_s,
     )
+    publisher = Publisher(transport, marks=marks, batch_events=MAX_ENVELOPE_EVENTS)
+    committer = None
+    if settings.group_commit_ms > 0:
+        committer = GroupCommitter(publisher.publish, window_s=settings.group_commit_ms / 1000)
     return Gateway(
         settings=settings,
         keys=WriteKeys(
             lambda key: workspace_for_key(store.engine, key), ttl_s=settings.key_cache_ttl_s
         ),
-        publisher=Publisher(transport, marks=marks, batch_events=MAX_ENVELOPE_EVENTS),
+        publisher=publisher,
         store=store,
         marks=marks,
         redis=client,
+        committer=committer,
         depth=QueueDepth(
             client if settings.broker_url == settings.redis_url else None,
             limit=settings.max_queue_depth,
