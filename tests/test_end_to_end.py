@@ -342,3 +342,51 @@ def test_each_vendor_format_reaches_the_worker(stack: Stack) -> None:
         ).all()
     # The user/event login and Bento's events create contacts; Bunce and Platform.ly do not.
     assert [tuple(p) for p in people] == [("ue-1", None), (None, "b@x.io")]
+
+
+def test_prefer_wait_answers_with_the_workers_verdict(stack: Stack) -> None:
+    workspace = stack.new_workspace()
+    ws, key = workspace.workspace_id, workspace.write_key
+    wait = {"Prefer": "wait=20"}
+    order = {"userId": "u", "event": "Order Completed", "properties": {"orderId": "w-1"}}
+    with httpx.Client(base_url=stack.gateway_url, auth=(key, ""), timeout=30) as http:
+        first = http.post("/v1/track", json=order, headers=wait)
+        second = http.post("/v1/track", json=order, headers=wait)
+        batch = http.post(
+            "/v1/batch",
+            headers=wait,
+            json={
+                "batch": [
+                    {
+                        "type": "track",
+                        "userId": "u",
+                        "event": "Email Opened",
+                        "timestamp": "2026-11-01T10:00:00Z",
+                    },
+                    {
+                        "type": "track",
+                        "userId": "u",
+                        "event": "Email Opened",
+                        "timestamp": "2026-11-01T10:05:00Z",
+                    },
+                    {"type": "track", "userId": "u"},
+                ]
+            },
+        )
+        bento = http.post(
+            f"/compat/bento/api/v1/batch/events?site_uuid={ws}",
+            headers=wait,
+            auth=(key, ""),
+            json={"events": [{"type": "$x", "email": "b@x.io"}]},
+        )
+    assert first.headers["preference-applied"] == "wait=20"
+    assert (first.json()["status"], first.json()["reason"]) == ("accepted", None)
+    assert (second.json()["status"], second.json()["reason"]) == ("discarded", "duplicate_order")
+    assert "was confirmed by message" in second.json()["detail"]
+    assert [(r["status"], r.get("reason")) for r in batch.json()["results"]] == [
+        ("accepted", None),
+        ("discarded", "throttled"),
+        ("rejected", None),
+    ]
+    assert bento.json()["results"] == 1
+    assert [o["status"] for o in bento.json()["outcomes"]] == ["accepted"]

@@ -321,3 +321,17 @@ def test_backpressure_then_redis_stopped_and_restarted(
             assert client.get("/healthz").status_code == 200
     finally:
         server.stop()
+
+
+def test_prefer_wait_is_bounded_and_says_queued_without_a_worker(
+    gateway: tuple[TestClient, str],
+) -> None:
+    client, _redis_url = gateway  # no worker reads this Redis database
+    answer = client.post(
+        "/v1/track", json={"userId": "u", "event": "E"}, headers={"Prefer": "respond-async, wait=1"}
+    )
+    assert answer.status_code == 200
+    assert answer.headers["preference-applied"] == "wait=1"
+    assert answer.json()["status"] == "queued"
+    plain = client.post("/v1/track", json={"userId": "u", "event": "E"})
+    assert "preference-applied" not in plain.headers

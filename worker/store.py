@@ -200,25 +200,24 @@ class EventStore:
                 conn, outcomes, [_outcome_row(d, batch_id, now) for d in decisions]
             )
 
+    def outcomes(self, workspace_id: str, message_ids: Sequence[str]) -> dict[str, OutcomeRecord]:
+        """The decided ones among ``message_ids``, one query."""
+        if not message_ids:
+            return {}
+        with self.engine.connect() as conn:
+            query = select(outcomes).where(
+                outcomes.c.workspace_id == workspace_id,
+                matches_any(conn.dialect, outcomes.c.message_id, message_ids),
+            )
+            return {row.message_id: _outcome_record(row) for row in conn.execute(query)}
+
     def outcome(self, workspace_id: str, message_id: str) -> OutcomeRecord | None:
         query = select(outcomes).where(
             outcomes.c.workspace_id == workspace_id, outcomes.c.message_id == message_id
         )
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
-        if row is None:
-            return None
-        return OutcomeRecord(
-            workspace_id=row.workspace_id,
-            message_id=row.message_id,
-            status=Status(row.status),
-            reason=Reason(row.reason) if row.reason else None,
-            detail=row.detail,
-            kind=row.kind,
-            name=row.name,
-            raw=row.raw,
-            decided_at=as_utc(row.decided_at),
-        )
+        return None if row is None else _outcome_record(row)
 
     def dead_letter(
         self, *, batch_id: str | None, reason: str, detail: str | None, payload: Any, now: datetime
@@ -234,6 +233,20 @@ class EventStore:
                     created_at=now,
                 )
             )
+
+
+def _outcome_record(row: Any) -> OutcomeRecord:
+    return OutcomeRecord(
+        workspace_id=row.workspace_id,
+        message_id=row.message_id,
+        status=Status(row.status),
+        reason=Reason(row.reason) if row.reason else None,
+        detail=row.detail,
+        kind=row.kind,
+        name=row.name,
+        raw=row.raw,
+        decided_at=as_utc(row.decided_at),
+    )
 
 
 def _by_workspace(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:

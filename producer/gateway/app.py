@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
@@ -23,6 +24,7 @@ from producer.gateway.errors import (
     unauthorized,
 )
 from producer.gateway.group_commit import GroupCommitter
+from producer.gateway.prefer import applied, requested_wait_s, verdicts
 from producer.pending import PendingMarks
 from producer.publisher import Publisher
 from producer.transport import BrokerTransport
@@ -66,6 +68,16 @@ class Gateway:
             return await run_in_threadpool(self.publisher.publish, events)
         except PublishError as exc:
             raise queue_unavailable() from exc
+
+    async def outcomes_if_asked(
+        self, request: Request, workspace_id: str, message_ids: Sequence[str]
+    ) -> tuple[dict[str, dict[str, Any]] | None, dict[str, str]]:
+        """With ``Prefer: wait=N``: the verdicts (within N s) and the response headers."""
+        wait_s = requested_wait_s(request)
+        if wait_s is None:
+            return None, {}
+        found = await verdicts(self.store, workspace_id, message_ids, wait_s)
+        return found, applied(wait_s)
 
     def close(self) -> None:
         self.publisher.close()

@@ -35,14 +35,19 @@ router = APIRouter(tags=["native"])
 class Queued(BaseModel):
     success: bool = True
     message_id: str
+    status: str = Field(default="queued", description="the verdict, with Prefer: wait=N")
+    reason: str | None = None
+    detail: str | None = None
 
 
 class BatchItem(BaseModel):
     """What happened to one call of a batch, by its index."""
 
     index: int
-    status: Literal["queued", "rejected"]
+    status: Literal["queued", "accepted", "discarded", "rejected"]
     message_id: str | None = None
+    reason: str | None = None
+    detail: str | None = None
     error: str | None = None
     message: str | None = None
     field: str | None = None
@@ -102,7 +107,9 @@ async def _single(request: Request, call_type: CallType) -> JsonResponse:
     body = parse_json_object(await read_limited(request, EVENT_LIMIT_BYTES))
     event = to_event(body, call_type, workspace_id=workspace_id, received_at=utc_now())
     (message_id,) = await gateway.publish([event])
-    return JsonResponse(Queued(message_id=message_id).model_dump())
+    found, headers = await gateway.outcomes_if_asked(request, workspace_id, [message_id])
+    answer = Queued(message_id=message_id, **(found[message_id] if found else {}))
+    return JsonResponse(answer.model_dump(), headers=headers)
 
 
 @router.post(
@@ -216,8 +223,11 @@ async def batch(request: Request) -> JsonResponse:
             status_code=status,
         )
     message_ids = await gateway.publish(events)
+    found, headers = await gateway.outcomes_if_asked(request, workspace_id, message_ids)
+    if found:
+        results = [r.model_copy(update=found[r.message_id]) if r.message_id else r for r in results]
     answer = BatchQueued(message_ids=message_ids, results=results)
-    return JsonResponse(answer.model_dump(exclude_none=True))
+    return JsonResponse(answer.model_dump(exclude_none=True), headers=headers)
 
 
 @router.get(

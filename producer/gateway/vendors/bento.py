@@ -19,6 +19,7 @@ from producer.gateway.errors import ApiError
 from producer.gateway.responses import JsonResponse
 from producer.gateway.vendors.common import (
     VendorError,
+    answer,
     body_bytes,
     json_body,
     publish,
@@ -81,13 +82,17 @@ async def batch_events(request: Request, site_uuid: str | None = None) -> JsonRe
                 problem = str(exc).splitlines()[0]
         failures.append({"index": index, "reason": problem})
     message_ids = await publish(gateway, queued, fail) if queued else []
-    return JsonResponse(
+    return await answer(
+        request,
+        gateway,
+        workspace_id,
+        message_ids,
         {
             "results": len(queued),
             "failed": len(failures),
             "failures": failures,
             "message_ids": message_ids,
-        }
+        },
     )
 
 

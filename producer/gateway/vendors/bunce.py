@@ -19,6 +19,7 @@ from producer.gateway.app import gateway_of
 from producer.gateway.responses import JsonResponse
 from producer.gateway.vendors.common import (
     VendorError,
+    answer,
     body_bytes,
     json_body,
     make_event,
@@ -104,12 +105,12 @@ async def trigger(request: Request) -> JsonResponse:
         422,
     )
     (message_id,) = await publish(gateway, [event], fail)
-    answer: dict[str, Any] = {
+    reply: dict[str, Any] = {
         "success": True,
         "data": True,
         "message": "Event successfully triggered",
         "message_id": message_id,
     }
     if skipped:
-        answer["skipped"] = skipped
-    return JsonResponse(answer)
+        reply["skipped"] = skipped
+    return await answer(request, gateway, workspace_id, [message_id], reply)

@@ -19,6 +19,7 @@ from producer.gateway.app import gateway_of
 from producer.gateway.responses import JsonResponse
 from producer.gateway.vendors.common import (
     VendorError,
+    answer,
     body_bytes,
     json_body,
     make_event,
@@ -106,4 +107,10 @@ async def trigger(request: Request) -> JsonResponse:
     )
     (message_id,) = await publish(gateway, [event], fail)
     # Bulletins are counted by automations (issue 5); until then no bulletin is raised.
-    return JsonResponse({"status": "success", "targets": 0, "message_id": message_id})
+    return await answer(
+        request,
+        gateway,
+        workspace_id,
+        [message_id],
+        {"status": "success", "targets": 0, "message_id": message_id},
+    )

@@ -65,6 +65,21 @@ async def workspace_for_key(gateway: Gateway, write_key: str | None, fail: Fail)
     return workspace_id
 
 
+async def answer(
+    request: Request,
+    gateway: Gateway,
+    workspace_id: str,
+    message_ids: Sequence[str],
+    body: dict[str, Any],
+) -> JsonResponse:
+    """The vendor's success body; with ``Prefer: wait=N`` it also lists the verdicts under
+    ``outcomes`` (additive: the vendor's own fields are unchanged)."""
+    found, headers = await gateway.outcomes_if_asked(request, workspace_id, message_ids)
+    if found is not None:
+        body = {**body, "outcomes": [{"message_id": m, **found[m]} for m in message_ids]}
+    return JsonResponse(body, headers=headers)
+
+
 async def publish(gateway: Gateway, events: Sequence[Event], fail: Fail) -> list[str]:
     try:
         return await gateway.publish(events)

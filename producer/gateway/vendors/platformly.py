@@ -19,6 +19,7 @@ from producer.gateway.app import gateway_of
 from producer.gateway.responses import JsonResponse
 from producer.gateway.vendors.common import (
     VendorError,
+    answer,
     body_bytes,
     make_event,
     publish,
@@ -88,6 +89,10 @@ async def action(request: Request) -> JsonResponse:
         fail,
     )
     (message_id,) = await publish(gateway, [event], fail)
-    return JsonResponse(
-        {"status": "success", "message": "The action has been processed", "message_id": message_id}
+    return await answer(
+        request,
+        gateway,
+        workspace_id,
+        [message_id],
+        {"status": "success", "message": "The action has been processed", "message_id": message_id},
     )

@@ -17,6 +17,7 @@ from producer.gateway.app import gateway_of
 from producer.gateway.responses import JsonResponse
 from producer.gateway.vendors.common import (
     VendorError,
+    answer,
     body_bytes,
     json_body,
     make_event,
@@ -97,14 +98,18 @@ async def create_event(request: Request) -> JsonResponse:
         fields["properties"] = data
     queued = make_event(fields, fail)
     (message_id,) = await publish(gateway, [queued], fail)
-    return JsonResponse(
+    return await answer(
+        request,
+        gateway,
+        workspace_id,
+        [message_id],
         {
             "results": {
                 "message": "Event created",
                 "email": "Event was created for the specified user",
             },
             "message_id": message_id,
-        }
+        },
     )
 
 
