@@ -25,6 +25,7 @@ from producer.gateway.vendors.common import (
     publish,
     workspace_for_key,
 )
+from producer.gateway.vendors.openapi import BENTO_BODY, BENTO_ERRORS
 
 router = APIRouter(prefix="/compat/bento", tags=["bento"])
 
@@ -55,7 +56,12 @@ def _problem(raw: Any) -> str | None:
     return None
 
 
-@router.post("/api/v1/batch/events", summary="Bento: record 1 to 1000 events")
+@router.post(
+    "/api/v1/batch/events",
+    openapi_extra=BENTO_BODY,
+    responses=BENTO_ERRORS,
+    summary="Bento: record 1 to 1000 events",
+)
 async def batch_events(request: Request, site_uuid: str | None = None) -> JsonResponse:
     gateway = gateway_of(request)
     try:

@@ -26,6 +26,7 @@ from producer.gateway.vendors.common import (
     publish,
     workspace_for_key,
 )
+from producer.gateway.vendors.openapi import BUNCE_BODY, BUNCE_ERRORS
 from worker.definitions import find_definition
 
 router = APIRouter(prefix="/compat/bunce", tags=["bunce"])
@@ -57,7 +58,12 @@ def _typed(kind: str, value: Any) -> bool:
     return True
 
 
-@router.post("/v1/events/trigger", summary="Bunce: trigger a defined event for a customer")
+@router.post(
+    "/v1/events/trigger",
+    openapi_extra=BUNCE_BODY,
+    responses=BUNCE_ERRORS,
+    summary="Bunce: trigger a defined event for a customer",
+)
 async def trigger(request: Request) -> JsonResponse:
     gateway = gateway_of(request)
     workspace_id = await workspace_for_key(gateway, request.headers.get("x-authorization"), fail)

@@ -26,6 +26,7 @@ from producer.gateway.vendors.common import (
     publish,
     workspace_for_key,
 )
+from producer.gateway.vendors.openapi import CLEVERTAP_BODY, CLEVERTAP_ERRORS
 from worker.definitions import MAX_CLEVERTAP_KEY_CHARS, find_definition
 
 router = APIRouter(prefix="/compat/clevertap", tags=["clevertap"])
@@ -52,7 +53,12 @@ def _when(value: Any, received_at: datetime) -> datetime:
     raise fail(400, f'"when" has an incorrect value - {shown}')
 
 
-@router.post("/1/targets/trigger.json", summary="CleverTap: raise bulletins for a business event")
+@router.post(
+    "/1/targets/trigger.json",
+    openapi_extra=CLEVERTAP_BODY,
+    responses=CLEVERTAP_ERRORS,
+    summary="CleverTap: raise bulletins for a business event",
+)
 async def trigger(request: Request) -> JsonResponse:
     gateway = gateway_of(request)
     account = request.headers.get("x-clevertap-account-id")

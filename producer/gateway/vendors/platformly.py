@@ -25,6 +25,7 @@ from producer.gateway.vendors.common import (
     publish,
     workspace_for_key,
 )
+from producer.gateway.vendors.openapi import PLATFORMLY_BODY, PLATFORMLY_ERRORS
 
 router = APIRouter(prefix="/compat/platformly", tags=["platformly"])
 
@@ -48,7 +49,12 @@ def _json_object(text: Any, what: str) -> dict[str, Any]:
     return value
 
 
-@router.post("/", summary="Platform.ly: contact_event_fire")
+@router.post(
+    "/",
+    openapi_extra=PLATFORMLY_BODY,
+    responses=PLATFORMLY_ERRORS,
+    summary="Platform.ly: contact_event_fire",
+)
 async def action(request: Request) -> JsonResponse:
     gateway = gateway_of(request)
     if not request.headers.get("content-type", "").lower().startswith(FORM):

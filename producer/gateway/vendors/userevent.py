@@ -24,6 +24,7 @@ from producer.gateway.vendors.common import (
     publish,
     workspace_for_key,
 )
+from producer.gateway.vendors.openapi import USER_EVENT_BODY, USER_EVENT_ERRORS
 
 router = APIRouter(prefix="/compat/user-event", tags=["user-event"])
 
@@ -50,7 +51,12 @@ def _bearer(header: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-@router.post("/v1/event/", summary="user/event API: record an event for a user")
+@router.post(
+    "/v1/event/",
+    openapi_extra=USER_EVENT_BODY,
+    responses=USER_EVENT_ERRORS,
+    summary="user/event API: record an event for a user",
+)
 async def create_event(request: Request) -> JsonResponse:
     gateway = gateway_of(request)
     workspace_id = await workspace_for_key(

@@ -1,0 +1,165 @@
+"""Every route is described by the OpenAPI document, and no body, however broken, makes
+the gateway fail (5xx) or queue anything it refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from openapi_spec_validator import validate
+from sqlalchemy import Engine
+
+from worker.settings import Settings
+from worker.workspaces import create_workspace
+
+
+@pytest.fixture
+def app_and_key(
+    isolated_redis_url: str, database_url: str, engine: Engine
+) -> Iterator[tuple[TestClient, str, str, str]]:
+    from producer.gateway import create_app
+
+    workspace = create_workspace(engine, "contract")
+    settings = Settings(redis_url=isolated_redis_url, database_url=database_url)
+    with TestClient(create_app(settings)) as client:
+        yield client, isolated_redis_url, workspace.workspace_id, workspace.write_key
+
+
+def test_the_openapi_document_is_valid_and_describes_every_route(
+    app_and_key: tuple[TestClient, str, str, str],
+) -> None:
+    client = app_and_key[0]
+    document = client.get("/openapi.json").json()
+    validate(document)
+    expected = {
+        ("post", "/v1/track"),
+        ("post", "/v1/identify"),
+        ("post", "/v1/update"),
+        ("post", "/v1/batch"),
+        ("get", "/v1/events/{message_id}"),
+        ("get", "/healthz"),
+        ("post", "/compat/bunce/v1/events/trigger"),
+        ("post", "/compat/user-event/v1/event/"),
+        ("post", "/compat/clevertap/1/targets/trigger.json"),
+        ("post", "/compat/bento/api/v1/batch/events"),
+        ("post", "/compat/platformly/"),
+    }
+    described = {(method, path) for path, item in document["paths"].items() for method in item}
+    assert described == expected
+    for method, path in described:
+        operation = document["paths"][path][method]
+        assert operation.get("summary"), f"{method} {path} has no summary"
+        if method == "post":
+            assert operation["requestBody"]["content"], f"{path} has no request body"
+            assert {"200", "400"} <= set(operation["responses"]), f"{path}: responses"
+
+
+def _routes(ws: str, key: str) -> dict[str, tuple[str, dict[str, str], Any]]:
+    basic = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+    return {
+        "native track": ("/v1/track", {"Authorization": basic}, None),
+        "native identify": ("/v1/identify", {"Authorization": basic}, None),
+        "native update": ("/v1/update", {"Authorization": basic}, None),
+        "native batch": ("/v1/batch", {"Authorization": basic}, None),
+        "bunce": ("/compat/bunce/v1/events/trigger", {"X-Authorization": key}, None),
+        "user/event": ("/compat/user-event/v1/event/", {"Authorization": f"Bearer {key}"}, None),
+        "clevertap": (
+            "/compat/clevertap/1/targets/trigger.json",
+            {"X-CleverTap-Account-Id": ws, "X-CleverTap-Passcode": key},
+            None,
+        ),
+        "bento": (
+            f"/compat/bento/api/v1/batch/events?site_uuid={ws}",
+            {"Authorization": basic},
+            None,
+        ),
+        "platformly": (
+            "/compat/platformly/",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            key,
+        ),
+    }
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "type",
+                    "event",
+                    "userId",
+                    "anonymousId",
+                    "batch",
+                    "events",
+                    "email",
+                    "user",
+                    "payload",
+                    "event_id",
+                    "business_event",
+                    "properties",
+                    "traits",
+                    "when",
+                    "fields",
+                    "timestamp",
+                    "messageId",
+                    "x",
+                ]
+            )
+            | st.text(max_size=8),
+            inner,
+            max_size=6,
+        )
+    ),
+    max_leaves=20,
+)
+bodies = st.one_of(
+    st.binary(max_size=200), json_values.map(lambda value: json.dumps(value).encode())
+)
+
+
+@pytest.mark.parametrize("route", list(_routes("ws", "key")))
+def test_junk_bodies_never_fail_the_gateway_nor_queue_refused_input(
+    app_and_key: tuple[TestClient, str, str, str], route: str
+) -> None:
+    client, redis_url, ws, key = app_and_key
+    path, headers, form_key = _routes(ws, key)[route]
+    queue = redis.Redis.from_url(redis_url)
+
+    def as_form(body: bytes) -> bytes:  # Platform.ly takes a form: junk goes in `value`
+        from urllib.parse import urlencode
+
+        return urlencode(
+            {
+                "api_key": form_key,
+                "action": "contact_event_fire",
+                "value": body.decode("utf-8", "replace"),
+            }
+        ).encode()
+
+    prepare: Callable[[bytes], bytes] = as_form if form_key else (lambda body: body)
+
+    @settings(
+        max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(body=bodies)
+    def check(body: bytes) -> None:
+        queue.flushdb()
+        answer = client.post(
+            path, content=prepare(body), headers={"Content-Type": "application/json", **headers}
+        )
+        assert answer.status_code < 500, answer.text
+        answer.json()  # always JSON, in the route's own shape
+        if answer.status_code >= 400:
+            assert queue.dbsize() == 0, f"{answer.status_code} but something was queued"
+
+    check()
