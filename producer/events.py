@@ -40,7 +40,10 @@ def as_utc(value: datetime) -> datetime:
     """Naive datetimes are taken as UTC; aware ones are converted to UTC."""
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # a valid time whose UTC falls outside years 1..9999
+        raise ValueError(f"{value.isoformat()} is out of range in UTC") from exc
 
 
 def _has_nul(value: Any) -> bool:

@@ -90,8 +90,28 @@ def _routes(ws: str, key: str) -> dict[str, tuple[str, dict[str, str], Any]]:
     }
 
 
+EDGE_VALUES = st.sampled_from(
+    [
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+        "2026-11-01T10:00:00Z",
+        "now",
+        1_000_000_000_000,
+        10**15,
+        2**62,
+        -1,
+        "",
+        "\u0000",
+        "[email protected]",
+    ]
+)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | EDGE_VALUES,
     lambda inner: (
         st.lists(inner, max_size=4)
         | st.dictionaries(

@@ -335,3 +335,54 @@ def test_prefer_wait_is_bounded_and_says_queued_without_a_worker(
     assert answer.json()["status"] == "queued"
     plain = client.post("/v1/track", json={"userId": "u", "event": "E"})
     assert "preference-applied" not in plain.headers
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_times_outside_utc_range_are_a_400(gateway: tuple[TestClient, str], stamp: str) -> None:
+    client, redis_url = gateway
+    single = client.post("/v1/track", json={"userId": "u", "event": "E", "timestamp": stamp})
+    assert (single.status_code, single.json()["field"]) == (400, "timestamp")
+    batch = client.post(
+        "/v1/batch",
+        json={"batch": [{"type": "track", "userId": "u", "event": "E", "timestamp": stamp}]},
+    )
+    assert batch.status_code == 400
+    assert_nothing_queued(redis_url)
+
+
+def test_prefer_wait_is_capped_and_survives_a_database_outage(
+    gateway: tuple[TestClient, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy.exc
+
+    client, redis_url = gateway
+    answer = client.post(
+        "/v1/track", json={"userId": "u", "event": "E"}, headers={"Prefer": "wait=100"}
+    )
+    assert answer.headers["preference-applied"] == "wait=30"
+
+    def database_down(*_args: object) -> None:
+        raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(client.app.state.gateway.store, "outcomes", database_down)  # type: ignore[attr-defined]
+    queued = client.post(
+        "/v1/track", json={"userId": "u", "event": "E"}, headers={"Prefer": "wait=5"}
+    )
+    assert (queued.status_code, queued.json()["status"]) == (200, "queued")
+    assert redis.Redis.from_url(redis_url).exists("sluice.ingest")
+
+
+def test_a_database_outage_during_key_lookup_is_a_503(
+    gateway: tuple[TestClient, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy.exc
+
+    client, redis_url = gateway
+
+    def database_down(_key: str) -> None:
+        raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(client.app.state.gateway.keys, "workspace_for", database_down)  # type: ignore[attr-defined]
+    answer = client.post("/v1/track", json={"userId": "u", "event": "E"})
+    assert (answer.status_code, answer.headers["retry-after"]) == (503, "5")
+    assert_nothing_queued(redis_url)

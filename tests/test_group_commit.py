@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import httpx
 import orjson
+import pytest
 import redis
 from sqlalchemy import Engine
 
@@ -119,3 +120,19 @@ def test_the_gateway_groups_concurrent_requests_and_each_id_is_durable(
     queued = sorted(e["message_id"] for envelope in envelopes for e in envelope["events"])
     assert queued == sorted(ids)
     assert len(envelopes) < 40  # shared writes
+
+
+def test_drain_writes_what_waits_and_a_request_over_the_limit_is_refused() -> None:
+    recorder = Recorder()
+
+    async def scenario() -> list[str]:
+        committer = GroupCommitter(recorder, window_s=60)
+        waiting = asyncio.ensure_future(committer.submit(events(2, "late")))
+        await asyncio.sleep(0)
+        await committer.drain()  # shutdown: no 60 s wait, nothing lost
+        with pytest.raises(ValueError):
+            await committer.submit(events(1001, "huge"))
+        return await waiting
+
+    assert run(scenario()) == ["late-0", "late-1"]
+    assert recorder.calls == [["late-0", "late-1"]]

@@ -496,3 +496,68 @@ def test_platformly_refuses_bad_requests_in_its_shape(
     assert answer.status_code == status
     assert answer.json()["status"] == "error" and answer.json()["message"]
     assert nothing_queued(vendor)
+
+
+# --- regressions from review --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "when",
+    ["1000000000000", "1000000000000000", str(2**62), '"9999-12-31T23:59:59-01:00"', '"soon"'],
+)
+def test_clevertap_when_out_of_range_is_a_400_not_a_crash(vendor: Vendor, when: str) -> None:
+    answer = clevertap(vendor, CLEVERTAP_EXAMPLE.replace('"when":"now"', f'"when":{when}'))
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith('"when" has an incorrect value')
+    assert nothing_queued(vendor)
+
+
+def test_bunce_event_ids_match_whatever_their_case(vendor: Vendor) -> None:
+    assert (
+        bunce(vendor, BUNCE_CURL.replace(SEED_EVENT_ID, SEED_EVENT_ID.upper())).status_code == 200
+    )
+
+
+@pytest.mark.parametrize(
+    "user", ['{"_id": {"a": 1}}', '{"_id": true}', '{"_id": 1.5}', '{"email": 7}', '{"_id": ""}']
+)
+def test_user_event_refuses_users_without_a_usable_identity(vendor: Vendor, user: str) -> None:
+    answer = user_event(vendor, '{"user": ' + user + ', "event": {"email_open": {}}}')
+    assert answer.status_code == 400
+    assert answer.json()["errors"][0]["message"] == "Missing user information"
+    assert nothing_queued(vendor)
+
+
+def test_platformly_refuses_junk_contact_ids_and_takes_the_path_without_slash(
+    vendor: Vendor,
+) -> None:
+    from urllib.parse import urlencode
+
+    junk = urlencode(
+        {
+            "api_key": vendor.key,
+            "action": "contact_event_fire",
+            "value": '{"event": 1, "contact_id": true}',
+        }
+    )
+    assert platformly(vendor, junk).status_code == 400
+    assert nothing_queued(vendor)
+    answer = vendor.client.post(
+        "/compat/platformly",
+        content=PLATFORMLY_PHP.replace("xxxxxxxxxxxxx", vendor.key),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 200
+
+
+def test_bento_failure_reasons_name_the_field(vendor: Vendor) -> None:
+    answer = bento(
+        vendor,
+        orjson.dumps(
+            {"events": [{"type": "$x", "email": "a@x.io", "fields": {"when": "x\u0000"}}]}
+        ),
+    )
+    assert answer.json()["failures"] == [
+        {"index": 0, "reason": "event: Value error, traits contains a NUL character (U+0000)"}
+    ]

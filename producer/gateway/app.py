@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from producer.envelope import MAX_ENVELOPE_EVENTS
@@ -50,7 +51,15 @@ class Gateway:
 
     async def workspace_from_basic_auth(self, request: Request) -> str:
         write_key = basic_auth_user(request.headers.get("authorization"))
-        workspace_id = await run_in_threadpool(self.keys.workspace_for, write_key)
+        try:
+            workspace_id = await run_in_threadpool(self.keys.workspace_for, write_key)
+        except SQLAlchemyError as exc:
+            raise ApiError(
+                503,
+                "database_unavailable",
+                "the database is unavailable; retry later",
+                headers={"Retry-After": "5"},
+            ) from exc
         if workspace_id is None:
             raise unauthorized("unknown write key")
         return workspace_id
@@ -114,6 +123,7 @@ class QueueDepth:
         self._sample_s = sample_s
         self._retry_after_s = retry_after_s
         self._depth = 0
+        self._reachable = True
         self._sampled_at = float("-inf")
 
     async def check(self) -> None:
@@ -121,11 +131,15 @@ class QueueDepth:
             return
         now = time.monotonic()
         if now - self._sampled_at >= self._sample_s:
+            self._sampled_at = now  # one sample per interval, failed or not
             try:
                 self._depth = await run_in_threadpool(self._client.llen, INGEST_QUEUE)
+                self._reachable = True
             except redis.RedisError as exc:
+                self._reachable = False
                 raise queue_unavailable(self._retry_after_s) from exc
-            self._sampled_at = now
+        if not self._reachable:
+            raise queue_unavailable(self._retry_after_s)
         if self._depth >= self._limit:
             raise ApiError(
                 429,
@@ -185,6 +199,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        if gateway.committer is not None:
+            await gateway.committer.drain()
         gateway.close()
 
     app = FastAPI(

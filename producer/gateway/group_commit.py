@@ -33,6 +33,8 @@ class GroupCommitter:
 
     async def submit(self, events: Sequence[Event]) -> list[str]:
         """Queue ``events`` with whatever else arrives within the window; their ids."""
+        if len(events) > self._max_events:
+            raise ValueError(f"at most {self._max_events} events per request")
         if self._waiting_events + len(events) > self._max_events:
             self._flush()
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
@@ -43,6 +45,12 @@ class GroupCommitter:
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._window_s, self._flush)
         return await future
+
+    async def drain(self) -> None:
+        """Write what is waiting and wait for every write under way (at shutdown)."""
+        self._flush()
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
 
     def _flush(self) -> None:
         if self._timer is not None:
@@ -59,10 +67,13 @@ class GroupCommitter:
         events = [event for request, _ in group for event in request]
         try:
             message_ids = await run_in_threadpool(self._publish, events)
-        except Exception as exc:
+        except BaseException as exc:  # cancelled too: no request may wait forever
+            failure = exc if isinstance(exc, Exception) else RuntimeError("publish cancelled")
             for _, future in group:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
             return
         start = 0
         for request, future in group:

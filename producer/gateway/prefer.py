@@ -10,18 +10,43 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import Request
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from worker.store import EventStore
 
 MAX_WAIT_S = 30.0
-_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
+# One preference of a Prefer header: its name, and its value up to a parameter or the end.
+_PREFERENCE = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*(?:=\s*("[^"]*"|[^;,\s]*))?')
 
 
 def requested_wait_s(request: Request) -> float | None:
-    """The wait the client prefers, capped at ``MAX_WAIT_S``; None without one."""
-    match = _WAIT.search(request.headers.get("prefer", ""))
-    return min(float(match[1]), MAX_WAIT_S) if match else None
+    """The ``wait`` preference (delta-seconds), capped at ``MAX_WAIT_S``; None without one.
+    All Prefer header fields count, each a comma-separated list of preferences whose
+    parameters follow a ``;`` (RFC 7240 §2); a quoted value is unquoted."""
+    for field in request.headers.getlist("prefer"):
+        for preference in _split_outside_quotes(field):
+            match = _PREFERENCE.match(preference)
+            if match and match[1].lower() == "wait":
+                value = (match[2] or "").strip('"')
+                return min(float(value), MAX_WAIT_S) if value.isdigit() else None
+    return None
+
+
+def _split_outside_quotes(field: str) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in field:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
 
 
 async def verdicts(
@@ -34,7 +59,10 @@ async def verdicts(
     decided: dict[str, dict[str, Any]] = {}
     while True:
         missing = [m for m in message_ids if m not in decided]
-        found = await run_in_threadpool(store.outcomes, workspace_id, missing)
+        try:
+            found = await run_in_threadpool(store.outcomes, workspace_id, missing)
+        except SQLAlchemyError:  # the events are queued already: say so, do not fail
+            break
         for message_id, record in found.items():
             decided[message_id] = {
                 "status": str(record.status),

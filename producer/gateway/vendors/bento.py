@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
 
+from producer.envelope import describe_validation_error
 from producer.events import Event, EventKind, utc_now
 from producer.gateway.app import gateway_of
 from producer.gateway.auth import basic_auth_user
@@ -84,8 +86,8 @@ async def batch_events(request: Request, site_uuid: str | None = None) -> JsonRe
             try:
                 queued.append(_to_event(raw, workspace_id, received_at))
                 continue
-            except ValueError as exc:
-                problem = str(exc).splitlines()[0]
+            except ValidationError as exc:
+                problem = describe_validation_error(exc)
         failures.append({"index": index, "reason": problem})
     message_ids = await publish(gateway, queued, fail) if queued else []
     return await answer(

@@ -9,10 +9,10 @@ the field. Undeclared payload keys are skipped too; the answer lists what was sk
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 
 from producer.events import utc_now
 from producer.gateway.app import gateway_of
@@ -26,8 +26,10 @@ from producer.gateway.vendors.common import (
     publish,
     workspace_for_key,
 )
+from producer.gateway.vendors.common import (
+    definition as vendor_definition,
+)
 from producer.gateway.vendors.openapi import BUNCE_BODY, BUNCE_ERRORS
-from worker.definitions import find_definition
 
 router = APIRouter(prefix="/compat/bunce", tags=["bunce"])
 
@@ -78,8 +80,8 @@ async def trigger(request: Request) -> JsonResponse:
     email = payload.get("email")
     if not isinstance(email, str) or not EMAIL.match(email):
         raise fail(422, "payload.email must be a valid email address", field="payload.email")
-    definition = await run_in_threadpool(
-        find_definition, gateway.store.engine, workspace_id, "bunce", definition_id=event_id
+    definition = await vendor_definition(
+        gateway, fail, workspace_id, "bunce", definition_id=str(uuid.UUID(event_id))
     )
     if definition is None:
         raise fail(422, f"no event {event_id} in this workspace", field="event_id")

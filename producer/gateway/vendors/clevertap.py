@@ -12,9 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 
-from producer.events import utc_now
+from producer.events import as_utc, utc_now
 from producer.gateway.app import gateway_of
 from producer.gateway.responses import JsonResponse
 from producer.gateway.vendors.common import (
@@ -26,8 +25,11 @@ from producer.gateway.vendors.common import (
     publish,
     workspace_for_key,
 )
+from producer.gateway.vendors.common import (
+    definition as vendor_definition,
+)
 from producer.gateway.vendors.openapi import CLEVERTAP_BODY, CLEVERTAP_ERRORS
-from worker.definitions import MAX_CLEVERTAP_KEY_CHARS, find_definition
+from worker.definitions import MAX_CLEVERTAP_KEY_CHARS
 
 router = APIRouter(prefix="/compat/clevertap", tags=["clevertap"])
 
@@ -42,13 +44,13 @@ def fail(status: int, message: str, headers: dict[str, str] | None = None) -> Ve
 def _when(value: Any, received_at: datetime) -> datetime:
     if value == "now":
         return received_at
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return datetime.fromtimestamp(value, UTC)
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            pass
+    try:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return datetime.fromtimestamp(value, UTC)
+        if isinstance(value, str):
+            return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except (ValueError, OverflowError, OSError):
+        pass
     shown = "null" if value is None else value
     raise fail(400, f'"when" has an incorrect value - {shown}')
 
@@ -73,8 +75,8 @@ async def trigger(request: Request) -> JsonResponse:
     business_event = body.get("business_event")
     if not isinstance(business_event, str) or not business_event:
         raise fail(400, "Business Event Not Found")
-    definition = await run_in_threadpool(
-        find_definition, gateway.store.engine, workspace_id, "clevertap", name=business_event
+    definition = await vendor_definition(
+        gateway, fail, workspace_id, "clevertap", name=business_event
     )
     if definition is None:
         raise fail(400, "Business Event Not Found")

@@ -4,10 +4,11 @@ body reading, write-key lookup and publishing."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import Request
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from producer.events import Event
@@ -15,6 +16,7 @@ from producer.gateway.app import Gateway
 from producer.gateway.body import read_limited
 from producer.gateway.errors import ApiError
 from producer.gateway.responses import JsonResponse
+from worker.definitions import Definition, find_definition
 
 
 class VendorError(Exception):
@@ -59,7 +61,10 @@ def json_body(body: bytes, fail: Fail) -> Any:
 async def workspace_for_key(gateway: Gateway, write_key: str | None, fail: Fail) -> str:
     if not write_key:
         raise fail(401, "missing API key", None)
-    workspace_id = await run_in_threadpool(gateway.keys.workspace_for, write_key)
+    try:
+        workspace_id = await run_in_threadpool(gateway.keys.workspace_for, write_key)
+    except SQLAlchemyError as exc:
+        raise fail(503, "the database is unavailable; retry later", {"Retry-After": "5"}) from exc
     if workspace_id is None:
         raise fail(401, "invalid API key", None)
     return workspace_id
@@ -85,6 +90,22 @@ async def publish(gateway: Gateway, events: Sequence[Event], fail: Fail) -> list
         return await gateway.publish(events)
     except ApiError as exc:
         raise fail(exc.status_code, exc.message, exc.headers) from exc
+
+
+async def definition(
+    gateway: Gateway,
+    fail: Fail,
+    workspace_id: str,
+    format: Literal["bunce", "clevertap"],
+    **match: str,
+) -> Definition | None:
+    """A workspace's definition, or None; 503 in the vendor's shape if the database is down."""
+    try:
+        return await run_in_threadpool(
+            find_definition, gateway.store.engine, workspace_id, format, **match
+        )
+    except SQLAlchemyError as exc:
+        raise fail(503, "the database is unavailable; retry later", {"Retry-After": "5"}) from exc
 
 
 def make_event(fields: dict[str, Any], fail: Fail, status: int = 400) -> Event:

@@ -37,6 +37,12 @@ def fail(status: int, message: str, headers: dict[str, str] | None = None) -> Ve
     return VendorError(status, {"status": "error", "message": message}, headers)
 
 
+def _identifier(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool) and value > 0) or (
+        isinstance(value, str) and bool(value.strip())
+    )
+
+
 def _json_object(text: Any, what: str) -> dict[str, Any]:
     if isinstance(text, dict):
         return text
@@ -49,6 +55,7 @@ def _json_object(text: Any, what: str) -> dict[str, Any]:
     return value
 
 
+@router.post("", include_in_schema=False)
 @router.post(
     "/",
     openapi_extra=PLATFORMLY_BODY,
@@ -76,8 +83,12 @@ async def action(request: Request) -> JsonResponse:
         )
     value = _json_object(form.get("value"), "value")
     contact_id, email, event_id = value.get("contact_id"), value.get("email"), value.get("event")
-    if not contact_id and not email:
-        raise fail(400, "value needs contact_id or email")
+    if not _identifier(contact_id):
+        contact_id = None
+    if not (isinstance(email, str) and email.strip()):
+        email = None
+    if contact_id is None and email is None:
+        raise fail(400, "value needs contact_id (a number or string) or email (a string)")
     if not isinstance(event_id, int | str) or isinstance(event_id, bool) or event_id == "":
         raise fail(400, "value.event (the event id) is required")
     options = _json_object(value["options"], "options") if value.get("options") else {}

@@ -66,9 +66,15 @@ async def create_event(request: Request) -> JsonResponse:
     if not isinstance(body, dict):
         raise fail(400, "Malformed request", description="Send a JSON object with user and event")
     user = body.get("user")
-    if not isinstance(user, dict) or not (user.get("email") or user.get("_id")):
+    email = user.get("email") if isinstance(user, dict) else None
+    user_id = _text(user.get("_id")) if isinstance(user, dict) else None
+    if not (isinstance(email, str) and email.strip()):
+        email = None
+    if email is None and user_id is None:
         raise fail(
-            400, "Missing user information", description="Please send user with email or _id"
+            400,
+            "Missing user information",
+            description="Please send user with email (a string) or _id",
         )
     event = body.get("event")
     if not isinstance(event, dict) or len(event) != 1 or next(iter(event)) not in KINDS:
@@ -84,8 +90,8 @@ async def create_event(request: Request) -> JsonResponse:
         "workspace_id": workspace_id,
         "kind": KINDS[event_type],
         "received_at": utc_now(),
-        "email": user.get("email"),
-        "user_id": _text(user.get("_id")),
+        "email": email,
+        "user_id": user_id,
         "source": "user-event",
     }
     if event_type in ("update", "login"):
