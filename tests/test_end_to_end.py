@@ -3,6 +3,8 @@ process (`sluice worker`) → the database, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import orjson
 import pytest
@@ -172,9 +174,14 @@ def test_the_official_segment_client_sends_events_that_end_accepted(
         client.page("sdk-user", "Docs", "Quickstart"),
     ]
     assert not errors
+    assert_all_accepted(stack, workspace.workspace_id, sent)
+
+
+def assert_all_accepted(stack: Stack, workspace_id: str, sent: list[Any]) -> None:
+    """Every call an SDK reported sent (``(ok, message)`` pairs) ends accepted."""
     message_ids = [message["messageId"] for ok, message in sent if ok]
     assert len(message_ids) == len(sent)
-    assert stack.wait_for_outcomes(workspace.workspace_id, message_ids) == {
+    assert stack.wait_for_outcomes(workspace_id, message_ids) == {
         message_id: ACCEPTED for message_id in message_ids
     }
 
@@ -198,11 +205,7 @@ def test_the_official_rudderstack_client_sends_events_that_end_accepted(stack: S
         client.screen("rs-user", "Home", "Start"),
     ]
     assert not errors
-    message_ids = [message["messageId"] for ok, message in sent if ok]
-    assert len(message_ids) == len(sent)
-    assert stack.wait_for_outcomes(workspace.workspace_id, message_ids) == {
-        message_id: ACCEPTED for message_id in message_ids
-    }
+    assert_all_accepted(stack, workspace.workspace_id, sent)
 
 
 def test_a_bad_event_is_rejected_its_siblings_accepted_and_poison_is_dead_lettered(
