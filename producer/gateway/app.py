@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Hashable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -17,6 +17,7 @@ from producer.envelope import MAX_ENVELOPE_EVENTS
 from producer.errors import PublishError
 from producer.events import Event
 from producer.gateway.auth import WriteKeys, basic_auth_user
+from producer.gateway.cache import TtlCache
 from producer.gateway.errors import (
     ApiError,
     queue_unavailable,
@@ -31,6 +32,7 @@ from producer.publisher import Publisher
 from producer.transport import BrokerTransport
 from producer.wire import INGEST_QUEUE
 from worker.db import make_engine
+from worker.definitions import Definition
 from worker.settings import Settings
 from worker.store import EventStore
 from worker.workspaces import workspace_for_key
@@ -47,6 +49,9 @@ class Gateway:
     marks: PendingMarks
     redis: redis.Redis
     depth: QueueDepth
+    definitions: TtlCache[Hashable, Definition] = field(
+        default_factory=lambda: TtlCache(ttl_s=30.0, cache_misses=False)
+    )
     committer: GroupCommitter | None = None
 
     async def workspace_from_basic_auth(self, request: Request) -> str:

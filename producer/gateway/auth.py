@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import threading
-import time
 from collections.abc import Callable
 
+from producer.gateway.cache import TtlCache
 from producer.gateway.errors import unauthorized
 
 KeyLookup = Callable[[str], str | None]
@@ -17,25 +16,12 @@ class WriteKeys:
     """Maps write keys to workspace ids; remembers answers (including "no such key") for
     ``ttl_s`` seconds so that a burst of requests costs one database query."""
 
-    def __init__(self, lookup: KeyLookup, *, ttl_s: float, max_entries: int = 10_000) -> None:
+    def __init__(self, lookup: KeyLookup, *, ttl_s: float) -> None:
         self._lookup = lookup
-        self._ttl_s = ttl_s
-        self._max_entries = max_entries
-        self._cache: dict[str, tuple[float, str | None]] = {}
-        self._lock = threading.Lock()
+        self._cache: TtlCache[str, str] = TtlCache(ttl_s=ttl_s, cache_misses=True)
 
     def workspace_for(self, write_key: str) -> str | None:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(write_key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        workspace_id = self._lookup(write_key)
-        with self._lock:
-            if len(self._cache) >= self._max_entries:
-                self._cache.clear()
-            self._cache[write_key] = (now + self._ttl_s, workspace_id)
-        return workspace_id
+        return self._cache.get(write_key, lambda: self._lookup(write_key))
 
 
 def basic_auth_user(header: str | None) -> str:

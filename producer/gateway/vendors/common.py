@@ -99,11 +99,15 @@ async def definition(
     format: Literal["bunce", "clevertap"],
     **match: str,
 ) -> Definition | None:
-    """A workspace's definition, or None; 503 in the vendor's shape if the database is down."""
+    """A workspace's definition, or None; 503 in the vendor's shape if the database is down.
+    Found definitions are cached for 30 s; misses are not, so a new definition works at once."""
+    key = (workspace_id, format, tuple(sorted(match.items())))
+
+    def load() -> Definition | None:
+        return find_definition(gateway.store.engine, workspace_id, format, **match)
+
     try:
-        return await run_in_threadpool(
-            find_definition, gateway.store.engine, workspace_id, format, **match
-        )
+        return await run_in_threadpool(gateway.definitions.get, key, load)
     except SQLAlchemyError as exc:
         raise fail(503, "the database is unavailable; retry later", {"Retry-After": "5"}) from exc
 

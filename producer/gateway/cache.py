@@ -1,0 +1,37 @@
+"""A small thread-safe cache with expiry, in front of per-request database lookups."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class TtlCache(Generic[K, V]):
+    """Remembers loaded values for ``ttl_s``; ``None`` results only if ``cache_misses``.
+    When full it starts over (lookups are cheap to redo; memory stays bounded)."""
+
+    def __init__(self, *, ttl_s: float, cache_misses: bool, max_entries: int = 10_000) -> None:
+        self._ttl_s = ttl_s
+        self._cache_misses = cache_misses
+        self._max_entries = max_entries
+        self._entries: dict[K, tuple[float, V | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: K, load: Callable[[], V | None]) -> V | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = load()
+        if value is not None or self._cache_misses:
+            with self._lock:
+                if len(self._entries) >= self._max_entries:
+                    self._entries.clear()
+                self._entries[key] = (now + self._ttl_s, value)
+        return value
