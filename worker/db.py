@@ -101,3 +101,13 @@ def insert_ignoring_conflicts(
         return
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     conn.execute(insert(table).on_conflict_do_nothing(), rows)
+
+
+def by_workspace(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Group (workspace_id, key) pairs, for ``workspace_id = ? AND key IN (...)`` queries:
+    an index range scan, where a row-value ``IN`` of hundreds of pairs is planned as a
+    slow ``OR`` chain."""
+    grouped: dict[str, set[str]] = {}
+    for workspace_id, key in keys:
+        grouped.setdefault(workspace_id, set()).add(key)
+    return {workspace_id: sorted(values) for workspace_id, values in grouped.items()}

@@ -12,7 +12,8 @@ from producer.events import Event
 from rules import Reason, Verdict
 from rules.engine import Decided, Engine, RulePolicy
 from worker.failures import is_unstorable
-from worker.store import Decision, EventStore
+from worker.records import Decision
+from worker.store import EventStore
 
 log = logging.getLogger(__name__)
 

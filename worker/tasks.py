@@ -29,8 +29,8 @@ from producer.wire import INGEST_TASK, SERIALIZER
 from rules import Reason, Verdict, keys
 from worker.failures import is_transient
 from worker.ingest import IngestReport, ingest
+from worker.records import Decision
 from worker.runtime import Runtime
-from worker.store import Decision
 
 log = logging.getLogger(__name__)
 
