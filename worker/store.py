@@ -166,12 +166,7 @@ class EventStore:
             return {row.message_id: outcome_record(row) for row in conn.execute(query)}
 
     def outcome(self, workspace_id: str, message_id: str) -> OutcomeRecord | None:
-        query = select(outcomes).where(
-            outcomes.c.workspace_id == workspace_id, outcomes.c.message_id == message_id
-        )
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        return None if row is None else outcome_record(row)
+        return self.outcomes(workspace_id, [message_id]).get(message_id)
 
     def dead_letter(
         self, *, batch_id: str | None, reason: str, detail: str | None, payload: Any, now: datetime

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import redis
 from fastapi import FastAPI, Request
@@ -32,10 +32,12 @@ from producer.publisher import Publisher
 from producer.transport import BrokerTransport
 from producer.wire import INGEST_QUEUE
 from worker.db import make_engine
-from worker.definitions import Definition
+from worker.definitions import Definition, find_definition
 from worker.settings import Settings
 from worker.store import EventStore
 from worker.workspaces import workspace_for_key
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,18 +58,26 @@ class Gateway:
 
     async def workspace_from_basic_auth(self, request: Request) -> str:
         write_key = basic_auth_user(request.headers.get("authorization"))
-        try:
-            workspace_id = await run_in_threadpool(self.keys.workspace_for, write_key)
-        except SQLAlchemyError as exc:
-            raise ApiError(
-                503,
-                "database_unavailable",
-                "the database is unavailable; retry later",
-                headers={"Retry-After": "5"},
-            ) from exc
+        workspace_id = await self.workspace_for(write_key)
         if workspace_id is None:
             raise unauthorized("unknown write key")
         return workspace_id
+
+    async def workspace_for(self, write_key: str) -> str | None:
+        """The key's workspace (cached), or None; 503 while the database is unavailable."""
+        return await _from_database(self.keys.workspace_for, write_key)
+
+    async def definition(
+        self, workspace_id: str, format: Literal["bunce", "clevertap"], **match: str
+    ) -> Definition | None:
+        """A workspace's definition, or None. Found ones are cached for 30 s; misses are not,
+        so a definition added a moment ago works at once. 503 while the database is down."""
+        key = (workspace_id, format, tuple(sorted(match.items())))
+
+        def load() -> Definition | None:
+            return find_definition(self.store.engine, workspace_id, format, **match)
+
+        return await _from_database(self.definitions.get, key, load)
 
     async def publish(self, events: Sequence[Event]) -> list[str]:
         """Queue one request's events as one envelope: all or nothing. Answer 429 when the
@@ -108,6 +118,18 @@ class Gateway:
             except Exception as exc:
                 checks[name] = f"error: {type(exc).__name__}"
         return checks
+
+
+async def _from_database(lookup: Callable[..., T], *args: Any) -> T:
+    try:
+        return await run_in_threadpool(lookup, *args)
+    except SQLAlchemyError as exc:
+        raise ApiError(
+            503,
+            "database_unavailable",
+            "the database is unavailable; retry later",
+            headers={"Retry-After": "5"},
+        ) from exc
 
 
 class QueueDepth:

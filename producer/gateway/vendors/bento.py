@@ -24,7 +24,7 @@ from producer.gateway.vendors.common import (
     answer,
     body_bytes,
     json_body,
-    publish,
+    vendor_shaped,
     workspace_for_key,
 )
 from producer.gateway.vendors.openapi import BENTO_BODY, BENTO_ERRORS
@@ -89,7 +89,7 @@ async def batch_events(request: Request, site_uuid: str | None = None) -> JsonRe
             except ValidationError as exc:
                 problem = describe_validation_error(exc)
         failures.append({"index": index, "reason": problem})
-    message_ids = await publish(gateway, queued, fail) if queued else []
+    message_ids = await vendor_shaped(fail, gateway.publish(queued)) if queued else []
     return await answer(
         request,
         gateway,

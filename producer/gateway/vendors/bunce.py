@@ -19,11 +19,9 @@ from producer.gateway.app import gateway_of
 from producer.gateway.responses import JsonResponse
 from producer.gateway.vendors.common import (
     VendorError,
-    answer,
     body_bytes,
     json_body,
-    make_event,
-    publish,
+    queue_event,
     workspace_for_key,
 )
 from producer.gateway.vendors.common import (
@@ -98,27 +96,21 @@ async def trigger(request: Request) -> JsonResponse:
         else:
             properties[key] = value
     skipped += sorted(set(payload) - set(definition.params) - {"email"})
-    event = make_event(
-        {
-            "workspace_id": workspace_id,
-            "kind": "custom",
-            "name": definition.name,
-            "email": email,
-            "properties": properties,
-            "received_at": utc_now(),
-            "context": {"skipped_params": skipped} if skipped else {},
-            "source": "bunce",
-        },
-        fail,
-        422,
-    )
-    (message_id,) = await publish(gateway, [event], fail)
     reply: dict[str, Any] = {
         "success": True,
         "data": True,
         "message": "Event successfully triggered",
-        "message_id": message_id,
     }
     if skipped:
         reply["skipped"] = skipped
-    return await answer(request, gateway, workspace_id, [message_id], reply)
+    fields = {
+        "workspace_id": workspace_id,
+        "kind": "custom",
+        "name": definition.name,
+        "email": email,
+        "properties": properties,
+        "received_at": utc_now(),
+        "context": {"skipped_params": skipped} if skipped else {},
+        "source": "bunce",
+    }
+    return await queue_event(request, gateway, fail, fields, reply, invalid_status=422)

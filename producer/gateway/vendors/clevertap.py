@@ -18,11 +18,9 @@ from producer.gateway.app import gateway_of
 from producer.gateway.responses import JsonResponse
 from producer.gateway.vendors.common import (
     VendorError,
-    answer,
     body_bytes,
     json_body,
-    make_event,
-    publish,
+    queue_event,
     workspace_for_key,
 )
 from producer.gateway.vendors.common import (
@@ -100,25 +98,15 @@ async def trigger(request: Request) -> JsonResponse:
     for key in definition.required:
         if key not in properties:
             raise fail(400, f"Property{key}missing")
-    event = make_event(
-        {
-            "workspace_id": workspace_id,
-            "kind": "custom",
-            "name": business_event,
-            "properties": properties,
-            "timestamp": when,
-            "received_at": received_at,
-            "context": {"bulletin": {"name": body["name"], "c-by": body["c-by"]}},
-            "source": "clevertap",
-        },
-        fail,
-    )
-    (message_id,) = await publish(gateway, [event], fail)
+    fields = {
+        "workspace_id": workspace_id,
+        "kind": "custom",
+        "name": business_event,
+        "properties": properties,
+        "timestamp": when,
+        "received_at": received_at,
+        "context": {"bulletin": {"name": body["name"], "c-by": body["c-by"]}},
+        "source": "clevertap",
+    }
     # Bulletins are counted by automations (issue 5); until then no bulletin is raised.
-    return await answer(
-        request,
-        gateway,
-        workspace_id,
-        [message_id],
-        {"status": "success", "targets": 0, "message_id": message_id},
-    )
+    return await queue_event(request, gateway, fail, fields, {"status": "success", "targets": 0})

@@ -3,20 +3,20 @@ body reading, write-key lookup and publishing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, TypeVar
 
 import orjson
 from fastapi import Request
-from sqlalchemy.exc import SQLAlchemyError
-from starlette.concurrency import run_in_threadpool
 
 from producer.events import Event
 from producer.gateway.app import Gateway
 from producer.gateway.body import read_limited
 from producer.gateway.errors import ApiError
 from producer.gateway.responses import JsonResponse
-from worker.definitions import Definition, find_definition
+from worker.definitions import Definition
+
+T = TypeVar("T")
 
 
 class VendorError(Exception):
@@ -40,11 +40,16 @@ async def render_vendor_error(_request: Request, exc: Exception) -> JsonResponse
     return JsonResponse(exc.body, status_code=exc.status_code, headers=exc.headers)
 
 
-async def body_bytes(request: Request, limit_bytes: int, fail: Fail) -> bytes:
+async def vendor_shaped(fail: Fail, step: Awaitable[T]) -> T:
+    """Run a shared gateway step; its error (``ApiError``) is answered in the vendor's shape."""
     try:
-        return await read_limited(request, limit_bytes)
+        return await step
     except ApiError as exc:
         raise fail(exc.status_code, exc.message, exc.headers) from exc
+
+
+async def body_bytes(request: Request, limit_bytes: int, fail: Fail) -> bytes:
+    return await vendor_shaped(fail, read_limited(request, limit_bytes))
 
 
 def json_body(body: bytes, fail: Fail) -> Any:
@@ -61,10 +66,7 @@ def json_body(body: bytes, fail: Fail) -> Any:
 async def workspace_for_key(gateway: Gateway, write_key: str | None, fail: Fail) -> str:
     if not write_key:
         raise fail(401, "missing API key", None)
-    try:
-        workspace_id = await run_in_threadpool(gateway.keys.workspace_for, write_key)
-    except SQLAlchemyError as exc:
-        raise fail(503, "the database is unavailable; retry later", {"Retry-After": "5"}) from exc
+    workspace_id = await vendor_shaped(fail, gateway.workspace_for(write_key))
     if workspace_id is None:
         raise fail(401, "invalid API key", None)
     return workspace_id
@@ -85,13 +87,6 @@ async def answer(
     return JsonResponse(body, headers=headers)
 
 
-async def publish(gateway: Gateway, events: Sequence[Event], fail: Fail) -> list[str]:
-    try:
-        return await gateway.publish(events)
-    except ApiError as exc:
-        raise fail(exc.status_code, exc.message, exc.headers) from exc
-
-
 async def definition(
     gateway: Gateway,
     fail: Fail,
@@ -99,17 +94,25 @@ async def definition(
     format: Literal["bunce", "clevertap"],
     **match: str,
 ) -> Definition | None:
-    """A workspace's definition, or None; 503 in the vendor's shape if the database is down.
-    Found definitions are cached for 30 s; misses are not, so a new definition works at once."""
-    key = (workspace_id, format, tuple(sorted(match.items())))
+    return await vendor_shaped(fail, gateway.definition(workspace_id, format, **match))
 
-    def load() -> Definition | None:
-        return find_definition(gateway.store.engine, workspace_id, format, **match)
 
-    try:
-        return await run_in_threadpool(gateway.definitions.get, key, load)
-    except SQLAlchemyError as exc:
-        raise fail(503, "the database is unavailable; retry later", {"Retry-After": "5"}) from exc
+async def queue_event(
+    request: Request,
+    gateway: Gateway,
+    fail: Fail,
+    fields: dict[str, Any],
+    reply: dict[str, Any],
+    *,
+    invalid_status: int = 400,
+) -> JsonResponse:
+    """Validate one event, queue it, and answer with the vendor's ``reply`` plus its
+    ``message_id`` (and the verdict, with ``Prefer: wait``)."""
+    event = make_event(fields, fail, invalid_status)
+    (message_id,) = await vendor_shaped(fail, gateway.publish([event]))
+    return await answer(
+        request, gateway, event.workspace_id, [message_id], {**reply, "message_id": message_id}
+    )
 
 
 def make_event(fields: dict[str, Any], fail: Fail, status: int = 400) -> Event:

@@ -19,10 +19,8 @@ from producer.gateway.app import gateway_of
 from producer.gateway.responses import JsonResponse
 from producer.gateway.vendors.common import (
     VendorError,
-    answer,
     body_bytes,
-    make_event,
-    publish,
+    queue_event,
     workspace_for_key,
 )
 from producer.gateway.vendors.openapi import PLATFORMLY_BODY, PLATFORMLY_ERRORS
@@ -92,24 +90,15 @@ async def action(request: Request) -> JsonResponse:
     if not isinstance(event_id, int | str) or isinstance(event_id, bool) or event_id == "":
         raise fail(400, "value.event (the event id) is required")
     options = _json_object(value["options"], "options") if value.get("options") else {}
-    event = make_event(
-        {
-            "workspace_id": workspace_id,
-            "kind": "custom",
-            "name": str(event_id),
-            "user_id": str(contact_id) if contact_id else None,
-            "email": email or None,
-            "properties": {**options, "event_id": event_id},
-            "received_at": utc_now(),
-            "source": "platformly",
-        },
-        fail,
-    )
-    (message_id,) = await publish(gateway, [event], fail)
-    return await answer(
-        request,
-        gateway,
-        workspace_id,
-        [message_id],
-        {"status": "success", "message": "The action has been processed", "message_id": message_id},
-    )
+    fields = {
+        "workspace_id": workspace_id,
+        "kind": "custom",
+        "name": str(event_id),
+        "user_id": None if contact_id is None else str(contact_id),
+        "email": email,
+        "properties": {**options, "event_id": event_id},
+        "received_at": utc_now(),
+        "source": "platformly",
+    }
+    reply = {"status": "success", "message": "The action has been processed"}
+    return await queue_event(request, gateway, fail, fields, reply)

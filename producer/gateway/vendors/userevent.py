@@ -17,11 +17,9 @@ from producer.gateway.app import gateway_of
 from producer.gateway.responses import JsonResponse
 from producer.gateway.vendors.common import (
     VendorError,
-    answer,
     body_bytes,
     json_body,
-    make_event,
-    publish,
+    queue_event,
     workspace_for_key,
 )
 from producer.gateway.vendors.openapi import USER_EVENT_BODY, USER_EVENT_ERRORS
@@ -108,21 +106,13 @@ async def create_event(request: Request) -> JsonResponse:
         fields["properties"] = {k: v for k, v in generic.items() if k != "event_name"}
     else:
         fields["properties"] = data
-    queued = make_event(fields, fail)
-    (message_id,) = await publish(gateway, [queued], fail)
-    return await answer(
-        request,
-        gateway,
-        workspace_id,
-        [message_id],
-        {
-            "results": {
-                "message": "Event created",
-                "email": "Event was created for the specified user",
-            },
-            "message_id": message_id,
-        },
-    )
+    reply = {
+        "results": {
+            "message": "Event created",
+            "email": "Event was created for the specified user",
+        }
+    }
+    return await queue_event(request, gateway, fail, fields, reply)
 
 
 def _text(value: Any) -> str | None:
