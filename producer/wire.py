@@ -28,3 +28,9 @@ def _loads(payload: bytes | str) -> Any:
 def register_serializer() -> None:
     """Register the orjson serializer with kombu (idempotent)."""
     register(SERIALIZER, _dumps, _loads, content_type=CONTENT_TYPE, content_encoding="utf-8")
+
+
+# Fan-out (DESIGN §6): one message per trigger, on its own queue so that deliveries never
+# wait behind ingest batches (and a thread-pool worker can serve them).
+DELIVER_TASK = "sluice.deliver_trigger"
+TRIGGERS_QUEUE = "sluice.triggers"

@@ -16,8 +16,9 @@ import redis
 from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from producer.wire import INGEST_QUEUE
+from producer.wire import INGEST_QUEUE, TRIGGERS_QUEUE
 from tests.processes import (
+    DELIVERY_WORKER_COMMAND,
     GATEWAY_COMMAND,
     MIGRATE_COMMAND,
     WORKER_COMMAND,
@@ -37,6 +38,14 @@ from worker.workspaces import NewWorkspace, create_workspace
 ISOLATED_DB_OFFSET = 1
 CRASH_DB_OFFSET = 2
 REDIS_DATABASES = 16  # Redis's default number of logical databases
+# The stack delivers to a receiver on loopback, with retries short enough for tests.
+STACK_DELIVERY_SETTINGS = {
+    "SLUICE_ALLOW_PRIVATE_WEBHOOKS": "true",
+    "SLUICE_WEBHOOK_TIMEOUT_S": "2.5",
+    "SLUICE_WEBHOOK_BACKOFF_S": "0.2",
+    "SLUICE_WEBHOOK_MAX_ATTEMPTS": "4",
+    "SLUICE_WEBHOOK_MAX_IN_FLIGHT": "4",
+}
 
 
 @pytest.fixture(scope="session")
@@ -137,6 +146,7 @@ class Stack:
     engine: Engine
     worker: SluiceProcess
     gateway: SluiceProcess
+    deliverer: SluiceProcess
 
     @property
     def redis(self) -> redis.Redis:
@@ -191,7 +201,7 @@ class Stack:
         """Poll until the queue is empty and no message is unacked (all work finished)."""
         client = self.redis
         deadline = time.monotonic() + timeout_s
-        while client.llen(INGEST_QUEUE) or client.hlen("unacked"):
+        while client.llen(INGEST_QUEUE) or client.llen(TRIGGERS_QUEUE) or client.hlen("unacked"):
             if time.monotonic() > deadline:
                 pytest.fail("the worker did not drain the queue")
             time.sleep(0.1)
@@ -204,20 +214,25 @@ def stack(
     redis.Redis.from_url(redis_url).flushdb()
     logs = tmp_path_factory.mktemp("logs")
     port = free_port()
-    env = sluice_env(redis_url, database_url)
+    env = sluice_env(redis_url, database_url, **STACK_DELIVERY_SETTINGS)
     SluiceProcess(MIGRATE_COMMAND, env, logs / "migrate.log").run_to_completion()
     worker = SluiceProcess(WORKER_COMMAND, env, logs / "worker.log").start()
+    deliverer = SluiceProcess(DELIVERY_WORKER_COMMAND, env, logs / "deliverer.log").start()
     gateway_command = with_option(
         with_option(GATEWAY_COMMAND, "--host", "127.0.0.1"), "--port", str(port)
     )
     gateway = SluiceProcess(gateway_command, env, logs / "gateway.log").start()
     try:
         worker.wait_for_log(" ready.")
+        deliverer.wait_for_log(" ready.")
         gateway.wait_for_http(f"http://127.0.0.1:{port}/healthz")
-        yield Stack(redis_url, database_url, f"http://127.0.0.1:{port}", engine, worker, gateway)
+        yield Stack(
+            redis_url, database_url, f"http://127.0.0.1:{port}", engine, worker, gateway, deliverer
+        )
     finally:
         gateway.stop()
         worker.stop()
+        deliverer.stop()
 
 
 def pytest_report_header() -> list[str]:

@@ -15,7 +15,31 @@ import httpx
 
 MIGRATE_COMMAND = ["sluice", "migrate"]
 GATEWAY_COMMAND = ["sluice", "gateway", "--host", "0.0.0.0", "--port", "8000"]
-WORKER_COMMAND = ["sluice", "worker", "--concurrency", "2", "--loglevel", "INFO"]
+WORKER_COMMAND = [
+    "sluice",
+    "worker",
+    "--queues",
+    "sluice.ingest",
+    "--concurrency",
+    "2",
+    "--loglevel",
+    "INFO",
+]
+# Deliveries wait on other people's endpoints: threads, many of them, on their own queue.
+DELIVERY_WORKER_COMMAND = [
+    "sluice",
+    "worker",
+    "--queues",
+    "sluice.triggers",
+    "--pool",
+    "threads",
+    "--concurrency",
+    "16",
+    "--hostname",
+    "deliverer@%h",
+    "--loglevel",
+    "INFO",
+]
 
 
 def sluice_executable() -> str:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from producer import Event, EventClient, EventKind
 from producer.envelope import Envelope
 from producer.transport import BrokerTransport
-from producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER, register_serializer
+from producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER, TRIGGERS_QUEUE, register_serializer
 from rules import keys
 from tests.conftest import Stack
 from worker.schema import dead_letters, events
@@ -259,9 +259,10 @@ def test_workers_answer_remote_control_as_flower_uses_it(stack: Stack) -> None:
     finally:
         app.close()
     assert replies and all(reply == {"ok": "pong"} for r in replies for reply in r.values())
-    assert stats and all(
-        [queue["name"] for queue in queues] == [INGEST_QUEUE] for queues in stats.values()
-    )
+    assert stats and sorted([queue["name"] for queue in queues] for queues in stats.values()) == [
+        [INGEST_QUEUE],
+        [TRIGGERS_QUEUE],
+    ]
 
 
 def test_each_vendor_format_reaches_the_worker(stack: Stack) -> None:

@@ -9,7 +9,14 @@ from celery.signals import worker_process_init
 from kombu.entity import Queue
 
 from producer.transport import broker_transport_options, publish_retry_policy
-from producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER, register_serializer
+from producer.wire import (
+    DELIVER_TASK,
+    INGEST_QUEUE,
+    INGEST_TASK,
+    SERIALIZER,
+    TRIGGERS_QUEUE,
+    register_serializer,
+)
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.tasks import register_tasks
@@ -58,10 +65,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": max(1, int(hard_limit_s * 0.8)),
         "task_time_limit": hard_limit_s,
         # Named queues only: a typo in a route fails loudly instead of filling a new queue.
-        "task_queues": (Queue(INGEST_QUEUE),),
+        # Trigger deliveries have their own queue, so they never wait behind batches and
+        # can be served by a thread-pool worker (``-Q sluice.triggers -P threads``). Task
+        # actions go to the queue their automation names (a ``Queue`` object, declared).
+        "task_queues": (Queue(INGEST_QUEUE), Queue(TRIGGERS_QUEUE)),
         "task_default_queue": INGEST_QUEUE,
         "task_create_missing_queues": False,
-        "task_routes": {INGEST_TASK: {"queue": INGEST_QUEUE}},
+        "task_routes": {
+            INGEST_TASK: {"queue": INGEST_QUEUE},
+            DELIVER_TASK: {"queue": TRIGGERS_QUEUE},
+        },
         # Flower: task events from workers, and "sent" events from producers.
         "worker_send_task_events": True,
         "task_send_sent_event": True,

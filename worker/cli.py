@@ -142,6 +142,151 @@ def definition_add(
         click.echo(f"definition_id: {created.definition_id}")
 
 
+@main.group()
+def automation() -> None:
+    """Manage automations: what an accepted event fires."""
+
+
+@automation.command("add")
+@click.argument("workspace_id")
+@click.option("--on", "event_name", required=True, help="The event name that fires it.")
+@click.option("--webhook", "url", default=None, help="POST a signed webhook to this URL.")
+@click.option("--task", "task_name", default=None, help="Send this Celery task.")
+@click.option(
+    "--queue",
+    default=None,
+    help="The queue for --task [default: sluice.automations].",
+)
+@click.option("--bulletin", is_flag=True, help="Count a bulletin (CleverTap's targets).")
+@click.option(
+    "--where",
+    "filters",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Only events whose property KEY equals VALUE (repeatable; all must match).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def automation_add(
+    workspace_id: str,
+    event_name: str,
+    url: str | None,
+    task_name: str | None,
+    queue: str | None,
+    bulletin: bool,
+    filters: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Add an automation; prints its id and, for a webhook, its signing secret (shown once)."""
+    from worker.automations import Action, add_automation
+    from worker.db import make_engine
+
+    actions = [
+        a
+        for a, given in (
+            (Action.WEBHOOK, url),
+            (Action.TASK, task_name),
+            (Action.BULLETIN, bulletin),
+        )
+        if given
+    ]
+    if len(actions) != 1:
+        raise click.UsageError("give exactly one of --webhook URL, --task NAME, --bulletin")
+    if queue and actions[0] is not Action.TASK:
+        raise click.UsageError("--queue goes with --task")
+    where = {}
+    for item in filters:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--where")
+        where[key] = value
+    settings = Settings()
+    try:
+        created = add_automation(
+            make_engine(settings.database_url),
+            workspace_id,
+            event_name,
+            actions[0],
+            target=url or task_name,
+            queue=queue,
+            filters=where,
+            allow_private_webhooks=settings.allow_private_webhooks,
+        )
+    except (ValueError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps({"automation_id": created.id, "secret": created.secret}))
+    else:
+        click.echo(f"automation_id: {created.id}")
+        if created.secret:
+            click.echo(f"secret:        {created.secret}   (shown once; verify signatures with it)")
+
+
+@automation.command("list")
+@click.argument("workspace_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def automation_list(workspace_id: str | None, as_json: bool) -> None:
+    """Automations (of one workspace, or all), with their triggers counted by status."""
+    from worker.automations import list_automations
+    from worker.db import make_engine
+
+    found = list_automations(make_engine(Settings().database_url), workspace_id)
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    for item in found:
+        where = " ".join(f"{k}={v}" for k, v in item["where"].items())
+        target = item["target"] or ""
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(item["triggers"].items())) or "none"
+        click.echo(
+            f"{item['automation_id']}  {item['status']}  on {item['on']!r} {where}  "
+            f"{item['action']} {target}  triggers: {counts}"
+        )
+        if item["disabled_reason"]:
+            click.echo(f"    disabled: {item['disabled_reason']}")
+
+
+@automation.command("disable")
+@click.argument("automation_id")
+def automation_disable(automation_id: str) -> None:
+    """Disable an automation: it fires nothing more, and its pending deliveries are cancelled."""
+    from producer.events import utc_now
+    from worker.automations import disable_automation
+    from worker.db import make_engine, writing
+
+    with writing(make_engine(Settings().database_url)) as conn:
+        changed = disable_automation(conn, automation_id, "disabled by an operator", utc_now())
+    if not changed:
+        raise click.ClickException(f"no active automation {automation_id!r}")
+    click.echo(f"{automation_id} disabled")
+
+
+@main.command()
+@click.argument("workspace_id", required=False)
+@click.option("--automation", "automation_id", default=None, help="Only this automation.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def deliveries(
+    workspace_id: str | None, automation_id: str | None, limit: int, as_json: bool
+) -> None:
+    """The most recent delivery attempts: result, HTTP status, latency, error."""
+    from worker.db import make_engine
+    from worker.triggers import recent_attempts
+
+    found = recent_attempts(
+        make_engine(Settings().database_url), workspace_id, automation_id, limit
+    )
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    for item in found:
+        status = item["status_code"] if item["status_code"] is not None else "-"
+        click.echo(
+            f"{item['started_at']}  {item['trigger_id']}  attempt {item['attempt']}  "
+            f"{item['result']:<9} {status}  {item['latency_ms']} ms  "
+            f"{item['error'] or ''}".rstrip()
+        )
+
+
 @main.command()
 @click.argument("workspace_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

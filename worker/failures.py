@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import kombu.exceptions
 import redis.exceptions
 import sqlalchemy.exc
 
@@ -21,7 +22,8 @@ def is_transient(exc: BaseException) -> bool:
         redis.exceptions.ConnectionError
         | redis.exceptions.TimeoutError
         | redis.exceptions.ReadOnlyError
-        | redis.exceptions.OutOfMemoryError,
+        | redis.exceptions.OutOfMemoryError
+        | kombu.exceptions.OperationalError,  # publishing: the broker is unreachable
     ):
         return True
     if isinstance(exc, sqlalchemy.exc.DBAPIError):

@@ -9,7 +9,7 @@ from typing import Any
 
 from producer.envelope import InvalidEvent, decode_envelope
 from producer.events import Event
-from rules import Reason, Verdict
+from rules import Reason, Status, Verdict
 from rules.engine import Decided, Engine, RulePolicy
 from worker.failures import is_unstorable
 from worker.records import Decision
@@ -24,6 +24,7 @@ class IngestReport:
     decisions: list[Decision]
     unkeyed: list[InvalidEvent] = field(default_factory=list)
     deferred: list[Decided] = field(default_factory=list)  # decide again at ``retry_at``
+    triggers: list[str] = field(default_factory=list)  # to publish for delivery
 
 
 def ingest(
@@ -65,7 +66,8 @@ def ingest(
     )
     decisions += [Decision.of(d) for d in decided if d.retry_at is None]
     try:
-        final = store.record_batch(batch.batch_id, decisions, now)
+        recorded = store.record_batch(batch.batch_id, decisions, now)
+        final, triggers = recorded.decisions, recorded.triggers
     except Exception as exc:
         if not is_unstorable(exc):
             raise
@@ -74,7 +76,16 @@ def ingest(
             batch.batch_id,
             type(exc).__name__,
         )
-        final = [_record_alone(store, batch.batch_id, d, now) for d in decisions]
+        alone = [_record_alone(store, batch.batch_id, d, now) for d in decisions]
+        final = [d for d, _ in alone]
+        triggers = [t for _, some in alone for t in some]
+    replayed = [
+        (d.workspace_id, d.message_id)
+        for d in final
+        if d.replayed and d.verdict.status is Status.ACCEPTED
+    ]
+    if replayed:
+        triggers += store.undelivered_triggers(replayed)
     for decision in final:
         if decision.verdict.reason is not None and not decision.replayed:
             log.info(
@@ -85,13 +96,16 @@ def ingest(
                 decision.verdict.detail,
             )
     deferred = [d for d in decided if d.retry_at is not None]
-    return IngestReport(batch.batch_id, final, unkeyed, deferred)
+    return IngestReport(batch.batch_id, final, unkeyed, deferred, list(dict.fromkeys(triggers)))
 
 
-def _record_alone(store: EventStore, batch_id: str, decision: Decision, now: datetime) -> Decision:
+def _record_alone(
+    store: EventStore, batch_id: str, decision: Decision, now: datetime
+) -> tuple[Decision, list[str]]:
     """Store one decision; if the database refuses it, reject the event instead."""
     try:
-        return store.record_batch(batch_id, [decision], now)[0]
+        recorded = store.record_batch(batch_id, [decision], now)
+        return recorded.decisions[0], recorded.triggers
     except Exception as exc:
         if not is_unstorable(exc):
             raise
@@ -104,4 +118,4 @@ def _record_alone(store: EventStore, batch_id: str, decision: Decision, now: dat
             raw=decision.raw,
         )
         store.record_outcomes_only(batch_id, [rejected], now)
-        return rejected
+        return rejected, []

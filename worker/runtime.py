@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
+import httpx
 import redis
 
 from producer.pending import PendingMarks
@@ -12,8 +13,13 @@ from rules.bots import BotDetector
 from rules.engine import Engine, RulePolicy
 from rules.redis_claims import RedisClaimStore
 from worker.db import make_engine
+from worker.delivery import Deliverer
 from worker.settings import Settings
 from worker.store import EventStore
+from worker.triggers import DeliveryPolicy, TriggerStore
+from worker.webhooks import USER_AGENT
+
+BUSY_DELAY_S = 1.0  # an endpoint at its in-flight cap: look again this much later
 
 
 class Runtime:
@@ -22,7 +28,10 @@ class Runtime:
 
     @cached_property
     def store(self) -> EventStore:
-        return EventStore(make_engine(self.settings.database_url))
+        return EventStore(
+            make_engine(self.settings.database_url),
+            trigger_max_age_s=self.settings.trigger_max_age_s,
+        )
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -46,7 +55,31 @@ class Runtime:
     def marks(self) -> PendingMarks:
         return PendingMarks(self.redis, ttl_s=self.settings.pending_ttl_s)
 
+    @cached_property
+    def deliverer(self) -> Deliverer:
+        settings = self.settings
+        policy = DeliveryPolicy(
+            lease_s=settings.webhook_timeout_s * 3 + 30,  # connect + send + wait, with room
+            max_attempts=settings.webhook_max_attempts,
+            max_in_flight=settings.webhook_max_in_flight,
+            busy_delay_s=BUSY_DELAY_S,
+            disable_after_s=settings.webhook_disable_after_s,
+        )
+        http = httpx.Client(
+            timeout=settings.webhook_timeout_s,
+            follow_redirects=False,
+            trust_env=False,
+            headers={"user-agent": USER_AGENT},
+        )
+        return Deliverer(
+            TriggerStore(self.store.engine, policy),
+            http,
+            allow_private=settings.allow_private_webhooks,
+            backoff_base_s=settings.webhook_backoff_s,
+            max_delay_s=settings.max_retry_delay_s(),
+        )
+
     def reset(self) -> None:
         """Drop connections inherited across a fork; they are reopened on first use."""
-        for name in ("store", "redis", "marks", "engine"):
+        for name in ("store", "redis", "marks", "engine", "deliverer"):
             self.__dict__.pop(name, None)

@@ -43,6 +43,23 @@ class Settings(BaseSettings):
         default=7 * 86_400, description="how long Redis keeps order and email-open claims"
     )
 
+    # Webhook delivery (DESIGN §6).
+    webhook_timeout_s: PositiveFloat = Field(default=10.0, le=60)
+    webhook_max_attempts: PositiveInt = 8
+    webhook_backoff_s: PositiveFloat = Field(
+        default=5.0, description="wait before the first retry; doubles each attempt (jittered)"
+    )
+    webhook_max_backoff_s: PositiveInt = Field(
+        default=600,
+        description="longest wait between attempts (at most half the visibility timeout)",
+    )
+    webhook_disable_after_s: PositiveInt = Field(
+        default=5 * 86_400, description="an endpoint failing this long is disabled"
+    )
+    webhook_max_in_flight: PositiveInt = Field(
+        default=4, description="attempts under way at once per automation"
+    )
+
     # Queue behaviour (DESIGN §7, RELIABILITY.md).
     visibility_timeout_s: PositiveInt = 900
     task_time_limit_s: PositiveInt = 150
@@ -76,6 +93,10 @@ class Settings(BaseSettings):
         for cidr in value:
             ip_network(cidr, strict=False)  # ValueError names the bad entry
         return value
+
+    def max_retry_delay_s(self) -> float:
+        """The longest countdown a delivery may wait: never near the visibility timeout."""
+        return float(min(self.webhook_max_backoff_s, self.visibility_timeout_s // 2))
 
     def rule_policy(self) -> RulePolicy:
         """The rule defaults every workspace starts from."""

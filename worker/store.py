@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from rules.ports import Identity, PriorOutcome
 from rules.users import UserPolicy, user_policy
 from worker.contacts import TraitWrite, apply_trait_writes
 from worker.db import by_workspace, insert_ignoring_conflicts, matches_any, writing
+from worker.fanout import deliverable, plan_fan_out
 from worker.records import (
     Decision,
     OutcomeRecord,
@@ -27,15 +28,34 @@ from worker.records import (
     repeat_row,
     truncate,
 )
-from worker.schema import contacts, dead_letters, events, outcomes, repeats, workspaces
+from worker.schema import (
+    contacts,
+    dead_letters,
+    events,
+    outcomes,
+    repeats,
+    trigger_deliveries,
+    workspaces,
+)
 from worker.settle import settle_message_ids, settle_order_claims
 
 DEAD_LETTER_LIMIT_BYTES = 1_000_000
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A stored batch: its final decisions, and the triggers it created that need delivery."""
+
+    decisions: list[Decision]
+    triggers: list[str] = field(default_factory=list)
+
+
 class EventStore:
-    def __init__(self, engine: Engine, *, policy_cache_s: float = 30.0) -> None:
+    def __init__(
+        self, engine: Engine, *, policy_cache_s: float = 30.0, trigger_max_age_s: int = 7200
+    ) -> None:
         self.engine = engine
+        self.trigger_max_age_s = trigger_max_age_s
         self._policy_cache_s = policy_cache_s
         self._policies: dict[str, tuple[float, Mapping[str, Any]]] = {}
 
@@ -111,20 +131,20 @@ class EventStore:
                     found.add((workspace_id, ("email", row.email)))
         return found & wanted
 
-    def record_batch(
-        self, batch_id: str, decisions: Sequence[Decision], now: datetime
-    ) -> list[Decision]:
-        """Store a decided batch in one transaction; return the final decisions.
+    def record_batch(self, batch_id: str, decisions: Sequence[Decision], now: datetime) -> Recorded:
+        """Store a decided batch and its triggers in one transaction.
 
         The database has the last word: an order already claimed in ``order_claims`` by
         another message turns an accepted confirmation into ``duplicate_order`` (Redis lost
         its claim); rows whose (workspace, message_id) exists already are skipped, so a
         redelivered batch changes nothing and the first verdict stands; and a message id
-        whose outcome another batch wrote first is recorded as a repeat.
+        whose outcome another batch wrote first is recorded as a repeat. Triggers are
+        created only for the accepted events this batch owns (``worker.fanout``).
         """
         fresh = [d for d in decisions if not d.replayed]
         with writing(self.engine) as conn:
             fresh = settle_order_claims(conn, fresh, now)
+            fan_out, fresh = plan_fan_out(conn, fresh, now, self.trigger_max_age_s)
             accepted = [d for d in fresh if d.verdict.status is Status.ACCEPTED and d.event]
             apply_trait_writes(conn, _trait_writes(accepted), now)
             insert_ignoring_conflicts(conn, events, [event_row(d, batch_id, now) for d in accepted])
@@ -142,8 +162,27 @@ class EventStore:
                     if d.verdict.reason is Reason.DUPLICATE_MESSAGE
                 ],
             )
+            owned = [d for d in fresh if d.verdict.status is Status.ACCEPTED]
+            triggers = fan_out.rows(owned, now)
+            insert_ignoring_conflicts(conn, trigger_deliveries, triggers)
         settled = iter(fresh)  # same order as ``decisions`` without the replayed ones
-        return [d if d.replayed else next(settled) for d in decisions]
+        final = [d if d.replayed else next(settled) for d in decisions]
+        return Recorded(final, deliverable(triggers))
+
+    def undelivered_triggers(self, keys: Iterable[tuple[str, str]]) -> list[str]:
+        """Triggers of these (workspace, message id) never attempted: what a replayed batch
+        publishes again, in case its first delivery stopped between commit and publish."""
+        found: list[str] = []
+        with self.engine.connect() as conn:
+            for workspace_id, message_ids in by_workspace(keys).items():
+                query = select(trigger_deliveries.c.id).where(
+                    trigger_deliveries.c.workspace_id == workspace_id,
+                    matches_any(conn.dialect, trigger_deliveries.c.message_id, message_ids),
+                    trigger_deliveries.c.status == "pending",
+                    trigger_deliveries.c.attempts == 0,
+                )
+                found += conn.execute(query).scalars()
+        return found
 
     def record_outcomes_only(
         self, batch_id: str, decisions: Sequence[Decision], now: datetime

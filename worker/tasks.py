@@ -25,9 +25,11 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
 from producer.envelope import Envelope, PoisonEnvelopeError, decode_envelope
 from producer.events import Event, utc_now
-from producer.wire import INGEST_TASK, SERIALIZER
+from producer.wire import DELIVER_TASK, INGEST_TASK, SERIALIZER
 from rules import Reason, Verdict, keys
+from worker.delivery import handle_delivery
 from worker.failures import is_transient
+from worker.fanout import dispatch
 from worker.ingest import IngestReport, ingest
 from worker.records import Decision
 from worker.runtime import Runtime
@@ -51,6 +53,10 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
     @app.task(name=INGEST_TASK, bind=True, max_retries=None, serializer=SERIALIZER)
     def ingest_batch(task: Task, envelope: Any) -> None:
         handle_batch(task, runtime, envelope)
+
+    @app.task(name=DELIVER_TASK, bind=True, max_retries=None)
+    def deliver_trigger(task: Task, trigger_id: str) -> None:
+        handle_delivery(task, runtime.deliverer, trigger_id)
 
 
 def handle_batch(task: Task, runtime: Runtime, envelope: Any) -> None:
@@ -103,6 +109,7 @@ def _process(
             payload=item.raw,
             now=utc_now(),
         )
+    dispatch(task.app, report.triggers)  # after the commit: the triggers exist
     if report.deferred:
         _defer(task, report)
     _clear_marks(runtime, report.decisions)

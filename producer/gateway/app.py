@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 import redis
@@ -15,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from producer.envelope import MAX_ENVELOPE_EVENTS
 from producer.errors import PublishError
-from producer.events import Event
+from producer.events import Event, utc_now
 from producer.gateway.auth import WriteKeys, basic_auth_user
 from producer.gateway.cache import TtlCache
 from producer.gateway.errors import (
@@ -31,6 +32,7 @@ from producer.pending import PendingMarks
 from producer.publisher import Publisher
 from producer.transport import BrokerTransport
 from producer.wire import INGEST_QUEUE
+from worker.automations import Action, active_automations
 from worker.db import make_engine
 from worker.definitions import Definition, find_definition
 from worker.settings import Settings
@@ -78,6 +80,20 @@ class Gateway:
             return find_definition(self.store.engine, workspace_id, format, **match)
 
         return await _from_database(self.definitions.get, key, load)
+
+    async def bulletin_targets(self, event: Event) -> int:
+        """How many bulletin automations this event will raise (CleverTap's ``targets``):
+        the active ones on its name whose filters match, none for a stale event. Read
+        fresh each time, so a bulletin added a moment ago counts at once."""
+        if event.timestamp < utc_now() - timedelta(seconds=self.settings.trigger_max_age_s):
+            return 0
+
+        def count() -> int:
+            with self.store.engine.connect() as conn:
+                found = active_automations(conn, [event.workspace_id], [event.name])
+            return sum(1 for a in found if a.action is Action.BULLETIN and a.matches(event))
+
+        return await _from_database(count)
 
     async def publish(self, events: Sequence[Event]) -> list[str]:
         """Queue one request's events as one envelope: all or nothing. Answer 429 when the

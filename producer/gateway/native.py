@@ -28,6 +28,7 @@ from producer.gateway.segment import (
     to_event,
 )
 from rules import Status
+from worker.triggers import triggers_of
 
 router = APIRouter(tags=["native"])
 
@@ -66,6 +67,21 @@ class ErrorBody(BaseModel):
     field: str | None = None
 
 
+class Trigger(BaseModel):
+    trigger_id: str = Field(description="also the webhook-id header of its deliveries")
+    automation_id: str
+    on: str
+    action: Literal["webhook", "task", "bulletin"]
+    target: str | None = None
+    status: Literal["pending", "retrying", "delivered", "failed", "cancelled"]
+    attempts: int
+    last_status_code: int | None = None
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    created_at: datetime
+    delivered_at: datetime | None = None
+
+
 class EventOutcome(BaseModel):
     message_id: str
     status: Status
@@ -76,6 +92,9 @@ class EventOutcome(BaseModel):
     decided_at: datetime | None = None
     raw: str | None = Field(
         default=None, description="truncated copy of a discarded or rejected event (JSON)"
+    )
+    triggers: list[Trigger] = Field(
+        default_factory=list, description="the automations this event fired, and their state"
     )
 
 
@@ -241,6 +260,7 @@ async def event_outcome(message_id: str, request: Request) -> JsonResponse:
     workspace_id = await gateway.workspace_from_basic_auth(request)
     outcome = await run_in_threadpool(gateway.store.outcome, workspace_id, message_id)
     if outcome is not None:
+        fired = await run_in_threadpool(triggers_of, gateway.store.engine, workspace_id, message_id)
         result = EventOutcome(
             message_id=message_id,
             status=outcome.status,
@@ -250,6 +270,7 @@ async def event_outcome(message_id: str, request: Request) -> JsonResponse:
             name=outcome.name,
             decided_at=outcome.decided_at,
             raw=outcome.raw,
+            triggers=[Trigger.model_validate(view) for view in fired],
         )
     elif await run_in_threadpool(gateway.marks.is_pending, workspace_id, message_id):
         result = EventOutcome(message_id=message_id, status=Status.QUEUED)

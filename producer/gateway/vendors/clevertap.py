@@ -20,7 +20,9 @@ from producer.gateway.vendors.common import (
     VendorError,
     body_bytes,
     json_body,
-    queue_event,
+    make_event,
+    queue_built_event,
+    vendor_shaped,
     workspace_for_key,
 )
 from producer.gateway.vendors.common import (
@@ -108,5 +110,7 @@ async def trigger(request: Request) -> JsonResponse:
         "context": {"bulletin": {"name": body["name"], "c-by": body["c-by"]}},
         "source": "clevertap",
     }
-    # Bulletins are counted by automations (issue 5); until then no bulletin is raised.
-    return await queue_event(request, gateway, fail, fields, {"status": "success", "targets": 0})
+    event = make_event(fields, fail)
+    targets = await vendor_shaped(fail, gateway.bulletin_targets(event))
+    reply = {"status": "success", "targets": targets}
+    return await queue_built_event(request, gateway, fail, event, reply)

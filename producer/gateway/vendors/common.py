@@ -108,7 +108,14 @@ async def queue_event(
 ) -> JsonResponse:
     """Validate one event, queue it, and answer with the vendor's ``reply`` plus its
     ``message_id`` (and the verdict, with ``Prefer: wait``)."""
-    event = make_event(fields, fail, invalid_status)
+    return await queue_built_event(
+        request, gateway, fail, make_event(fields, fail, invalid_status), reply
+    )
+
+
+async def queue_built_event(
+    request: Request, gateway: Gateway, fail: Fail, event: Event, reply: dict[str, Any]
+) -> JsonResponse:
     (message_id,) = await vendor_shaped(fail, gateway.publish([event]))
     return await answer(
         request, gateway, event.workspace_id, [message_id], {**reply, "message_id": message_id}

@@ -1,0 +1,138 @@
+"""The delivery task: claim a trigger, act once, record the attempt, schedule the next.
+
+Retries wait with exponential backoff and jitter, at least ``Retry-After`` when the
+endpoint sent one, and never longer than half the broker's visibility timeout: a countdown
+longer than it would be delivered twice (RELIABILITY #4). A trigger that is not due (a
+retry published early, a copy from a replayed batch, an attempt still leased, an endpoint
+at its in-flight cap) publishes itself again for when it is due; one that is settled does
+nothing. Any failure of the task itself (the database or the broker away) retries the
+task with backoff; the attempt cap still ends a trigger that keeps failing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import httpx
+import orjson
+from celery import Celery, Task
+from celery.exceptions import Reject
+from kombu.entity import Queue
+
+from producer.events import utc_now
+from producer.wire import DELIVER_TASK, TRIGGERS_QUEUE
+from worker.automations import Action
+from worker.triggers import AttemptResult, Claimed, Later, Outcome, Settled, TriggerStore
+from worker.webhook_urls import UnresolvableHostError, UnsafeWebhookUrlError, check_webhook_url
+from worker.webhooks import post_webhook, signed_headers, trigger_payload
+
+log = logging.getLogger(__name__)
+
+
+def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
+    """Exponential (base · 2^(attempt-1)) with equal jitter, capped at ``cap_s``."""
+    ceiling = min(cap_s, base_s * 2.0 ** min(attempt - 1, 30))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def retry_delay_s(attempt: int, retry_after_s: float | None, base_s: float, cap_s: float) -> float:
+    """The wait before the next attempt: backoff, at least Retry-After, at most ``cap_s``."""
+    return min(cap_s, max(backoff_s(attempt, base_s, cap_s), retry_after_s or 0.0))
+
+
+class Deliverer:
+    """Everything one delivery needs; one per worker process (threads share it)."""
+
+    def __init__(
+        self,
+        triggers: TriggerStore,
+        http: httpx.Client,
+        *,
+        allow_private: bool,
+        backoff_base_s: float,
+        max_delay_s: float,
+    ) -> None:
+        self.triggers = triggers
+        self.http = http
+        self.allow_private = allow_private
+        self.backoff_base_s = backoff_base_s
+        self.max_delay_s = max_delay_s
+
+    def deliver(self, app: Celery, trigger_id: str) -> float | None:
+        """One step for a trigger; the delay before the task should run again, or None."""
+        now = utc_now()
+        claim = self.triggers.claim(trigger_id, now)
+        if isinstance(claim, Settled):
+            log.debug("trigger %s: nothing to do (%s)", trigger_id, claim.status)
+            return None
+        if isinstance(claim, Later):
+            return min(max((claim.at - now).total_seconds(), 0.0), self.max_delay_s)
+        outcome = self.attempt(app, claim)
+        delay = retry_delay_s(
+            claim.attempt, outcome.retry_after_s, self.backoff_base_s, self.max_delay_s
+        )
+        after = self.triggers.record(claim, outcome, now, delay, utc_now())
+        log.info(
+            "trigger %s attempt %d (%s %s): %s%s",
+            trigger_id,
+            claim.attempt,
+            claim.automation.action,
+            claim.automation.id,
+            outcome.result,
+            f" ({outcome.error}); next in {after:.1f}s" if after is not None else "",
+        )
+        return after
+
+    def attempt(self, app: Celery, claim: Claimed) -> Outcome:
+        automation = claim.automation
+        payload = trigger_payload(claim.trigger_id, automation, claim.event, claim.created_at)
+        if automation.action is Action.TASK:
+            return self._send_task(app, automation.target or "", automation.queue or "", payload)
+        if automation.action is not Action.WEBHOOK or not automation.target:
+            return Outcome(
+                AttemptResult.FAILED, 0, error=f"nothing to deliver for {automation.action}"
+            )
+        try:
+            check_webhook_url(automation.target, allow_private=self.allow_private)
+        except UnresolvableHostError as exc:
+            return Outcome(AttemptResult.RETRY, 0, error=str(exc))
+        except UnsafeWebhookUrlError as exc:
+            return Outcome(AttemptResult.FAILED, 0, error=f"refused: {exc}")
+        body = orjson.dumps(payload)
+        headers = signed_headers(automation.secret or "", claim.trigger_id, body, utc_now())
+        return post_webhook(self.http, automation.target, body, headers, utc_now())
+
+    @staticmethod
+    def _send_task(app: Celery, name: str, queue: str, payload: dict[str, Any]) -> Outcome:
+        try:
+            app.send_task(name, args=[payload], queue=Queue(queue), serializer="json")
+        except Exception as exc:
+            return Outcome(AttemptResult.RETRY, 0, error=f"{type(exc).__name__}: {exc}")
+        return Outcome(AttemptResult.DELIVERED, 0)
+
+
+def handle_delivery(task: Task, deliverer: Deliverer, trigger_id: str) -> None:
+    try:
+        again_in_s = deliverer.deliver(task.app, trigger_id)
+    except Exception as exc:
+        delay = backoff_s((task.request.retries or 0) + 1, 1.0, min(60.0, deliverer.max_delay_s))
+        log.warning("trigger %s: the task failed (%s); again in %.1fs", trigger_id, exc, delay)
+        try:
+            retry = task.retry(exc=exc, countdown=delay, throw=False)
+        except Reject as refused:
+            raise Reject(refused.reason, requeue=True) from exc
+        raise retry from exc
+    if again_in_s is not None:
+        schedule(task.app, trigger_id, again_in_s)
+
+
+def schedule(app: Celery, trigger_id: str, delay_s: float) -> None:
+    """Publish the trigger's task for later; if that fails, put this message back rather
+    than lose the trigger (it will find itself not yet due and publish itself again)."""
+    try:
+        app.send_task(DELIVER_TASK, args=[trigger_id], queue=TRIGGERS_QUEUE, countdown=delay_s)
+    except Exception as exc:
+        log.warning("trigger %s: could not schedule the next attempt (%s)", trigger_id, exc)
+        raise Reject(exc, requeue=True) from exc
