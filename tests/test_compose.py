@@ -13,7 +13,12 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.processes import GATEWAY_COMMAND, MIGRATE_COMMAND, WORKER_COMMAND
+from tests.processes import (
+    DELIVERY_WORKER_COMMAND,
+    GATEWAY_COMMAND,
+    MIGRATE_COMMAND,
+    WORKER_COMMAND,
+)
 
 ROOT = Path(__file__).parent.parent
 
@@ -47,6 +52,7 @@ def test_services_run_the_documented_commands(compose: dict[str, Any]) -> None:
     assert services["migrate"]["command"] == MIGRATE_COMMAND
     assert services["gateway"]["command"] == GATEWAY_COMMAND
     assert services["worker"]["command"] == WORKER_COMMAND
+    assert services["deliverer"]["command"] == DELIVERY_WORKER_COMMAND
     assert services["flower"]["command"][0] == "celery"
     assert "flower" in services["flower"]["command"]
     assert "--broker=redis://redis:6379/0" in services["flower"]["command"]
@@ -64,9 +70,10 @@ def test_redis_keeps_the_queue(compose: dict[str, Any]) -> None:
 
 
 def test_workers_scale_and_start_after_migration(compose: dict[str, Any]) -> None:
-    worker = compose["services"]["worker"]
-    assert "container_name" not in worker and "ports" not in worker  # --scale worker=N
-    for name in ("worker", "gateway"):
+    for scaled in ("worker", "deliverer"):
+        worker = compose["services"][scaled]
+        assert "container_name" not in worker and "ports" not in worker  # --scale worker=N
+    for name in ("worker", "deliverer", "gateway"):
         depends = compose["services"][name]["depends_on"]
         assert depends["migrate"] == {"condition": "service_completed_successfully"}
     environment = compose["x-sluice-env"]

