@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.processes import sluice_executable
+from tests.receiver import Reply, running_receiver
 from worker.embedded_redis import free_port
 
 
@@ -42,6 +43,7 @@ def test_workspace_create_prints_a_working_write_key(database_url: str) -> None:
 def test_sluice_dev_runs_the_whole_stack_with_nothing_installed(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    env["SLUICE_ALLOW_PRIVATE_WEBHOOKS"] = "true"  # the receiver below is on loopback
     log = (tmp_path / "dev.log").open("wb")
     dev = subprocess.Popen(
         [sluice_executable(), "dev", "--port", str(port), "--data-dir", str(tmp_path / "data")],
@@ -59,6 +61,29 @@ def test_sluice_dev_runs_the_whole_stack_with_nothing_installed(tmp_path: Path) 
         ).json()
         status = _wait_decided(f"{base}/v1/events/{sent['message_id']}", auth)
         assert status == "accepted"
+        with running_receiver() as receiver:
+            url = receiver.script("/dev-hook", [Reply(200)])
+            added = subprocess.run(
+                [
+                    sluice_executable(),
+                    "automation",
+                    "add",
+                    demo["workspace_id"],
+                    "--on",
+                    "Signed Up",
+                    "--webhook",
+                    url,
+                    "--json",
+                ],
+                env={**env, "SLUICE_DATABASE_URL": f"sqlite:///{tmp_path / 'data' / 'sluice.db'}"},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            assert json.loads(added.stdout)["secret"].startswith("whsec_")
+            httpx.post(f"{base}/v1/track", auth=auth, json={"userId": "u2", "event": "Signed Up"})
+            (_request,) = receiver.wait_for("/dev-hook", 1, timeout_s=60)  # the delivery worker
         assert (tmp_path / "data" / "sluice.db").exists()
         assert (tmp_path / "data" / "redis" / "redis.log").exists()
         assert demo["write_key"] in (tmp_path / "dev.log").read_text()
@@ -170,3 +195,61 @@ def test_definition_add_prints_an_id_that_bunce_accepts(database_url: str) -> No
         refused = add(*bad)
         assert refused.returncode != 0 and "Error" in refused.stderr
     engine.dispose()
+
+
+def test_automation_commands(database_url: str) -> None:
+    from worker.db import make_engine
+    from worker.workspaces import create_workspace
+
+    engine = make_engine(database_url)
+    ws = create_workspace(engine, "automated").workspace_id
+    engine.dispose()
+    env = {**os.environ, "SLUICE_DATABASE_URL": database_url}
+    env.pop("SLUICE_ALLOW_PRIVATE_WEBHOOKS", None)
+
+    def sluice(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sluice_executable(), *args],
+            env={**env, **extra_env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    hook = ["automation", "add", ws, "--on", "Signed Up", "--webhook", "http://127.0.0.1:9/h"]
+    refused = sluice(*hook, "--json")
+    assert refused.returncode == 1
+    assert "SLUICE_ALLOW_PRIVATE_WEBHOOKS" in refused.stderr
+    added = sluice(*hook, "--where", "plan=pro", "--json", SLUICE_ALLOW_PRIVATE_WEBHOOKS="true")
+    assert added.returncode == 0, added.stderr
+    webhook = json.loads(added.stdout)
+    assert webhook["automation_id"].startswith("au_") and webhook["secret"].startswith("whsec_")
+    task = sluice("automation", "add", ws, "--on", "Signed Up", "--task", "crm.sync", "--json")
+    assert task.returncode == 0, task.stderr
+    assert json.loads(task.stdout)["secret"] is None
+
+    for usage_error in (
+        ["--bulletin", "--task", "crm.sync"],
+        [],
+        ["--bulletin", "--queue", "q"],
+        ["--bulletin", "--where", "plan"],
+    ):
+        wrong = sluice("automation", "add", ws, "--on", "Signed Up", *usage_error)
+        assert wrong.returncode == 2, (usage_error, wrong.stderr)
+    unknown = sluice("automation", "add", "no-such-workspace", "--on", "X", "--bulletin")
+    assert unknown.returncode == 1 and "unknown workspace" in unknown.stderr
+
+    listed = json.loads(sluice("automation", "list", ws, "--json").stdout)
+    assert [(a["action"], a["on"], a["where"], a["status"], a["queue"]) for a in listed] == [
+        ("webhook", "Signed Up", {"plan": "pro"}, "active", None),
+        ("task", "Signed Up", {}, "active", "sluice.automations"),
+    ]
+    assert sluice("automation", "disable", webhook["automation_id"]).returncode == 0
+    assert sluice("automation", "disable", webhook["automation_id"]).returncode == 1
+    listed = json.loads(sluice("automation", "list", ws, "--json").stdout)
+    assert (listed[0]["status"], listed[0]["disabled_reason"]) == (
+        "disabled",
+        "disabled by an operator",
+    )
+    assert "Signed Up" in sluice("automation", "list", ws).stdout
+    assert json.loads(sluice("deliveries", ws, "--json").stdout) == []

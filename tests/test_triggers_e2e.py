@@ -4,6 +4,7 @@ the real database, and a real HTTP receiver on loopback."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from producer.envelope import Envelope
 from producer.events import utc_now
 from producer.transport import BrokerTransport
 from tests.conftest import Stack
-from tests.processes import SluiceProcess
+from tests.processes import SluiceProcess, sluice_executable
 from tests.receiver import Received, Receiver, Reply, running_receiver
 from worker.automations import Action, Automation, add_automation
 from worker.schema import automations, delivery_attempts, trigger_deliveries
@@ -151,6 +152,22 @@ def test_a_500_is_retried_with_the_same_webhook_id(stack: Stack, receiver: Recei
         Webhook(automation.secret).verify(request.body, request.headers)
     trigger = wait_for_trigger(stack, message_id, "delivered")
     assert attempts_of(stack, str(trigger["id"])) == [(1, "retry", 500), (2, "delivered", 200)]
+
+    listed = subprocess.run(
+        [sluice_executable(), "deliveries", workspace.workspace_id, "--json"],
+        env={**os.environ, "SLUICE_DATABASE_URL": stack.database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert [
+        (a["attempt"], a["result"], a["status_code"], a["error"])
+        for a in orjson.loads(listed.stdout)
+    ] == [
+        (2, "delivered", 200, None),
+        (1, "retry", 500, "HTTP 500"),
+    ]
 
 
 def test_a_timeout_is_retried(stack: Stack, receiver: Receiver) -> None:
