@@ -28,3 +28,8 @@ def email_opens(workspace_id: str, user_key: str) -> str:
     """A user's accepted email opens (sorted set: ``message_id`` scored by event time in ms,
     pruned past the retention, expires)."""
     return f"{PREFIX}:{{{workspace_id}}}:opens:{user_key}"
+
+
+def trigger_sweep_lock() -> str:
+    """Held by the worker that sweeps for stuck triggers this interval (string, expires)."""
+    return f"{PREFIX}:trigger-sweep"

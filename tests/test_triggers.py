@@ -8,17 +8,31 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import orjson
 import pytest
-from sqlalchemy import Engine, select
+import redis
+from sqlalchemy import Engine, select, update
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from producer.events import Event, EventKind, utc_now
+from producer.wire import DELIVER_TASK, TRIGGERS_QUEUE
 from rules import Reason, Verdict
-from worker.automations import Action, Automation, AutomationStatus, add_automation
+from worker.automations import (
+    Action,
+    Automation,
+    AutomationStatus,
+    add_automation,
+    disable_automation,
+)
+from worker.celery_app import create_app
+from worker.db import writing
 from worker.delivery import Deliverer, backoff_s, retry_delay_s
 from worker.records import Decision
-from worker.schema import automations, trigger_deliveries
+from worker.runtime import Runtime
+from worker.schema import automations, delivery_attempts, trigger_deliveries
+from worker.settings import Settings
 from worker.store import EventStore
+from worker.sweep import sweep_stuck_triggers
 from worker.triggers import (
     AttemptResult,
     Claimed,
@@ -82,6 +96,9 @@ def resolver_to(*addresses: str):  # type: ignore[no-untyped-def]
         "fd00::1",
         "fe80::1",
         "::ffff:127.0.0.1",
+        "64:ff9b::a00:1",  # NAT64 to 10.0.0.1
+        "2002:a00:1::1",  # 6to4 of 10.0.0.1
+        "::10.0.0.1",  # IPv4-compatible
         "224.0.0.1",
     ],
 )
@@ -118,6 +135,8 @@ def test_localhost_is_refused_through_the_real_resolver() -> None:
         "http:///x",
         "https://u:p@hooks.example/x",
         "http://h:99999/",
+        "http://hooks.example/a\tb",
+        "http://hooks.example/\x7f",
     ],
 )
 def test_malformed_webhook_urls_are_refused_even_when_private_is_allowed(url: str) -> None:
@@ -149,7 +168,7 @@ def test_signature_verifies_with_standardwebhooks_and_fails_when_tampered() -> N
     [
         (200, AttemptResult.DELIVERED),
         (204, AttemptResult.DELIVERED),
-        (301, AttemptResult.RETRY),
+        (301, AttemptResult.FAILED),
         (400, AttemptResult.FAILED),
         (401, AttemptResult.FAILED),
         (404, AttemptResult.FAILED),
@@ -173,6 +192,7 @@ def test_answers_are_classified(status: int, result: AttemptResult) -> None:
         (" 5 ", 5.0),
         ("soon", None),
         ("-3", None),
+        ("²", None),
         ("Sun, 22 Nov 2026 12:00:30 GMT", 30.0),
         ("Sun, 22 Nov 2026 11:00:00 GMT", 0.0),
     ],
@@ -187,7 +207,8 @@ def test_backoff_grows_with_jitter_and_never_passes_the_cap() -> None:
         ceiling = min(450.0, 5.0 * 2 ** (attempt - 1))
         assert ceiling / 2 <= delay <= ceiling
     assert retry_delay_s(1, 30.0, 5.0, 450.0) == 30.0  # Retry-After wins over the backoff
-    assert retry_delay_s(1, 10_000.0, 5.0, 450.0) == 450.0  # ... but not over the cap
+    assert retry_delay_s(1, 10_000.0, 5.0, 450.0) == 10_000.0  # even past the cap (bridged)
+    assert retry_delay_s(1, 10**9, 5.0, 450.0) == 86_400.0  # up to a day
 
 
 # The database side: trigger rows in the batch transaction, and claims.
@@ -282,7 +303,9 @@ def test_a_claim_is_a_lease_and_the_endpoint_has_an_in_flight_cap(engine: Engine
     assert isinstance(claimed, Claimed) and claimed.attempt == 1
     assert store.claim(first, now) == Later(now + timedelta(seconds=60))  # leased
     assert isinstance(store.claim(second, now), Claimed)
-    assert store.claim(third, now) == Later(now + timedelta(seconds=1))  # 2 in flight
+    busy = store.claim(third, now)  # 2 in flight: look again in 1 to 3 s
+    assert isinstance(busy, Later)
+    assert now + timedelta(seconds=1) <= busy.at <= now + timedelta(seconds=3)
 
     assert store.record(claimed, Outcome(AttemptResult.DELIVERED, 12, 200), now, 0, now) is None
     assert store.claim(first, now) == Settled("delivered")
@@ -341,3 +364,123 @@ def test_a_private_url_is_refused_at_delivery_time(engine: Engine) -> None:
         outcome = deliverer.attempt(None, claimed)  # type: ignore[arg-type]
     assert outcome.result is AttemptResult.FAILED
     assert outcome.error is not None and outcome.error.startswith("refused: 127.0.0.1 resolves to")
+
+
+def trigger_status(engine: Engine, trigger: str) -> str:
+    query = select(trigger_deliveries.c.status).where(trigger_deliveries.c.id == trigger)
+    with engine.connect() as conn:
+        return str(conn.execute(query).scalar_one())
+
+
+def test_disabling_cancels_the_waiting_deliveries_at_once(engine: Engine) -> None:
+    automation_id, (under_way, waiting) = pending_triggers(engine, 2)
+    store = TriggerStore(engine, POLICY)
+    now = utc_now()
+    claimed = store.claim(under_way, now)
+    assert isinstance(claimed, Claimed)
+    with writing(engine) as conn:
+        assert disable_automation(conn, automation_id, "by a test", now)
+    assert trigger_status(engine, waiting) == "cancelled"
+    assert trigger_status(engine, under_way) == "pending"  # it records its own result
+    store.record(claimed, Outcome(AttemptResult.DELIVERED, 5, 200), now, 0, now)
+    assert trigger_status(engine, under_way) == "delivered"
+
+
+def test_triggers_whose_task_was_lost_are_found_once_per_idle_period(engine: Engine) -> None:
+    _, (lost, leased, done) = pending_triggers(engine, 3)
+    store = TriggerStore(engine, replace(POLICY, max_in_flight=3))
+    now = utc_now()
+    assert isinstance(store.claim(leased, now), Claimed)
+    finished = store.claim(done, now)
+    assert isinstance(finished, Claimed)
+    store.record(finished, Outcome(AttemptResult.DELIVERED, 5, 200), now, 0, now)
+
+    mine = {lost, leased, done}  # the database holds other tests' triggers too
+
+    def stuck(at: datetime) -> set[str]:
+        return mine & set(store.stuck(at, idle_s=40, limit=10_000))
+
+    assert stuck(now + timedelta(seconds=30)) == set()  # not idle yet
+    later = now + timedelta(seconds=50)
+    assert stuck(later) == {lost}  # the 60 s lease of ``leased`` still holds
+    assert stuck(later) == set()  # published again: touched
+    assert stuck(later + timedelta(seconds=41)) == {lost, leased}  # the lease ran out
+
+
+def test_the_sweep_publishes_stuck_triggers_once_per_interval_across_workers(
+    engine: Engine, database_url: str, isolated_redis_url: str
+) -> None:
+    _, (lost,) = pending_triggers(engine, 1)
+    settings = Settings(redis_url=isolated_redis_url, database_url=database_url)
+    app = create_app(settings)
+    runtime = Runtime(settings)
+    assert "TriggerSweep" in {step.__name__ for step in app.steps["worker"]}
+    client = redis.Redis.from_url(isolated_redis_url)
+    with writing(engine) as conn:  # its task message is long gone
+        conn.execute(
+            update(trigger_deliveries)
+            .where(trigger_deliveries.c.id == lost)
+            .values(next_attempt_at=utc_now() - timedelta(days=1))
+        )
+    try:
+        published = sweep_stuck_triggers(app, runtime)
+        assert published >= 1  # (other tests' triggers may be as old)
+        assert sweep_stuck_triggers(app, runtime) == 0  # another worker's turn is a minute away
+        messages = [orjson.loads(m) for m in client.lrange(TRIGGERS_QUEUE, 0, -1)]
+        assert len(messages) == published
+        assert {m["headers"]["task"] for m in messages} == {DELIVER_TASK}
+        assert any(lost in m["headers"]["argsrepr"] for m in messages)
+    finally:
+        app.close()
+        runtime.store.engine.dispose()
+
+
+def test_a_superseded_attempt_does_not_overwrite_the_newer_one(engine: Engine) -> None:
+    _, (trigger,) = pending_triggers(engine, 1)
+    store = TriggerStore(engine, POLICY)
+    now = utc_now()
+    slow = store.claim(trigger, now)  # its lease (60 s) runs out before it answers
+    assert isinstance(slow, Claimed)
+    later = now + timedelta(seconds=61)
+    newer = store.claim(trigger, later)
+    assert isinstance(newer, Claimed) and newer.attempt == 2
+    store.record(newer, Outcome(AttemptResult.DELIVERED, 8, 200), later, 0, later)
+    assert store.record(slow, Outcome(AttemptResult.RETRY, 61_000, 503), now, 1, later) is None
+    assert trigger_status(engine, trigger) == "delivered"
+    assert store.claim(trigger, later) == Settled("delivered")
+
+
+class ExplodingClient:
+    def stream(self, *args: object, **kwargs: object) -> object:
+        raise RuntimeError("boom")
+
+
+def test_an_attempt_that_crashes_is_recorded_and_retried(engine: Engine) -> None:
+    _, (trigger,) = pending_triggers(engine, 1)
+    store = TriggerStore(engine, POLICY)
+    deliverer = Deliverer(
+        store,
+        ExplodingClient(),  # type: ignore[arg-type]
+        allow_private=True,
+        backoff_base_s=1,
+        max_delay_s=10,
+    )
+    again_in_s = deliverer.deliver(None, trigger)  # type: ignore[arg-type]
+    assert again_in_s is not None and 0.5 <= again_in_s <= 1.0
+    query = select(delivery_attempts.c.result, delivery_attempts.c.error).where(
+        delivery_attempts.c.trigger_id == trigger
+    )
+    with engine.connect() as conn:
+        assert conn.execute(query).all() == [("retry", "RuntimeError: boom")]
+    assert trigger_status(engine, trigger) == "retrying"
+
+
+@pytest.mark.parametrize(
+    ("task", "queue"), [("sluice.ingest_batch", None), ("crm.sync", "sluice.triggers")]
+)
+def test_sluices_own_tasks_and_queues_are_not_automation_targets(
+    engine: Engine, task: str, queue: str | None
+) -> None:
+    ws = create_workspace(engine, "reserved").workspace_id
+    with pytest.raises(ValueError, match="not for automations"):
+        add_automation(engine, ws, "Signed Up", Action.TASK, target=task, queue=queue)

@@ -18,14 +18,16 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, func, or_, select, update
 
 from producer.events import Event, utc_now
+from producer.wire import INGEST_QUEUE, TRIGGERS_QUEUE
 from worker.db import matches_any, writing
 from worker.schema import automations, trigger_deliveries, workspaces
 from worker.webhook_urls import check_webhook_url
 
 DEFAULT_TASK_QUEUE = "sluice.automations"
+RESERVED_QUEUES = (INGEST_QUEUE, TRIGGERS_QUEUE)
 SECRET_PREFIX = "whsec_"
 NAME_PATTERN = re.compile(r"^[A-Za-z_][\w.:-]{0,199}$")
 
@@ -113,6 +115,8 @@ def add_automation(
         queue = queue or DEFAULT_TASK_QUEUE
         if not NAME_PATTERN.match(queue):
             raise ValueError(f"{queue!r} is not a queue name")
+        if target.startswith("sluice.") or queue in RESERVED_QUEUES:
+            raise ValueError("sluice.* tasks and Sluice's own queues are not for automations")
     elif target or queue:
         raise ValueError("a bulletin has no URL, task or queue")
     now = utc_now()
@@ -151,7 +155,8 @@ def add_automation(
 
 
 def disable_automation(conn: Connection, automation_id: str, reason: str, now: datetime) -> bool:
-    """Disable an automation (no new triggers; pending deliveries are cancelled)."""
+    """Disable an automation: it fires no new triggers, and its deliveries that are waiting
+    (not under way) are cancelled. One under way records its own result."""
     result = conn.execute(
         update(automations)
         .where(
@@ -160,7 +165,23 @@ def disable_automation(conn: Connection, automation_id: str, reason: str, now: d
         )
         .values(status=str(AutomationStatus.DISABLED), disabled_reason=reason, updated_at=now)
     )
-    return result.rowcount > 0
+    if result.rowcount == 0:
+        return False
+    conn.execute(
+        update(trigger_deliveries)
+        .where(
+            trigger_deliveries.c.automation_id == automation_id,
+            trigger_deliveries.c.status.in_(("pending", "retrying")),
+            or_(trigger_deliveries.c.lease_until.is_(None), trigger_deliveries.c.lease_until < now),
+        )
+        .values(
+            status="cancelled",
+            next_attempt_at=None,
+            last_error=f"automation disabled: {reason}",
+            updated_at=now,
+        )
+    )
+    return True
 
 
 def active_automations(

@@ -19,6 +19,7 @@ from producer.wire import (
 )
 from worker.runtime import Runtime
 from worker.settings import Settings
+from worker.sweep import sweep_step
 from worker.tasks import register_tasks
 
 
@@ -91,6 +92,7 @@ def create_app(settings: Settings) -> Celery:
     app.conf.update(celery_config(settings))
     runtime = Runtime(settings)
     register_tasks(app, runtime)
+    app.steps["worker"].add(sweep_step(runtime))
 
     def _fresh_connections(**_: Any) -> None:
         runtime.reset()

@@ -44,7 +44,8 @@ def make_engine(url: str) -> Engine:
     url = normalise_url(url)
     if make_url(url).get_backend_name() == "sqlite":
         return _sqlite_engine(url)
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, **_JSON_CODEC)
+    # Up to 20 connections: a delivery worker runs 16 threads in one process.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=15, **_JSON_CODEC)
 
 
 def _sqlite_engine(url: str) -> Engine:

@@ -24,11 +24,15 @@ from kombu.entity import Queue
 from producer.events import utc_now
 from producer.wire import DELIVER_TASK, TRIGGERS_QUEUE
 from worker.automations import Action
+from worker.failures import is_transient
 from worker.triggers import AttemptResult, Claimed, Later, Outcome, Settled, TriggerStore
 from worker.webhook_urls import UnresolvableHostError, UnsafeWebhookUrlError, check_webhook_url
 from worker.webhooks import post_webhook, signed_headers, trigger_payload
 
 log = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER_S = 86_400.0
+MAX_TASK_FAILURES = 10  # a delivery task failing this often for no transient cause stops
 
 
 def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
@@ -38,8 +42,11 @@ def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
 
 
 def retry_delay_s(attempt: int, retry_after_s: float | None, base_s: float, cap_s: float) -> float:
-    """The wait before the next attempt: backoff, at least Retry-After, at most ``cap_s``."""
-    return min(cap_s, max(backoff_s(attempt, base_s, cap_s), retry_after_s or 0.0))
+    """The wait before the next attempt: the backoff (at most ``cap_s``), or ``Retry-After``
+    when the endpoint asks for longer (up to a day). A wait longer than ``cap_s`` is
+    bridged by tasks of at most ``cap_s`` that find the trigger not yet due."""
+    asked_s = min(retry_after_s or 0.0, MAX_RETRY_AFTER_S)
+    return max(backoff_s(attempt, base_s, cap_s), asked_s)
 
 
 class Deliverer:
@@ -69,11 +76,16 @@ class Deliverer:
             return None
         if isinstance(claim, Later):
             return min(max((claim.at - now).total_seconds(), 0.0), self.max_delay_s)
-        outcome = self.attempt(app, claim)
+        try:
+            outcome = self.attempt(app, claim)
+        except Exception as exc:  # recorded like any failed attempt, never lost in a crash
+            log.exception("trigger %s: the attempt failed unexpectedly", trigger_id)
+            outcome = Outcome(AttemptResult.RETRY, 0, error=f"{type(exc).__name__}: {exc}")
         delay = retry_delay_s(
             claim.attempt, outcome.retry_after_s, self.backoff_base_s, self.max_delay_s
         )
-        after = self.triggers.record(claim, outcome, now, delay, utc_now())
+        wait = self.triggers.record(claim, outcome, now, delay, utc_now())
+        after = None if wait is None else min(wait, self.max_delay_s)
         log.info(
             "trigger %s attempt %d (%s %s): %s%s",
             trigger_id,
@@ -113,11 +125,19 @@ class Deliverer:
         return Outcome(AttemptResult.DELIVERED, 0)
 
 
-def handle_delivery(task: Task, deliverer: Deliverer, trigger_id: str) -> None:
+def handle_delivery(task: Task, deliverer: Deliverer, trigger_id: Any) -> None:
+    if not isinstance(trigger_id, str):
+        log.error("dropped a delivery task without a trigger id: %r", trigger_id)
+        return
     try:
         again_in_s = deliverer.deliver(task.app, trigger_id)
     except Exception as exc:
-        delay = backoff_s((task.request.retries or 0) + 1, 1.0, min(60.0, deliverer.max_delay_s))
+        retries = task.request.retries or 0
+        if not is_transient(exc) and retries >= MAX_TASK_FAILURES:
+            # The stuck-trigger sweep brings it back later, after its idle period.
+            log.exception("trigger %s: the task keeps failing; left to the sweep", trigger_id)
+            return
+        delay = backoff_s(retries + 1, 1.0, min(60.0, deliverer.max_delay_s))
         log.warning("trigger %s: the task failed (%s); again in %.1fs", trigger_id, exc, delay)
         try:
             retry = task.retry(exc=exc, countdown=delay, throw=False)

@@ -207,6 +207,7 @@ trigger_deliveries = Table(
     UniqueConstraint("message_id", "automation_id"),
     Index("ix_trigger_deliveries_workspace_message", "workspace_id", "message_id"),
     Index("ix_trigger_deliveries_automation_lease", "automation_id", "lease_until"),
+    Index("ix_trigger_deliveries_status_next_attempt", "status", "next_attempt_at"),
     comment="exactly one trigger per (message, automation), with its delivery state",
 )
 

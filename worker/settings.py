@@ -50,7 +50,7 @@ class Settings(BaseSettings):
         default=5.0, description="wait before the first retry; doubles each attempt (jittered)"
     )
     webhook_max_backoff_s: PositiveInt = Field(
-        default=600,
+        default=300,
         description="longest wait between attempts (at most half the visibility timeout)",
     )
     webhook_disable_after_s: PositiveInt = Field(

@@ -109,7 +109,8 @@ def _process(
             payload=item.raw,
             now=utc_now(),
         )
-    dispatch(task.app, report.triggers)  # after the commit: the triggers exist
+    if report.triggers:
+        dispatch(task.app, report.triggers)  # after the commit: the triggers exist
     if report.deferred:
         _defer(task, report)
     _clear_marks(runtime, report.decisions)

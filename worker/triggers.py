@@ -11,12 +11,13 @@ all of them.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, or_, select, update
 
 from producer.events import as_utc
 from worker.automations import Automation, AutomationStatus, automation_of, disable_automation
@@ -94,7 +95,7 @@ class TriggerStore:
             row = conn.execute(
                 select(trigger_deliveries)
                 .where(trigger_deliveries.c.id == trigger_id)
-                .with_for_update()
+                .with_for_update(key_share=True)
             ).first()
             if row is None:
                 return Settled("missing")
@@ -104,7 +105,8 @@ class TriggerStore:
                 conn.execute(
                     select(automations)
                     .where(automations.c.id == row.automation_id)
-                    .with_for_update()
+                    # NO KEY UPDATE: does not wait for batches inserting triggers (FK)
+                    .with_for_update(key_share=True)
                 ).one()
             )
             if automation.status is AutomationStatus.DISABLED:
@@ -134,8 +136,9 @@ class TriggerStore:
                     trigger_deliveries.c.lease_until > now,
                 )
             ).scalar_one()
-            if in_flight >= policy.max_in_flight:
-                return Later(now + timedelta(seconds=policy.busy_delay_s))
+            if in_flight >= policy.max_in_flight:  # look again later, not all at once
+                wait_s = policy.busy_delay_s * random.uniform(1, 3)
+                return Later(now + timedelta(seconds=wait_s))
             event = conn.execute(
                 select(events).where(
                     events.c.workspace_id == row.workspace_id,
@@ -189,9 +192,15 @@ class TriggerStore:
                     result=str(result),
                 )
             )
-            conn.execute(
+            current = conn.execute(
                 update(trigger_deliveries)
-                .where(trigger_deliveries.c.id == claim.trigger_id)
+                .where(
+                    # Only while this claim is the trigger's latest: a copy whose lease
+                    # ran out must not overwrite what a newer attempt recorded.
+                    trigger_deliveries.c.id == claim.trigger_id,
+                    trigger_deliveries.c.attempts == claim.attempt,
+                    trigger_deliveries.c.status.in_(OPEN),
+                )
                 .values(
                     status=str(status),
                     lease_until=None,
@@ -202,6 +211,8 @@ class TriggerStore:
                     delivered_at=now if status is TriggerStatus.DELIVERED else None,
                 )
             )
+            if current.rowcount == 0:
+                return None  # superseded: the attempt is on record, its verdict is not
             if result is AttemptResult.DELIVERED:
                 conn.execute(
                     update(automations)
@@ -213,6 +224,36 @@ class TriggerStore:
             else:
                 self._note_failure(conn, automation.id, now)
         return retry_in_s if retry else None
+
+    def stuck(self, now: datetime, idle_s: float, limit: int) -> list[str]:
+        """Open triggers nobody has touched for ``idle_s`` (their task message was lost:
+        RELIABILITY #1), marked as touched now; the caller publishes them again. A
+        trigger merely waiting in a long queue gets at most one extra message per
+        ``idle_s``, which its claim makes harmless."""
+        oldest = now - timedelta(seconds=idle_s)
+        with writing(self.engine) as conn:
+            found = list(
+                conn.execute(
+                    select(trigger_deliveries.c.id)
+                    .where(
+                        trigger_deliveries.c.status.in_(OPEN),
+                        trigger_deliveries.c.next_attempt_at < oldest,
+                        or_(
+                            trigger_deliveries.c.lease_until.is_(None),
+                            trigger_deliveries.c.lease_until < now,
+                        ),
+                    )
+                    .order_by(trigger_deliveries.c.next_attempt_at)
+                    .limit(limit)
+                ).scalars()
+            )
+            if found:
+                conn.execute(
+                    update(trigger_deliveries)
+                    .where(trigger_deliveries.c.id.in_(found))
+                    .values(next_attempt_at=now, updated_at=now)
+                )
+        return found
 
     def _note_failure(self, conn: Any, automation_id: str, now: datetime) -> None:
         conn.execute(
@@ -240,7 +281,13 @@ class TriggerStore:
         conn.execute(
             update(trigger_deliveries)
             .where(trigger_deliveries.c.id == trigger_id)
-            .values(status=str(status), lease_until=None, last_error=error, updated_at=now)
+            .values(
+                status=str(status),
+                lease_until=None,
+                next_attempt_at=None,
+                last_error=error,
+                updated_at=now,
+            )
         )
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from ipaddress import IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from urllib.parse import urlsplit
 
 Resolver = Callable[[str, int], list[str]]
+NAT64 = (ip_network("64:ff9b::/96"), ip_network("64:ff9b:1::/48"))
 
 
 class UnsafeWebhookUrlError(ValueError):
@@ -30,6 +31,8 @@ def resolve(host: str, port: int) -> list[str]:
 def check_webhook_url(url: str, *, allow_private: bool, resolver: Resolver = resolve) -> None:
     """Raise ``UnsafeWebhookUrlError`` unless Sluice may deliver to ``url``."""
     parts = urlsplit(url)
+    if any(ord(char) < 0x21 or ord(char) == 0x7F for char in url):
+        raise UnsafeWebhookUrlError(f"{url!r}: a webhook URL cannot contain spaces or controls")
     if parts.scheme not in ("http", "https"):
         raise UnsafeWebhookUrlError(f"{url!r}: a webhook URL must be http or https")
     try:
@@ -48,10 +51,22 @@ def check_webhook_url(url: str, *, allow_private: bool, resolver: Resolver = res
         raise UnresolvableHostError(f"{parts.hostname}: cannot be resolved ({exc})") from exc
     for text in addresses:
         address = ip_address(text.split("%", 1)[0])
-        if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if not address.is_global or address.is_multicast:
-            raise UnsafeWebhookUrlError(
-                f"{parts.hostname} resolves to {address}, a loopback, private or reserved "
-                "address; set SLUICE_ALLOW_PRIVATE_WEBHOOKS=true to allow it"
-            )
+        for candidate in (address, *_embedded_ipv4(address)):
+            if not candidate.is_global or candidate.is_multicast:
+                raise UnsafeWebhookUrlError(
+                    f"{parts.hostname} resolves to {address}, a loopback, private or reserved "
+                    "address; set SLUICE_ALLOW_PRIVATE_WEBHOOKS=true to allow it"
+                )
+
+
+def _embedded_ipv4(address: IPv4Address | IPv6Address) -> list[IPv4Address]:
+    """IPv4 addresses an IPv6 address leads to (mapped, 6to4, Teredo, NAT64, compatible)."""
+    if not isinstance(address, IPv6Address):
+        return []
+    found = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
+    if address.teredo is not None:
+        found.append(address.teredo[1])
+    packed = int(address)
+    if any(address in network for network in NAT64) or packed >> 32 == 0:
+        found.append(IPv4Address(packed & 0xFFFFFFFF))  # NAT64, or IPv4-compatible ::a.b.c.d
+    return found

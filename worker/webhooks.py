@@ -4,10 +4,9 @@ means.
 
 - 2xx: delivered;
 - 410 Gone: the endpoint asks to be disabled;
-- 408, 429, 5xx (and 1xx/3xx), a timeout or a connection error:
-  retried, no sooner than ``Retry-After`` when the endpoint sends one;
-- any other 4xx: failed, not retried (the request itself is wrong for that endpoint).
-Redirects are not followed.
+- 408, 429, 5xx, a timeout or a connection error: retried, no sooner than
+  ``Retry-After`` when the endpoint sends one;
+- any other 4xx, and 3xx (redirects are not followed): failed, not retried.
 """
 
 from __future__ import annotations
@@ -105,8 +104,8 @@ def classify(status: int) -> AttemptResult:
         return AttemptResult.DELIVERED
     if status == 410:
         return AttemptResult.GONE
-    if 400 <= status < 500 and status not in (408, 429):
-        return AttemptResult.FAILED
+    if 300 <= status < 500 and status not in (408, 429):
+        return AttemptResult.FAILED  # redirects are not followed: retrying cannot help
     return AttemptResult.RETRY
 
 
@@ -115,7 +114,7 @@ def retry_after_s(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)

@@ -117,6 +117,11 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("trigger_deliveries", schema=None) as batch_op:
         batch_op.create_index(
+            "ix_trigger_deliveries_status_next_attempt",
+            ["status", "next_attempt_at"],
+            unique=False,
+        )
+        batch_op.create_index(
             "ix_trigger_deliveries_automation_lease", ["automation_id", "lease_until"], unique=False
         )
         batch_op.create_index(
@@ -169,6 +174,7 @@ def downgrade() -> None:
     with op.batch_alter_table("trigger_deliveries", schema=None) as batch_op:
         batch_op.drop_index("ix_trigger_deliveries_workspace_message")
         batch_op.drop_index("ix_trigger_deliveries_automation_lease")
+        batch_op.drop_index("ix_trigger_deliveries_status_next_attempt")
 
     op.drop_table("trigger_deliveries")
     with op.batch_alter_table("automations", schema=None) as batch_op:
