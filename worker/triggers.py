@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy import Connection, Engine, func, or_, select, update
 
 from producer.events import as_utc
 from worker.automations import Automation, AutomationStatus, automation_of, disable_automation
@@ -25,6 +25,21 @@ from worker.db import writing
 from worker.schema import automations, delivery_attempts, events, trigger_deliveries
 
 EARLY_TOLERANCE_S = 0.05
+EVENT_FIELDS = (
+    "message_id",
+    "kind",
+    "name",
+    "user_id",
+    "email",
+    "anonymous_id",
+    "traits",
+    "properties",
+    "context",
+    "timestamp",
+    "sent_at",
+    "received_at",
+    "source",
+)
 
 
 class TriggerStatus(StrEnum):
@@ -61,6 +76,7 @@ class Claimed:
     automation: Automation
     event: dict[str, Any]
     created_at: datetime
+    failing: bool = False  # the automation has failed since its last success
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,73 +106,120 @@ class TriggerStore:
         self.policy = policy
 
     def claim(self, trigger_id: str, now: datetime) -> Claimed | Later | Settled:
+        """Lease the trigger for one attempt, in one ``UPDATE … RETURNING`` when it is due
+        (the common case); otherwise say why not (``Later`` or ``Settled``)."""
         policy = self.policy
-        with writing(self.engine) as conn:
-            row = conn.execute(
-                select(trigger_deliveries)
-                .where(trigger_deliveries.c.id == trigger_id)
-                .with_for_update(key_share=True)
-            ).first()
-            if row is None:
-                return Settled("missing")
-            if row.status not in OPEN:
-                return Settled(row.status)
-            automation = automation_of(
-                conn.execute(
-                    select(automations)
-                    .where(automations.c.id == row.automation_id)
-                    # NO KEY UPDATE: does not wait for batches inserting triggers (FK)
-                    .with_for_update(key_share=True)
-                ).one()
+        soon = now + timedelta(seconds=EARLY_TOLERANCE_S)
+        busy = trigger_deliveries.alias("busy")
+        in_flight = (
+            select(func.count())
+            .where(
+                busy.c.automation_id == trigger_deliveries.c.automation_id,
+                busy.c.lease_until > now,
             )
-            if automation.status is AutomationStatus.DISABLED:
-                self._close(
-                    conn,
-                    trigger_id,
-                    TriggerStatus.CANCELLED,
-                    now,
-                    f"automation disabled: {automation.disabled_reason}",
+            .scalar_subquery()
+        )
+        active = (
+            select(automations.c.id)
+            .where(
+                automations.c.id == trigger_deliveries.c.automation_id,
+                automations.c.status == str(AutomationStatus.ACTIVE),
+            )
+            .exists()
+        )
+        lease = (
+            update(trigger_deliveries)
+            .where(
+                trigger_deliveries.c.id == trigger_id,
+                trigger_deliveries.c.status.in_(OPEN),
+                or_(
+                    trigger_deliveries.c.next_attempt_at.is_(None),
+                    trigger_deliveries.c.next_attempt_at <= soon,
+                ),
+                or_(
+                    trigger_deliveries.c.lease_until.is_(None),
+                    trigger_deliveries.c.lease_until <= soon,
+                ),
+                trigger_deliveries.c.attempts < policy.max_attempts,
+                in_flight < policy.max_in_flight,
+                active,
+            )
+            .values(
+                attempts=trigger_deliveries.c.attempts + 1,
+                lease_until=now + timedelta(seconds=policy.lease_s),
+                updated_at=now,
+            )
+            .returning(
+                trigger_deliveries.c.attempts,
+                trigger_deliveries.c.workspace_id,
+                trigger_deliveries.c.message_id,
+                trigger_deliveries.c.automation_id,
+                trigger_deliveries.c.created_at,
+            )
+        )
+        with writing(self.engine) as conn:
+            if conn.dialect.name == "postgresql":
+                # Claims of one automation take turns, so that the in-flight count is
+                # exact (SQLite's write lock does this already). NO KEY UPDATE does not
+                # wait for batches inserting triggers that reference the automation.
+                owner = select(trigger_deliveries.c.automation_id).where(
+                    trigger_deliveries.c.id == trigger_id
                 )
-                return Settled(str(TriggerStatus.CANCELLED))
-            due = max(as_utc(t) for t in (row.next_attempt_at, row.lease_until, now) if t)
-            if due > now + timedelta(seconds=EARLY_TOLERANCE_S):
-                return Later(due)
-            if row.attempts >= policy.max_attempts:
-                self._close(
-                    conn,
-                    trigger_id,
-                    TriggerStatus.FAILED,
-                    now,
-                    f"gave up after {row.attempts} attempts (the last did not finish)",
+                conn.execute(
+                    select(automations.c.id)
+                    .where(automations.c.id == owner.scalar_subquery())
+                    .with_for_update(key_share=True)
                 )
-                return Settled(str(TriggerStatus.FAILED))
-            in_flight = conn.execute(
-                select(func.count()).where(
-                    trigger_deliveries.c.automation_id == automation.id,
-                    trigger_deliveries.c.lease_until > now,
-                )
-            ).scalar_one()
-            if in_flight >= policy.max_in_flight:  # look again later, not all at once
-                wait_s = policy.busy_delay_s * random.uniform(1, 3)
-                return Later(now + timedelta(seconds=wait_s))
-            event = conn.execute(
-                select(events).where(
-                    events.c.workspace_id == row.workspace_id,
-                    events.c.message_id == row.message_id,
+            leased = conn.execute(lease).first()
+            if leased is None:
+                return self._not_now(conn, trigger_id, now)
+            row = conn.execute(
+                select(automations, *(events.c[name].label(f"ev_{name}") for name in EVENT_FIELDS))
+                .join(events, events.c.workspace_id == automations.c.workspace_id)
+                .where(
+                    automations.c.id == leased.automation_id,
+                    events.c.message_id == leased.message_id,
                 )
             ).one()
-            conn.execute(
-                update(trigger_deliveries)
-                .where(trigger_deliveries.c.id == trigger_id)
-                .values(
-                    attempts=row.attempts + 1,
-                    lease_until=now + timedelta(seconds=policy.lease_s),
-                    updated_at=now,
-                )
-            )
+        event = {name: getattr(row, f"ev_{name}") for name in EVENT_FIELDS}
         return Claimed(
-            trigger_id, row.attempts + 1, automation, dict(event._mapping), as_utc(row.created_at)
+            trigger_id,
+            leased.attempts,
+            automation_of(row),
+            event,
+            as_utc(leased.created_at),
+            failing=row.failing_since is not None,
         )
+
+    def _not_now(self, conn: Connection, trigger_id: str, now: datetime) -> Later | Settled:
+        """Why a trigger could not be leased, acting on it where that settles it."""
+        row = conn.execute(
+            select(
+                trigger_deliveries,
+                automations.c.status.label("automation_status"),
+                automations.c.disabled_reason,
+            )
+            .join(automations, automations.c.id == trigger_deliveries.c.automation_id)
+            .where(trigger_deliveries.c.id == trigger_id)
+        ).first()
+        if row is None:
+            return Settled("missing")
+        if row.status not in OPEN:
+            return Settled(row.status)
+        if row.automation_status != AutomationStatus.ACTIVE:
+            reason = f"automation disabled: {row.disabled_reason}"
+            self._close(conn, trigger_id, TriggerStatus.CANCELLED, now, reason)
+            return Settled(str(TriggerStatus.CANCELLED))
+        due = max(as_utc(t) for t in (row.next_attempt_at, row.lease_until, now) if t)
+        if due > now + timedelta(seconds=EARLY_TOLERANCE_S):
+            return Later(due)
+        if row.attempts >= self.policy.max_attempts:
+            reason = f"gave up after {row.attempts} attempts (the last did not finish)"
+            self._close(conn, trigger_id, TriggerStatus.FAILED, now, reason)
+            return Settled(str(TriggerStatus.FAILED))
+        # The endpoint is at its in-flight cap: look again later, not all at once.
+        wait_s = self.policy.busy_delay_s * random.uniform(1, 3)
+        return Later(now + timedelta(seconds=wait_s))
 
     def record(
         self,
@@ -214,11 +277,12 @@ class TriggerStore:
             if current.rowcount == 0:
                 return None  # superseded: the attempt is on record, its verdict is not
             if result is AttemptResult.DELIVERED:
-                conn.execute(
-                    update(automations)
-                    .where(automations.c.id == automation.id)
-                    .values(failing_since=None)
-                )
+                if claim.failing:  # otherwise nothing to write (and no row to lock)
+                    conn.execute(
+                        update(automations)
+                        .where(automations.c.id == automation.id)
+                        .values(failing_since=None)
+                    )
             elif result is AttemptResult.GONE:
                 disable_automation(conn, automation.id, "the endpoint answered 410 Gone", now)
             else:

@@ -22,24 +22,9 @@ from standardwebhooks import Webhook
 
 from producer.events import as_utc
 from worker.automations import Automation
-from worker.triggers import AttemptResult, Outcome
+from worker.triggers import EVENT_FIELDS, AttemptResult, Outcome
 
 EVENT_TYPE = "event.triggered"
-EVENT_FIELDS = (
-    "message_id",
-    "kind",
-    "name",
-    "user_id",
-    "email",
-    "anonymous_id",
-    "traits",
-    "properties",
-    "context",
-    "timestamp",
-    "sent_at",
-    "received_at",
-    "source",
-)
 USER_AGENT = "Sluice-Webhooks/1"
 
 
