@@ -100,6 +100,22 @@ def workload(mix: str, count: int) -> list[dict[str, object]]:
     return made
 
 
+def services(
+    redis_url: str | None, database_url: str | None
+) -> tuple[Path, EmbeddedRedis | None, str, str]:
+    """A scratch directory; the Redis given (emptied) or an embedded one; the database
+    given or SQLite in the scratch directory, migrated."""
+    scratch = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+    embedded = None if redis_url else EmbeddedRedis(scratch / "redis").start()
+    redis_url = redis_url or embedded.url  # type: ignore[union-attr]
+    database_url = database_url or f"sqlite:///{scratch / 'sluice.db'}"
+    redis.Redis.from_url(redis_url).flushdb()
+    engine = make_engine(database_url)
+    upgrade(engine)
+    engine.dispose()
+    return scratch, embedded, redis_url, database_url
+
+
 def wait_for_workers(broker_url: str, count: int, timeout_s: float = 60) -> None:
     app = Celery(broker=broker_url, set_as_current=False)
     deadline = time.monotonic() + timeout_s
@@ -128,13 +144,8 @@ def main() -> None:
     parser.add_argument("--mix", choices=["custom", "rules"], default="custom")
     args = parser.parse_args()
 
-    scratch = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
-    embedded = None if args.redis_url else EmbeddedRedis(scratch / "redis").start()
-    redis_url = args.redis_url or embedded.url  # type: ignore[union-attr]
-    database_url = args.database_url or f"sqlite:///{scratch / 'sluice.db'}"
-    redis.Redis.from_url(redis_url).flushdb()
+    scratch, embedded, redis_url, database_url = services(args.redis_url, args.database_url)
     engine = make_engine(database_url)
-    upgrade(engine)
     workspace = create_workspace(engine, "bench")
 
     env = {

@@ -23,7 +23,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import datetime
@@ -31,20 +30,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import orjson
-import redis
 from sqlalchemy import select
 
 from producer import EventClient
 from producer.events import as_utc
 from worker.automations import Action, add_automation
 from worker.db import make_engine
-from worker.embedded_redis import EmbeddedRedis
-from worker.migrate import upgrade
 from worker.schema import outcomes
 from worker.workspaces import create_workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
-from throughput import machine, wait_for_workers
+from throughput import machine, services, wait_for_workers
 
 
 class Arrivals:
@@ -92,13 +88,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
 
-    scratch = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
-    embedded = None if args.redis_url else EmbeddedRedis(scratch / "redis").start()
-    redis_url = args.redis_url or embedded.url  # type: ignore[union-attr]
-    database_url = args.database_url or f"sqlite:///{scratch / 'sluice.db'}"
-    redis.Redis.from_url(redis_url).flushdb()
+    scratch, embedded, redis_url, database_url = services(args.redis_url, args.database_url)
     engine = make_engine(database_url)
-    upgrade(engine)
     workspace = create_workspace(engine, "bench-triggers")
 
     arrivals = Arrivals()

@@ -229,9 +229,9 @@ def trigger_rows(engine: Engine, ws: str) -> list[tuple[str, str, str]]:
         return sorted(tuple(row) for row in conn.execute(query))  # type: ignore[misc]
 
 
-def test_triggers_are_created_once_for_accepted_fresh_events_only(engine: Engine) -> None:
-    ws = create_workspace(engine, "fan-out").workspace_id
-    hook = add_automation(
+def webhook_on(engine: Engine, ws: str) -> Automation:
+    """A webhook automation on "Signed Up" (to a port nothing listens on)."""
+    return add_automation(
         engine,
         ws,
         "Signed Up",
@@ -239,6 +239,11 @@ def test_triggers_are_created_once_for_accepted_fresh_events_only(engine: Engine
         target="http://127.0.0.1:9/h",
         allow_private_webhooks=True,
     )
+
+
+def test_triggers_are_created_once_for_accepted_fresh_events_only(engine: Engine) -> None:
+    ws = create_workspace(engine, "fan-out").workspace_id
+    hook = webhook_on(engine, ws)
     bulletin = add_automation(engine, ws, "Signed Up", Action.BULLETIN, filters={"plan": "pro"})
     store = EventStore(engine, trigger_max_age_s=7200)
     now = utc_now()
@@ -279,16 +284,9 @@ POLICY = DeliveryPolicy(
 )
 
 
-def pending_triggers(engine: Engine, count: int, **automation: object) -> tuple[str, list[str]]:
+def pending_triggers(engine: Engine, count: int) -> tuple[str, list[str]]:
     ws = create_workspace(engine, "claims").workspace_id
-    hook = add_automation(
-        engine,
-        ws,
-        "Signed Up",
-        Action.WEBHOOK,
-        target="http://127.0.0.1:9/h",
-        allow_private_webhooks=True,
-    )
+    hook = webhook_on(engine, ws)
     recorded = EventStore(engine).record_batch(
         f"b-{ws}", [decision(ws, event()) for _ in range(count)], utc_now()
     )

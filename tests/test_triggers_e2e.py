@@ -1,4 +1,4 @@
-"""Automation triggers end to end (issue 5): real ``sluice`` ingest and delivery workers,
+"""Automation triggers end to end: real ``sluice`` ingest and delivery workers,
 the real database, and a real HTTP receiver on loopback."""
 
 from __future__ import annotations
@@ -257,21 +257,15 @@ def test_a_redelivered_batch_and_a_duplicate_order_fire_once(
     webhook(stack, workspace, "Order Completed", receiver.script("/orders", [Reply(200)]))
     order = {"orderId": "A-1", "total": 10}
     envelope = Envelope(
-        events=[
+        events=[  # two confirmations of one order
             Event(
                 workspace_id=workspace.workspace_id,
                 kind=EventKind.CONFIRMATION,
                 name="Order Completed",
                 user_id="u1",
                 properties=order,
-            ),
-            Event(
-                workspace_id=workspace.workspace_id,
-                kind=EventKind.CONFIRMATION,
-                name="Order Completed",
-                user_id="u1",
-                properties=order,
-            ),
+            )
+            for _ in range(2)
         ]
     )
     transport = BrokerTransport(stack.redis_url)
@@ -340,3 +334,23 @@ def test_the_task_action_reaches_a_consumer_task(stack: Stack, tmp_path: Path) -
     payload = orjson.loads(item)
     assert payload["data"]["event"]["message_id"] == message_id
     assert payload["data"]["trigger_id"] == triggers_of(stack, message_id)[0]["id"]
+
+
+def test_a_bulletin_is_counted_with_its_event_not_sent(stack: Stack) -> None:
+    workspace = stack.new_workspace()
+    bulletin = add_automation(
+        stack.engine, workspace.workspace_id, "Signed Up", Action.BULLETIN, filters={"plan": "pro"}
+    )
+    pro, free = send(stack, workspace, signed_up("pro"), signed_up("free"))
+
+    stack.wait_for_outcomes(workspace.workspace_id, [pro, free])
+    (trigger,) = triggers_of(stack, pro)  # written with the event: there when it is decided
+    assert (trigger["automation_id"], trigger["action"], trigger["status"]) == (
+        bulletin.id,
+        "bulletin",
+        "delivered",
+    )
+    assert trigger["attempts"] == 0 and trigger["delivered_at"] is not None
+    assert triggers_of(stack, free) == []
+    (listed,) = event_view(stack, workspace, pro)["triggers"]  # type: ignore[misc]
+    assert (listed["action"], listed["status"]) == ("bulletin", "delivered")

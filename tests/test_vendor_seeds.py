@@ -7,6 +7,7 @@ queued."""
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from producer.wire import INGEST_QUEUE
+from worker.automations import Action, add_automation
 from worker.definitions import add_definition
 from worker.settings import Settings
 from worker.workspaces import create_workspace
@@ -256,7 +258,7 @@ def test_clevertap_example_payload_raises_the_business_event(vendor: Vendor) -> 
     answer = clevertap(vendor, CLEVERTAP_EXAMPLE)
     assert answer.status_code == 200
     assert answer.json()["status"] == "success"
-    assert answer.json()["targets"] == 0  # bulletins are counted by automations (issue 5)
+    assert answer.json()["targets"] == 0  # no bulletin automation in this workspace
     [event] = vendor.queued()
     assert (event["name"], event["user_id"], event["email"]) == ("Program Released", None, None)
     assert event["properties"] == {
@@ -264,6 +266,28 @@ def test_clevertap_example_payload_raises_the_business_event(vendor: Vendor) -> 
         "language": "Hindi",
         "prev_program_id": "123457",
     }
+
+
+def test_clevertap_targets_counts_the_matching_bulletin_automations(
+    vendor: Vendor, engine: Engine
+) -> None:
+    ws = vendor.workspace_id
+    for where in ({}, {"language": "Hindi"}, {"language": "Tamil"}):
+        add_automation(engine, ws, "Program Released", Action.BULLETIN, filters=where)
+    add_automation(engine, ws, "Product Launched", Action.BULLETIN)  # another event
+    add_automation(  # a webhook is not a bulletin
+        engine,
+        ws,
+        "Program Released",
+        Action.WEBHOOK,
+        target="http://127.0.0.1:9/h",
+        allow_private_webhooks=True,
+    )
+    answer = clevertap(vendor, CLEVERTAP_EXAMPLE)
+    assert (answer.status_code, answer.json()["targets"]) == (200, 2)
+    three_hours_ago = int(time.time()) - 3 * 3600  # stale: it will fire nothing
+    stale = CLEVERTAP_EXAMPLE.replace('"now"', str(three_hours_ago))
+    assert clevertap(vendor, stale).json()["targets"] == 0
 
 
 @pytest.mark.parametrize(
