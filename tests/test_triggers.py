@@ -4,6 +4,7 @@ backend). The end-to-end behaviour is in ``test_triggers_e2e.py``."""
 
 from __future__ import annotations
 
+import base64
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +28,7 @@ from worker.automations import (
 from worker.celery_app import create_app
 from worker.db import writing
 from worker.delivery import Deliverer, backoff_s, retry_delay_s
+from worker.fanout import dispatch
 from worker.records import Decision
 from worker.runtime import Runtime
 from worker.schema import automations, delivery_attempts, trigger_deliveries
@@ -290,7 +292,8 @@ def pending_triggers(engine: Engine, count: int) -> tuple[str, list[str]]:
     recorded = EventStore(engine).record_batch(
         f"b-{ws}", [decision(ws, event()) for _ in range(count)], utc_now()
     )
-    return hook.id, recorded.triggers
+    assert {automation for _, automation in recorded.triggers} == {hook.id}
+    return hook.id, [trigger for trigger, _ in recorded.triggers]
 
 
 def test_a_claim_is_a_lease_and_the_endpoint_has_an_in_flight_cap(engine: Engine) -> None:
@@ -396,7 +399,7 @@ def test_triggers_whose_task_was_lost_are_found_once_per_idle_period(engine: Eng
     mine = {lost, leased, done}  # the database holds other tests' triggers too
 
     def stuck(at: datetime) -> set[str]:
-        return mine & set(store.stuck(at, idle_s=40, limit=10_000))
+        return mine & {trigger for trigger, _ in store.stuck(at, idle_s=40, limit=10_000)}
 
     assert stuck(now + timedelta(seconds=30)) == set()  # not idle yet
     later = now + timedelta(seconds=50)
@@ -482,3 +485,24 @@ def test_sluices_own_tasks_and_queues_are_not_automation_targets(
     ws = create_workspace(engine, "reserved").workspace_id
     with pytest.raises(ValueError, match="not for automations"):
         add_automation(engine, ws, "Signed Up", Action.TASK, target=task, queue=queue)
+
+
+def test_dispatch_groups_a_batchs_triggers_by_automation_ten_per_message(
+    database_url: str, isolated_redis_url: str
+) -> None:
+    app = create_app(Settings(redis_url=isolated_redis_url, database_url=database_url))
+    slow = [(f"trg_slow{i}", "au_slow") for i in range(23)]
+    fast = [("trg_fast", "au_fast")]
+    try:
+        dispatch(app, [*slow[:12], *fast, *slow[12:]])
+    finally:
+        app.close()
+    client = redis.Redis.from_url(isolated_redis_url)
+    bodies = [orjson.loads(m) for m in reversed(client.lrange(TRIGGERS_QUEUE, 0, -1))]
+    chunks = [orjson.loads(base64.b64decode(b["body"]))[0][0] for b in bodies]
+    assert chunks == [
+        [f"trg_slow{i}" for i in range(10)],
+        [f"trg_slow{i}" for i in range(10, 20)],
+        [f"trg_slow{i}" for i in range(20, 23)],
+        ["trg_fast"],
+    ]

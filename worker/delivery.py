@@ -125,34 +125,42 @@ class Deliverer:
         return Outcome(AttemptResult.DELIVERED, 0)
 
 
-def handle_delivery(task: Task, deliverer: Deliverer, trigger_id: Any) -> None:
-    if not isinstance(trigger_id, str):
-        log.error("dropped a delivery task without a trigger id: %r", trigger_id)
+def handle_delivery(task: Task, deliverer: Deliverer, trigger_ids: Any) -> None:
+    """Deliver the message's triggers one after the other (they share an automation)."""
+    ids = [trigger_ids] if isinstance(trigger_ids, str) else trigger_ids
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        log.error("dropped a delivery task without trigger ids: %r", trigger_ids)
         return
-    try:
-        again_in_s = deliverer.deliver(task.app, trigger_id)
-    except Exception as exc:
-        retries = task.request.retries or 0
-        if not is_transient(exc) and retries >= MAX_TASK_FAILURES:
-            # The stuck-trigger sweep brings it back later, after its idle period.
-            log.exception("trigger %s: the task keeps failing; left to the sweep", trigger_id)
-            return
-        delay = backoff_s(retries + 1, 1.0, min(60.0, deliverer.max_delay_s))
-        log.warning("trigger %s: the task failed (%s); again in %.1fs", trigger_id, exc, delay)
+    for index, trigger_id in enumerate(ids):
         try:
-            retry = task.retry(exc=exc, countdown=delay, throw=False)
-        except Reject as refused:
-            raise Reject(refused.reason, requeue=True) from exc
-        raise retry from exc
-    if again_in_s is not None:
-        schedule(task.app, trigger_id, again_in_s)
+            again_in_s = deliverer.deliver(task.app, trigger_id)
+        except Exception as exc:
+            _retry_rest(task, deliverer, ids[index:], exc)
+        if again_in_s is not None:
+            schedule(task.app, trigger_id, again_in_s)
+
+
+def _retry_rest(task: Task, deliverer: Deliverer, rest: list[str], exc: Exception) -> None:
+    """The task failed at ``rest[0]``: retry it and the ones after it, with backoff."""
+    retries = task.request.retries or 0
+    if not is_transient(exc) and retries >= MAX_TASK_FAILURES:
+        # The stuck-trigger sweep brings them back later, after their idle period.
+        log.exception("triggers %s: the task keeps failing; left to the sweep", rest)
+        raise Reject(exc, requeue=False) from exc
+    delay = backoff_s(retries + 1, 1.0, min(60.0, deliverer.max_delay_s))
+    log.warning("trigger %s: the task failed (%s); again in %.1fs", rest[0], exc, delay)
+    try:
+        retry = task.retry(args=[rest], exc=exc, countdown=delay, throw=False)
+    except Reject as refused:
+        raise Reject(refused.reason, requeue=True) from exc
+    raise retry from exc
 
 
 def schedule(app: Celery, trigger_id: str, delay_s: float) -> None:
     """Publish the trigger's task for later; if that fails, put this message back rather
     than lose the trigger (it will find itself not yet due and publish itself again)."""
     try:
-        app.send_task(DELIVER_TASK, args=[trigger_id], queue=TRIGGERS_QUEUE, countdown=delay_s)
+        app.send_task(DELIVER_TASK, args=[[trigger_id]], queue=TRIGGERS_QUEUE, countdown=delay_s)
     except Exception as exc:
         log.warning("trigger %s: could not schedule the next attempt (%s)", trigger_id, exc)
         raise Reject(exc, requeue=True) from exc

@@ -26,6 +26,7 @@ from rules import Status
 from worker.automations import Action, Automation, active_automations
 from worker.records import Decision
 
+TRIGGERS_PER_TASK = 10
 TRIGGER_NAMESPACE = uuid.UUID("5d2f7d56-4f0e-4c53-9a7e-0b6f3f3c2a11")
 
 
@@ -117,14 +118,22 @@ def plan_fan_out(
     return FanOut(planned), annotated
 
 
-def deliverable(rows: Iterable[dict[str, Any]]) -> list[str]:
-    return [row["id"] for row in rows if row["status"] == "pending"]
+Pending = tuple[str, str]  # (trigger id, automation id): a trigger to publish for delivery
 
 
-def dispatch(app: Celery, trigger_ids: Sequence[str]) -> None:
-    """Publish one delivery task per trigger (one producer connection for all)."""
-    if not trigger_ids:
-        return
+def deliverable(rows: Iterable[dict[str, Any]]) -> list[Pending]:
+    return [(row["id"], row["automation_id"]) for row in rows if row["status"] == "pending"]
+
+
+def dispatch(app: Celery, triggers: Sequence[Pending]) -> None:
+    """Publish delivery tasks: up to ``TRIGGERS_PER_TASK`` triggers of one automation per
+    message (a message costs the worker more than a local delivery does), so that one
+    endpoint's slowness stays in its own messages. One producer connection for all."""
+    by_automation: dict[str, list[str]] = {}
+    for trigger, automation in triggers:
+        by_automation.setdefault(automation, []).append(trigger)
     with app.producer_or_acquire() as producer:
-        for trigger in trigger_ids:
-            app.send_task(DELIVER_TASK, args=[trigger], queue=TRIGGERS_QUEUE, producer=producer)
+        for ids in by_automation.values():
+            for start in range(0, len(ids), TRIGGERS_PER_TASK):
+                chunk = ids[start : start + TRIGGERS_PER_TASK]
+                app.send_task(DELIVER_TASK, args=[chunk], queue=TRIGGERS_QUEUE, producer=producer)

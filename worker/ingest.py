@@ -12,6 +12,7 @@ from producer.events import Event
 from rules import Reason, Status, Verdict
 from rules.engine import Decided, Engine, RulePolicy
 from worker.failures import is_unstorable
+from worker.fanout import Pending
 from worker.records import Decision
 from worker.store import EventStore
 
@@ -24,7 +25,7 @@ class IngestReport:
     decisions: list[Decision]
     unkeyed: list[InvalidEvent] = field(default_factory=list)
     deferred: list[Decided] = field(default_factory=list)  # decide again at ``retry_at``
-    triggers: list[str] = field(default_factory=list)  # to publish for delivery
+    triggers: list[Pending] = field(default_factory=list)  # to publish for delivery
 
 
 def ingest(
@@ -101,7 +102,7 @@ def ingest(
 
 def _record_alone(
     store: EventStore, batch_id: str, decision: Decision, now: datetime
-) -> tuple[Decision, list[str]]:
+) -> tuple[Decision, list[Pending]]:
     """Store one decision; if the database refuses it, reject the event instead."""
     try:
         recorded = store.record_batch(batch_id, [decision], now)

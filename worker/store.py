@@ -18,7 +18,7 @@ from rules.ports import Identity, PriorOutcome
 from rules.users import UserPolicy, user_policy
 from worker.contacts import TraitWrite, apply_trait_writes
 from worker.db import by_workspace, insert_ignoring_conflicts, matches_any, writing
-from worker.fanout import deliverable, plan_fan_out
+from worker.fanout import Pending, deliverable, plan_fan_out
 from worker.records import (
     Decision,
     OutcomeRecord,
@@ -47,7 +47,7 @@ class Recorded:
     """A stored batch: its final decisions, and the triggers it created that need delivery."""
 
     decisions: list[Decision]
-    triggers: list[str] = field(default_factory=list)
+    triggers: list[Pending] = field(default_factory=list)
 
 
 class EventStore:
@@ -169,19 +169,19 @@ class EventStore:
         final = [d if d.replayed else next(settled) for d in decisions]
         return Recorded(final, deliverable(triggers))
 
-    def undelivered_triggers(self, keys: Iterable[tuple[str, str]]) -> list[str]:
+    def undelivered_triggers(self, keys: Iterable[tuple[str, str]]) -> list[Pending]:
         """Triggers of these (workspace, message id) never attempted: what a replayed batch
         publishes again, in case its first delivery stopped between commit and publish."""
-        found: list[str] = []
+        found: list[Pending] = []
         with self.engine.connect() as conn:
             for workspace_id, message_ids in by_workspace(keys).items():
-                query = select(trigger_deliveries.c.id).where(
+                query = select(trigger_deliveries.c.id, trigger_deliveries.c.automation_id).where(
                     trigger_deliveries.c.workspace_id == workspace_id,
                     matches_any(conn.dialect, trigger_deliveries.c.message_id, message_ids),
                     trigger_deliveries.c.status == "pending",
                     trigger_deliveries.c.attempts == 0,
                 )
-                found += conn.execute(query).scalars()
+                found += [(row.id, row.automation_id) for row in conn.execute(query)]
         return found
 
     def record_outcomes_only(

@@ -55,8 +55,8 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
         handle_batch(task, runtime, envelope)
 
     @app.task(name=DELIVER_TASK, bind=True, max_retries=None)
-    def deliver_trigger(task: Task, trigger_id: str) -> None:
-        handle_delivery(task, runtime.deliverer, trigger_id)
+    def deliver_triggers(task: Task, trigger_ids: list[str]) -> None:
+        handle_delivery(task, runtime.deliverer, trigger_ids)
 
 
 def handle_batch(task: Task, runtime: Runtime, envelope: Any) -> None:

@@ -289,16 +289,17 @@ class TriggerStore:
                 self._note_failure(conn, automation.id, now)
         return retry_in_s if retry else None
 
-    def stuck(self, now: datetime, idle_s: float, limit: int) -> list[str]:
+    def stuck(self, now: datetime, idle_s: float, limit: int) -> list[tuple[str, str]]:
         """Open triggers nobody has touched for ``idle_s`` (their task message was lost:
         RELIABILITY #1), marked as touched now; the caller publishes them again. A
         trigger merely waiting in a long queue gets at most one extra message per
         ``idle_s``, which its claim makes harmless."""
         oldest = now - timedelta(seconds=idle_s)
         with writing(self.engine) as conn:
-            found = list(
-                conn.execute(
-                    select(trigger_deliveries.c.id)
+            found = [
+                (row.id, row.automation_id)
+                for row in conn.execute(
+                    select(trigger_deliveries.c.id, trigger_deliveries.c.automation_id)
                     .where(
                         trigger_deliveries.c.status.in_(OPEN),
                         trigger_deliveries.c.next_attempt_at < oldest,
@@ -309,12 +310,12 @@ class TriggerStore:
                     )
                     .order_by(trigger_deliveries.c.next_attempt_at)
                     .limit(limit)
-                ).scalars()
-            )
+                )
+            ]
             if found:
                 conn.execute(
                     update(trigger_deliveries)
-                    .where(trigger_deliveries.c.id.in_(found))
+                    .where(trigger_deliveries.c.id.in_([trigger for trigger, _ in found]))
                     .values(next_attempt_at=now, updated_at=now)
                 )
         return found
