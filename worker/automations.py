@@ -13,14 +13,14 @@ import secrets
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, func, or_, select, update
 
-from producer.events import Event, utc_now
+from producer.events import Event, as_utc, utc_now
 from producer.wire import INGEST_QUEUE, TRIGGERS_QUEUE
 from worker.db import matches_any, writing
 from worker.schema import automations, trigger_deliveries, workspaces
@@ -61,6 +61,11 @@ class Automation:
             key in event.properties and _as_text(event.properties[key]) == value
             for key, value in self.filters.items()
         )
+
+
+def too_old_to_fire(event: Event, now: datetime, max_age_s: int) -> bool:
+    """Late events are stored but fire no automation (DESIGN §6, ``SLUICE_TRIGGER_MAX_AGE_S``)."""
+    return as_utc(event.timestamp) < now - timedelta(seconds=max_age_s)
 
 
 def _as_text(value: Any) -> str:

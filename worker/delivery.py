@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -25,9 +26,10 @@ from producer.events import utc_now
 from producer.wire import DELIVER_TASK, TRIGGERS_QUEUE
 from worker.automations import Action
 from worker.failures import is_transient
+from worker.retries import retry_or_requeue
 from worker.triggers import AttemptResult, Claimed, Later, Outcome, Settled, TriggerStore
 from worker.webhook_urls import UnresolvableHostError, UnsafeWebhookUrlError, check_webhook_url
-from worker.webhooks import post_webhook, signed_headers, trigger_payload
+from worker.webhooks import post_webhook, signed_headers, trigger_body
 
 log = logging.getLogger(__name__)
 
@@ -68,39 +70,47 @@ class Deliverer:
         self.max_delay_s = max_delay_s
 
     def deliver(self, app: Celery, trigger_id: str) -> float | None:
-        """One step for a trigger; the delay before the task should run again, or None."""
+        """One step for a trigger; the countdown before its task should run again (never
+        over ``max_delay_s``: a longer wait is bridged), or None when it is settled."""
         now = utc_now()
         claim = self.triggers.claim(trigger_id, now)
         if isinstance(claim, Settled):
             log.debug("trigger %s: nothing to do (%s)", trigger_id, claim.status)
             return None
         if isinstance(claim, Later):
-            return min(max((claim.at - now).total_seconds(), 0.0), self.max_delay_s)
+            wait_s: float | None = (claim.at - now).total_seconds()
+        else:
+            wait_s = self._attempt_and_record(app, claim, now)
+        return None if wait_s is None else min(max(wait_s, 0.0), self.max_delay_s)
+
+    def _attempt_and_record(
+        self, app: Celery, claim: Claimed, started_at: datetime
+    ) -> float | None:
         try:
             outcome = self.attempt(app, claim)
         except Exception as exc:  # recorded like any failed attempt, never lost in a crash
-            log.exception("trigger %s: the attempt failed unexpectedly", trigger_id)
+            log.exception("trigger %s: the attempt failed unexpectedly", claim.trigger_id)
             outcome = Outcome(AttemptResult.RETRY, 0, error=f"{type(exc).__name__}: {exc}")
-        delay = retry_delay_s(
+        delay_s = retry_delay_s(
             claim.attempt, outcome.retry_after_s, self.backoff_base_s, self.max_delay_s
         )
-        wait = self.triggers.record(claim, outcome, now, delay, utc_now())
-        after = None if wait is None else min(wait, self.max_delay_s)
+        wait_s = self.triggers.record(claim, outcome, started_at, delay_s, utc_now())
         log.info(
             "trigger %s attempt %d (%s %s): %s%s",
-            trigger_id,
+            claim.trigger_id,
             claim.attempt,
             claim.automation.action,
             claim.automation.id,
             outcome.result,
-            f" ({outcome.error}); next in {after:.1f}s" if after is not None else "",
+            f" ({outcome.error}); next in {wait_s:.1f}s" if wait_s is not None else "",
         )
-        return after
+        return wait_s
 
     def attempt(self, app: Celery, claim: Claimed) -> Outcome:
         automation = claim.automation
-        payload = trigger_payload(claim.trigger_id, automation, claim.event, claim.created_at)
+        body = trigger_body(claim.trigger_id, automation, claim.event, claim.created_at)
         if automation.action is Action.TASK:
+            payload = orjson.loads(body)  # JSON types, for Celery's json serializer
             return self._send_task(app, automation.target or "", automation.queue or "", payload)
         if automation.action is not Action.WEBHOOK or not automation.target:
             return Outcome(
@@ -112,7 +122,6 @@ class Deliverer:
             return Outcome(AttemptResult.RETRY, 0, error=str(exc))
         except UnsafeWebhookUrlError as exc:
             return Outcome(AttemptResult.FAILED, 0, error=f"refused: {exc}")
-        body = orjson.dumps(payload)
         headers = signed_headers(automation.secret or "", claim.trigger_id, body, utc_now())
         return post_webhook(self.http, automation.target, body, headers, utc_now())
 
@@ -125,11 +134,10 @@ class Deliverer:
         return Outcome(AttemptResult.DELIVERED, 0)
 
 
-def handle_delivery(task: Task, deliverer: Deliverer, trigger_ids: Any) -> None:
+def handle_delivery(task: Task, deliverer: Deliverer, ids: Any) -> None:
     """Deliver the message's triggers one after the other (they share an automation)."""
-    ids = [trigger_ids] if isinstance(trigger_ids, str) else trigger_ids
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        log.error("dropped a delivery task without trigger ids: %r", trigger_ids)
+        log.error("dropped a delivery task without trigger ids: %r", ids)
         return
     for index, trigger_id in enumerate(ids):
         try:
@@ -149,11 +157,7 @@ def _retry_rest(task: Task, deliverer: Deliverer, rest: list[str], exc: Exceptio
         raise Reject(exc, requeue=False) from exc
     delay = backoff_s(retries + 1, 1.0, min(60.0, deliverer.max_delay_s))
     log.warning("trigger %s: the task failed (%s); again in %.1fs", rest[0], exc, delay)
-    try:
-        retry = task.retry(args=[rest], exc=exc, countdown=delay, throw=False)
-    except Reject as refused:
-        raise Reject(refused.reason, requeue=True) from exc
-    raise retry from exc
+    retry_or_requeue(task, exc, delay, args=[rest])
 
 
 def schedule(app: Celery, trigger_id: str, delay_s: float) -> None:

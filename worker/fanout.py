@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from celery import Celery
@@ -23,7 +23,7 @@ from sqlalchemy import Connection
 from producer.events import as_utc
 from producer.wire import DELIVER_TASK, TRIGGERS_QUEUE
 from rules import Status
-from worker.automations import Action, Automation, active_automations
+from worker.automations import Action, Automation, active_automations, too_old_to_fire
 from worker.records import Decision
 
 TRIGGERS_PER_TASK = 10
@@ -88,7 +88,6 @@ def plan_fan_out(
     )
     if not automations:
         return FanOut({}), list(decisions)
-    oldest = now - timedelta(seconds=max_age_s)
     planned: dict[tuple[str, str], list[Automation]] = {}
     stale: dict[tuple[str, str], str] = {}
     for decision in firing:
@@ -101,7 +100,7 @@ def plan_fan_out(
         if not matched:
             continue
         key = (decision.workspace_id, decision.message_id)
-        if as_utc(decision.event.timestamp) < oldest:
+        if too_old_to_fire(decision.event, now, max_age_s):
             age_s = int((now - as_utc(decision.event.timestamp)).total_seconds())
             stale[key] = (
                 f"stored without firing {len(matched)} matching automation(s): the event is "

@@ -32,6 +32,7 @@ from worker.failures import is_transient
 from worker.fanout import dispatch
 from worker.ingest import IngestReport, ingest
 from worker.records import Decision
+from worker.retries import retry_or_requeue
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -123,11 +124,7 @@ def _retry(
     log.warning(
         "batch %s: transient failure, retry %d in %.1fs: %s", batch_id, retries + 1, delay, exc
     )
-    try:
-        retry = task.retry(exc=exc, countdown=delay, throw=False)
-    except Reject as refused:  # Celery could not publish the retry and would drop the message
-        raise Reject(refused.reason, requeue=True) from exc
-    raise retry
+    retry_or_requeue(task, exc, delay)
 
 
 def _give_up(

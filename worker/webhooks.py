@@ -28,10 +28,10 @@ EVENT_TYPE = "event.triggered"
 USER_AGENT = "Sluice-Webhooks/1"
 
 
-def trigger_payload(
+def trigger_body(
     trigger_id: str, automation: Automation, event: dict[str, Any], created_at: datetime
-) -> dict[str, Any]:
-    """What a webhook receives (and a task action gets as its argument)."""
+) -> bytes:
+    """What a webhook receives, as JSON (a task action gets it decoded as its argument)."""
     fields = {
         name: as_utc(event[name]) if isinstance(event.get(name), datetime) else event.get(name)
         for name in EVENT_FIELDS
@@ -46,8 +46,7 @@ def trigger_payload(
             "event": fields,
         },
     }
-    decoded: dict[str, Any] = orjson.loads(orjson.dumps(payload))  # JSON types only
-    return decoded
+    return orjson.dumps(payload)
 
 
 def signed_headers(secret: str, webhook_id: str, body: bytes, now: datetime) -> dict[str, str]:

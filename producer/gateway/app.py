@@ -6,7 +6,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 import redis
@@ -32,7 +31,7 @@ from producer.pending import PendingMarks
 from producer.publisher import Publisher
 from producer.transport import BrokerTransport
 from producer.wire import INGEST_QUEUE
-from worker.automations import Action, active_automations
+from worker.automations import Action, active_automations, too_old_to_fire
 from worker.db import make_engine
 from worker.definitions import Definition, find_definition
 from worker.settings import Settings
@@ -85,7 +84,7 @@ class Gateway:
         """How many bulletin automations this event will raise (CleverTap's ``targets``):
         the active ones on its name whose filters match, none for a stale event. Read
         fresh each time, so a bulletin added a moment ago counts at once."""
-        if event.timestamp < utc_now() - timedelta(seconds=self.settings.trigger_max_age_s):
+        if too_old_to_fire(event, utc_now(), self.settings.trigger_max_age_s):
             return 0
 
         def count() -> int:
