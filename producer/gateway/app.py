@@ -66,6 +66,9 @@ class Gateway:
 
     async def workspace_for(self, write_key: str) -> str | None:
         """The key's workspace (cached), or None; 503 while the database is unavailable."""
+        found, workspace_id = self.keys.cached(write_key)
+        if found:
+            return workspace_id
         return await _from_database(self.keys.workspace_for, write_key)
 
     async def definition(
@@ -74,6 +77,9 @@ class Gateway:
         """A workspace's definition, or None. Found ones are cached for 30 s; misses are not,
         so a definition added a moment ago works at once. 503 while the database is down."""
         key = (workspace_id, format, tuple(sorted(match.items())))
+        found, cached = self.definitions.peek(key)
+        if found:
+            return cached
 
         def load() -> Definition | None:
             return find_definition(self.store.engine, workspace_id, format, **match)

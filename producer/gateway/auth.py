@@ -23,6 +23,10 @@ class WriteKeys:
     def workspace_for(self, write_key: str) -> str | None:
         return self._cache.get(write_key, lambda: self._lookup(write_key))
 
+    def cached(self, write_key: str) -> tuple[bool, str | None]:
+        """``(True, workspace or None)`` if the answer is cached; never queries."""
+        return self._cache.peek(write_key)
+
 
 def basic_auth_user(header: str | None) -> str:
     """The user part of an HTTP Basic ``Authorization`` header (Segment's write key)."""

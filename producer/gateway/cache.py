@@ -22,12 +22,20 @@ class TtlCache(Generic[K, V]):
         self._entries: dict[K, tuple[float, V | None]] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: K, load: Callable[[], V | None]) -> V | None:
-        now = time.monotonic()
+    def peek(self, key: K) -> tuple[bool, V | None]:
+        """``(True, value)`` for a live entry, ``(False, None)`` otherwise; never loads (so
+        an async caller can answer a hit without a trip to a worker thread)."""
         with self._lock:
             hit = self._entries.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
+    def get(self, key: K, load: Callable[[], V | None]) -> V | None:
+        found, value = self.peek(key)
+        if found:
+            return value
+        now = time.monotonic()
         value = load()
         if value is not None or self._cache_misses:
             with self._lock:

@@ -9,12 +9,12 @@ Mapping: ``identify`` → ``login``; ``track`` → ``confirmation`` for "Order C
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from producer.events import MAX_MESSAGE_ID_CHARS, Event, EventKind
-from producer.gateway.errors import ApiError, bad_request, invalid_fields
+from producer.gateway.errors import bad_request, invalid_fields
 
 EVENT_LIMIT_BYTES = 32 * 1024
 BATCH_LIMIT_BYTES = 500 * 1024
@@ -145,15 +145,12 @@ def _context(context: dict[str, Any]) -> dict[str, Any]:
     return mapped
 
 
-def batch_call_type(raw: Any, index: int) -> CallType:
-    if not isinstance(raw, dict):
-        raise bad_request("each batch item must be a JSON object", field=f"batch.{index}")
+BATCH_CALL_TYPES = tuple(t for t in get_args(CallType) if t != "update")
+
+
+def batch_call_type(raw: dict[str, Any], index: int) -> CallType:
+    """A batch item's call type (items are objects: ``SegmentBatch`` validated them)."""
     call_type = raw.get("type")
-    if call_type not in ("track", "identify", "page", "screen", "group", "alias"):
-        raise ApiError(
-            400,
-            "invalid",
-            f"unsupported or missing type {call_type!r}",
-            field=f"batch.{index}.type",
-        )
-    return call_type  # type: ignore[no-any-return]
+    if call_type not in BATCH_CALL_TYPES:
+        raise bad_request(f"unsupported or missing type {call_type!r}", field=f"batch.{index}.type")
+    return call_type  # type: ignore[return-value]
