@@ -5,10 +5,34 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+def _engine(settings: Settings | None = None) -> Engine:
+    from worker.db import make_engine
+
+    return make_engine((settings or Settings()).database_url)
+
+
+def _pairs(items: tuple[str, ...], sep: str, option: str, shape: str) -> dict[str, str]:
+    """``KEY<sep>VALUE`` options as a dict; a usage error names the malformed one."""
+    pairs = {}
+    for item in items:
+        key, found, value = item.partition(sep)
+        if not found or not key:
+            raise click.BadParameter(f"{item!r} is not {shape}", param_hint=option)
+        pairs[key] = value
+    return pairs
 
 
 @click.group()
@@ -23,11 +47,10 @@ def main(log_level: str) -> None:
 @main.command()
 def migrate() -> None:
     """Create or upgrade the database schema (Alembic) to the newest revision."""
-    from worker.db import make_engine
     from worker.migrate import upgrade
 
     settings = Settings()
-    upgrade(make_engine(settings.database_url))
+    upgrade(_engine(settings))
     click.echo("database schema is up to date")
 
 
@@ -38,13 +61,12 @@ def workspace() -> None:
 
 @workspace.command("create")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 def workspace_create(name: str, as_json: bool) -> None:
     """Create a workspace and print its id and write key (shown only this once)."""
-    from worker.db import make_engine
     from worker.workspaces import create_workspace
 
-    created = create_workspace(make_engine(Settings().database_url), name)
+    created = create_workspace(_engine(), name)
     if as_json:
         click.echo(
             json.dumps({"workspace_id": created.workspace_id, "write_key": created.write_key})
@@ -64,12 +86,11 @@ def workspace_configure(workspace_id: str, settings: tuple[str, ...]) -> None:
     """
     from pydantic import ValidationError
 
-    from worker.db import make_engine
     from worker.workspaces import configure_workspace
 
     pairs = dict(item.partition("=")[::2] for item in settings)
     try:
-        merged = configure_workspace(make_engine(Settings().database_url), workspace_id, pairs)
+        merged = configure_workspace(_engine(), workspace_id, pairs)
     except (ValueError, LookupError, ValidationError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(merged, sort_keys=True))
@@ -104,7 +125,7 @@ def definition() -> None:
     default=None,
     help="Keep this uuid as the id (e.g. an existing Bunce event_id).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 def definition_add(
     workspace_id: str,
     format_: str,
@@ -115,18 +136,12 @@ def definition_add(
     as_json: bool,
 ) -> None:
     """Define an event; prints its id (Bunce's event_id)."""
-    from worker.db import make_engine
     from worker.definitions import add_definition
 
-    typed = {}
-    for item in params:
-        key, sep, kind = item.partition(":")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY:TYPE", param_hint="--param")
-        typed[key] = kind
+    typed = _pairs(params, ":", "--param", "KEY:TYPE")
     try:
         created = add_definition(
-            make_engine(Settings().database_url),
+            _engine(),
             workspace_id,
             "bunce" if format_ == "bunce" else "clevertap",
             name,
@@ -165,7 +180,7 @@ def automation() -> None:
     metavar="KEY=VALUE",
     help="Only events whose property KEY equals VALUE (repeatable; all must match).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 def automation_add(
     workspace_id: str,
     event_name: str,
@@ -178,7 +193,6 @@ def automation_add(
 ) -> None:
     """Add an automation; prints its id and, for a webhook, its signing secret (shown once)."""
     from worker.automations import Action, add_automation
-    from worker.db import make_engine
 
     actions = [
         a
@@ -193,16 +207,11 @@ def automation_add(
         raise click.UsageError("give exactly one of --webhook URL, --task NAME, --bulletin")
     if queue and actions[0] is not Action.TASK:
         raise click.UsageError("--queue goes with --task")
-    where = {}
-    for item in filters:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--where")
-        where[key] = value
+    where = _pairs(filters, "=", "--where", "KEY=VALUE")
     settings = Settings()
     try:
         created = add_automation(
-            make_engine(settings.database_url),
+            _engine(settings),
             workspace_id,
             event_name,
             actions[0],
@@ -223,13 +232,12 @@ def automation_add(
 
 @automation.command("list")
 @click.argument("workspace_id", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 def automation_list(workspace_id: str | None, as_json: bool) -> None:
     """Automations (of one workspace, or all), with their triggers counted by status."""
     from worker.automations import list_automations
-    from worker.db import make_engine
 
-    found = list_automations(make_engine(Settings().database_url), workspace_id)
+    found = list_automations(_engine(), workspace_id)
     if as_json:
         click.echo(json.dumps(found))
         return
@@ -251,9 +259,9 @@ def automation_disable(automation_id: str) -> None:
     """Disable an automation: it fires nothing more, and its pending deliveries are cancelled."""
     from producer.events import utc_now
     from worker.automations import disable_automation
-    from worker.db import make_engine, writing
+    from worker.db import writing
 
-    with writing(make_engine(Settings().database_url)) as conn:
+    with writing(_engine()) as conn:
         changed = disable_automation(conn, automation_id, "disabled by an operator", utc_now())
     if not changed:
         raise click.ClickException(f"no active automation {automation_id!r}")
@@ -264,17 +272,14 @@ def automation_disable(automation_id: str) -> None:
 @click.argument("workspace_id", required=False)
 @click.option("--automation", "automation_id", default=None, help="Only this automation.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 def deliveries(
     workspace_id: str | None, automation_id: str | None, limit: int, as_json: bool
 ) -> None:
     """The most recent delivery attempts: result, HTTP status, latency, error."""
-    from worker.db import make_engine
     from worker.triggers import recent_attempts
 
-    found = recent_attempts(
-        make_engine(Settings().database_url), workspace_id, automation_id, limit
-    )
+    found = recent_attempts(_engine(), workspace_id, automation_id, limit)
     if as_json:
         click.echo(json.dumps(found))
         return
@@ -289,13 +294,12 @@ def deliveries(
 
 @main.command()
 @click.argument("workspace_id", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 def stats(workspace_id: str | None, as_json: bool) -> None:
     """Outcome counts by status and reason, for one workspace or all."""
-    from worker.db import make_engine
     from worker.stats import outcome_counts
 
-    counts = outcome_counts(make_engine(Settings().database_url), workspace_id)
+    counts = outcome_counts(_engine(), workspace_id)
     if as_json:
         click.echo(json.dumps(counts, sort_keys=True))
         return

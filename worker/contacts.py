@@ -9,12 +9,12 @@ statement per batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Dialect, and_, bindparam, or_, select, update
 
 from producer.events import Event
 from worker.db import insert_ignoring_conflicts, matches_any
@@ -52,17 +52,17 @@ def apply_trait_writes(conn: Connection, writes: Sequence[TraitWrite], now: date
 
 
 def _apply(conn: Connection, workspace_id: str, writes: list[TraitWrite], now: datetime) -> None:
-    rows = _load(conn, workspace_id, writes)
-    missing = [w for w in writes if w.create and _find(rows, w) is None]
+    loaded = _Loaded(_load(conn, workspace_id, writes))
+    missing = [w for w in writes if w.create and loaded.find(w) is None]
     if missing:
-        _create(conn, workspace_id, missing, rows, now)
-        rows = _load(conn, workspace_id, writes)
+        _create(conn, workspace_id, missing, loaded, now)
+        loaded = _Loaded(_load(conn, workspace_id, writes))
     changed: dict[int, dict[str, Any]] = {}
     for write in writes:
-        row = _find(rows, write)
+        row = loaded.find(write)
         if row is None:
             continue  # required users were checked by the rules; a racing delete lands here
-        if _merge(row, write, rows):
+        if _merge(row, write, loaded):
             changed[row["id"]] = row
     if changed:
         statement = (
@@ -91,45 +91,57 @@ def _apply(conn: Connection, workspace_id: str, writes: list[TraitWrite], now: d
         )
 
 
+def identified(
+    dialect: Dialect, workspace_id: str, user_ids: Collection[str], emails: Collection[str]
+) -> ColumnElement[bool]:
+    """The workspace's contacts known by one of these user ids or emails."""
+    return and_(
+        contacts.c.workspace_id == workspace_id,
+        or_(
+            matches_any(dialect, contacts.c.user_id, user_ids),
+            matches_any(dialect, contacts.c.email, emails),
+        ),
+    )
+
+
 def _load(conn: Connection, workspace_id: str, writes: list[TraitWrite]) -> list[dict[str, Any]]:
     user_ids = {w.user_id for w in writes if w.user_id}
     emails = {w.email for w in writes if w.email}
     query = (
         select(contacts)
-        .where(
-            contacts.c.workspace_id == workspace_id,
-            or_(
-                matches_any(conn.dialect, contacts.c.user_id, user_ids),
-                matches_any(conn.dialect, contacts.c.email, emails),
-            ),
-        )
+        .where(identified(conn.dialect, workspace_id, user_ids, emails))
         .order_by(contacts.c.id)
         .with_for_update()
     )
     return [dict(row._mapping) for row in conn.execute(query)]
 
 
-def _find(rows: list[dict[str, Any]], write: TraitWrite) -> dict[str, Any] | None:
-    """The contact a write is about: by user id first, else by email."""
-    if write.user_id:
-        for row in rows:
-            if row["user_id"] == write.user_id:
+class _Loaded:
+    """A workspace's loaded contacts, indexed by user id and by email (each unique)."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.by_user = {row["user_id"]: row for row in rows if row["user_id"] is not None}
+        self.by_email = {row["email"]: row for row in rows if row["email"] is not None}
+
+    def find(self, write: TraitWrite) -> dict[str, Any] | None:
+        """The contact a write is about: by user id first, else by email."""
+        if write.user_id and write.user_id in self.by_user:
+            return self.by_user[write.user_id]
+        if write.email:
+            row = self.by_email.get(write.email)
+            if row is not None and (not write.user_id or row["user_id"] is None):
                 return row
-    if write.email:
-        for row in rows:
-            if row["email"] == write.email and (not write.user_id or row["user_id"] is None):
-                return row
-    return None
+        return None
 
 
 def _create(
     conn: Connection,
     workspace_id: str,
     writes: list[TraitWrite],
-    rows: list[dict[str, Any]],
+    loaded: _Loaded,
     now: datetime,
 ) -> None:
-    taken = {row["email"] for row in rows if row["email"]}
+    taken = set(loaded.by_email)
     fresh: dict[tuple[str | None, str | None], dict[str, Any]] = {}
     for write in writes:
         email = None if write.email in taken else write.email
@@ -152,15 +164,17 @@ def _create(
     insert_ignoring_conflicts(conn, contacts, list(fresh.values()))
 
 
-def _merge(row: dict[str, Any], write: TraitWrite, rows: list[dict[str, Any]]) -> bool:
+def _merge(row: dict[str, Any], write: TraitWrite, loaded: _Loaded) -> bool:
     """Apply one write to a loaded row; True if the row changed. Identities fill gaps only
     (a contact known by email gets its user id at the first login that names both)."""
     changed = False
     if write.user_id and row["user_id"] is None:
         row["user_id"] = write.user_id
+        loaded.by_user[write.user_id] = row
         changed = True
-    if write.email and row["email"] is None and all(r["email"] != write.email for r in rows):
+    if write.email and row["email"] is None and write.email not in loaded.by_email:
         row["email"] = write.email
+        loaded.by_email[write.email] = row
         changed = True
     attributes = dict(row["attributes"])
     times = dict(row["attribute_times"])

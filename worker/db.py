@@ -50,6 +50,9 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=15, **_JSON_CODEC)
 
 
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+
+
 def _sqlite_engine(url: str) -> Engine:
     # Several worker processes write one file: WAL lets readers run beside the writer, and
     # a write transaction (``writing``) starts with BEGIN IMMEDIATE, taking the write lock
@@ -58,6 +61,7 @@ def _sqlite_engine(url: str) -> Engine:
     engine = create_engine(
         url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None}, **_JSON_CODEC
     )
+    _SQLITE_WRITERS[engine] = threading.RLock()  # see ``writing``
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -82,18 +86,10 @@ def writing(engine: Engine) -> Iterator[Connection]:
     SQLite has one writer at a time. Threads of one process (a delivery worker) queue for
     it on a lock here, handed over at once, rather than in SQLite's busy handler, which
     polls with sleeps of up to 100 ms while the lock is free again within a millisecond."""
-    turn = _SQLITE_WRITERS.setdefault(engine, threading.RLock()) if _is_sqlite(engine) else None
-    with turn or nullcontext(), engine.connect() as conn:
+    with _SQLITE_WRITERS.get(engine) or nullcontext(), engine.connect() as conn:
         conn.execution_options(**{WRITE_OPTION: True})
         with conn.begin():
             yield conn
-
-
-_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
-
-
-def _is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
 
 
 def matches_any(

@@ -81,5 +81,6 @@ class Runtime:
 
     def reset(self) -> None:
         """Drop connections inherited across a fork; they are reopened on first use."""
-        for name in ("store", "redis", "marks", "engine", "deliverer"):
-            self.__dict__.pop(name, None)
+        for name, attribute in vars(type(self)).items():
+            if isinstance(attribute, cached_property):
+                self.__dict__.pop(name, None)

@@ -25,26 +25,16 @@ def outcome_counts(engine: Engine, workspace_id: str | None = None) -> dict[str,
         decided = decided.where(outcomes.c.workspace_id == workspace_id)
         repeated = repeated.where(repeats.c.workspace_id == workspace_id)
     per_workspace: dict[str, dict[str, Any]] = {}
+    total = empty_counts()
+    rows = []
     with engine.connect() as conn:
-        for ws, status, reason, count in conn.execute(decided):
-            _add(per_workspace.setdefault(ws, empty_counts()), status, reason, count)
-        for ws, count in conn.execute(repeated):
-            _add(
-                per_workspace.setdefault(ws, empty_counts()),
-                "discarded",
-                "duplicate_message",
-                count,
-            )
+        rows += [tuple(row) for row in conn.execute(decided)]
+        rows += [(ws, "discarded", "duplicate_message", n) for ws, n in conn.execute(repeated)]
+    for ws, status, reason, count in rows:
+        _add(per_workspace.setdefault(ws, empty_counts()), status, reason, count)
+        _add(total, status, reason, count)
     if workspace_id is not None:
         return {"workspace_id": workspace_id, **per_workspace.get(workspace_id, empty_counts())}
-    total = empty_counts()
-    for counts in per_workspace.values():
-        total["events"] += counts["events"]
-        total["accepted"] += counts["accepted"]
-        total["flagged_bot"] += counts["flagged_bot"]
-        for status in ("discarded", "rejected"):
-            for reason, count in counts[status].items():
-                total[status][reason] = total[status].get(reason, 0) + count
     return {"total": total, "workspaces": per_workspace}
 
 

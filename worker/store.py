@@ -10,13 +10,13 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, or_, select
+from sqlalchemy import Engine, select
 
 from rules import Reason, Status, Verdict
 from rules.engine import RulePolicy
 from rules.ports import Identity, PriorOutcome
 from rules.users import UserPolicy, user_policy
-from worker.contacts import TraitWrite, apply_trait_writes
+from worker.contacts import TraitWrite, apply_trait_writes, identified
 from worker.db import by_workspace, insert_ignoring_conflicts, matches_any, writing
 from worker.fanout import Pending, deliverable, plan_fan_out
 from worker.records import (
@@ -113,18 +113,18 @@ class EventStore:
         wanted = set(identities)
         if not wanted:
             return set()
-        by_workspace: dict[str, dict[str, set[str]]] = {}
-        for workspace_id, (kind, value) in wanted:
-            by_workspace.setdefault(workspace_id, {"id": set(), "email": set()})[kind].add(value)
+        user_ids = by_workspace((ws, value) for ws, (kind, value) in wanted if kind == "id")
+        emails = by_workspace((ws, value) for ws, (kind, value) in wanted if kind == "email")
         found: set[tuple[str, Identity]] = set()
         with self.engine.connect() as conn:
-            for workspace_id, names in by_workspace.items():
+            for workspace_id in user_ids.keys() | emails.keys():
                 query = select(contacts.c.user_id, contacts.c.email).where(
-                    contacts.c.workspace_id == workspace_id,
-                    or_(
-                        matches_any(conn.dialect, contacts.c.user_id, names["id"]),
-                        matches_any(conn.dialect, contacts.c.email, names["email"]),
-                    ),
+                    identified(
+                        conn.dialect,
+                        workspace_id,
+                        user_ids.get(workspace_id, []),
+                        emails.get(workspace_id, []),
+                    )
                 )
                 for row in conn.execute(query):
                     found.add((workspace_id, ("id", row.user_id)))
@@ -142,6 +142,8 @@ class EventStore:
         created only for the accepted events this batch owns (``worker.fanout``).
         """
         fresh = [d for d in decisions if not d.replayed]
+        if not fresh:  # a redelivery: everything was committed before
+            return Recorded(list(decisions))
         with writing(self.engine) as conn:
             fresh = settle_order_claims(conn, fresh, now)
             fan_out, fresh = plan_fan_out(conn, fresh, now, self.trigger_max_age_s)
