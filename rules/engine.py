@@ -54,13 +54,19 @@ class Decided:
 def order_id_of(event: Event) -> str | None:
     """``orderId``/``order_id`` (user/event API, Segment), or Bento's ``details.unique.key``."""
     for key in ("orderId", "order_id"):
-        value = event.properties.get(key)
-        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
-            return str(value)
+        found = _order_key(event.properties.get(key))
+        if found is not None:
+            return found
     details = event.properties.get("details")
     unique = details.get("unique") if isinstance(details, dict) else None
-    value = unique.get("key") if isinstance(unique, dict) else None
-    return str(value) if isinstance(value, str | int) and str(value) else None
+    return _order_key(unique.get("key")) if isinstance(unique, dict) else None
+
+
+def _order_key(value: object) -> str | None:
+    """A non-empty string or an integer (not a boolean) names an order."""
+    if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+        return str(value)
+    return None
 
 
 def open_user_key(event: Event) -> str | None:

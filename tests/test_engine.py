@@ -227,3 +227,25 @@ def test_window_and_grace_are_per_workspace_policies() -> None:
         "accepted",
         "rejected:unknown_user",
     ]
+
+
+@pytest.mark.parametrize(
+    ("properties", "order"),
+    [
+        ({"orderId": "A-1"}, "A-1"),
+        ({"order_id": 42}, "42"),
+        ({"orderId": True}, None),
+        ({"orderId": ""}, None),
+        ({"details": {"unique": {"key": "k-1"}}}, "k-1"),
+        ({"details": {"unique": {"key": 7}}}, "7"),
+        ({"details": {"unique": {"key": True}}}, None),  # a boolean names no order
+        ({"details": {"unique": "k"}}, None),
+    ],
+)
+def test_what_names_an_order(properties: dict[str, Any], order: str | None) -> None:
+    from rules.engine import order_id_of
+
+    event = Event(
+        workspace_id="ws", kind="confirmation", name="Order", user_id="u", properties=properties
+    )
+    assert order_id_of(event) == order

@@ -386,3 +386,32 @@ def test_a_database_outage_during_key_lookup_is_a_503(
     answer = client.post("/v1/track", json={"userId": "u", "event": "E"})
     assert (answer.status_code, answer.headers["retry-after"]) == (503, "5")
     assert_nothing_queued(redis_url)
+
+
+@pytest.mark.parametrize(("header", "wait_s"), [(b"wait=5", 5.0), (b"wait=\xb2", None)])
+def test_prefer_wait_counts_only_ascii_digits(header: bytes, wait_s: float | None) -> None:
+    # A raw byte 0xB2 reaches the app as "²" (headers are latin-1), and "²".isdigit() is
+    # true: this used to raise, a 500 after the event was queued.
+    from starlette.requests import Request
+
+    from producer.gateway.prefer import requested_wait_s
+
+    request = Request({"type": "http", "headers": [(b"prefer", header)]})
+    assert requested_wait_s(request) == wait_s
+
+
+def test_a_database_outage_while_reading_an_outcome_is_a_503(
+    gateway: tuple[TestClient, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy.exc
+
+    client, _redis_url = gateway
+    queued = client.post("/v1/track", json={"userId": "u", "event": "E"}).json()
+
+    def database_down(*_args: object) -> None:
+        raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(client.app.state.gateway.store, "outcome", database_down)  # type: ignore[attr-defined]
+    answer = client.get(f"/v1/events/{queued['message_id']}")
+    assert (answer.status_code, answer.headers["retry-after"]) == (503, "5")
+    assert answer.json()["error"] == "database_unavailable"

@@ -69,7 +69,7 @@ class Gateway:
         found, workspace_id = self.keys.cached(write_key)
         if found:
             return workspace_id
-        return await _from_database(self.keys.workspace_for, write_key)
+        return await from_database(self.keys.workspace_for, write_key)
 
     async def definition(
         self, workspace_id: str, format: Literal["bunce", "clevertap"], **match: str
@@ -84,7 +84,7 @@ class Gateway:
         def load() -> Definition | None:
             return find_definition(self.store.engine, workspace_id, format, **match)
 
-        return await _from_database(self.definitions.get, key, load)
+        return await from_database(self.definitions.get, key, load)
 
     async def bulletin_targets(self, event: Event) -> int:
         """How many bulletin automations this event will raise (CleverTap's ``targets``):
@@ -98,7 +98,7 @@ class Gateway:
                 found = active_automations(conn, [event.workspace_id], [event.name])
             return sum(1 for a in found if a.action is Action.BULLETIN and a.matches(event))
 
-        return await _from_database(count)
+        return await from_database(count)
 
     async def publish(self, events: Sequence[Event]) -> list[str]:
         """Queue one request's events as one envelope: all or nothing. Answer 429 when the
@@ -141,7 +141,8 @@ class Gateway:
         return checks
 
 
-async def _from_database(lookup: Callable[..., T], *args: Any) -> T:
+async def from_database(lookup: Callable[..., T], *args: Any) -> T:
+    """``lookup(*args)`` in a worker thread; a database error becomes a 503 with Retry-After."""
     try:
         return await run_in_threadpool(lookup, *args)
     except SQLAlchemyError as exc:

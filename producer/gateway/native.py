@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from producer.events import utc_now
-from producer.gateway.app import gateway_of
+from producer.gateway.app import from_database, gateway_of
 from producer.gateway.body import encoded_size, parse_json_object, read_limited
 from producer.gateway.errors import ApiError, invalid_fields, too_large
 from producer.gateway.responses import JsonResponse
@@ -258,9 +258,9 @@ async def batch(request: Request) -> JsonResponse:
 async def event_outcome(message_id: str, request: Request) -> JsonResponse:
     gateway = gateway_of(request)
     workspace_id = await gateway.workspace_from_basic_auth(request)
-    outcome = await run_in_threadpool(gateway.store.outcome, workspace_id, message_id)
+    outcome = await from_database(gateway.store.outcome, workspace_id, message_id)
     if outcome is not None:
-        fired = await run_in_threadpool(triggers_of, gateway.store.engine, workspace_id, message_id)
+        fired = await from_database(triggers_of, gateway.store.engine, workspace_id, message_id)
         result = EventOutcome(
             message_id=message_id,
             status=outcome.status,

@@ -29,7 +29,10 @@ def requested_wait_s(request: Request) -> float | None:
             match = _PREFERENCE.match(preference)
             if match and match[1].lower() == "wait":
                 value = (match[2] or "").strip('"')
-                return min(float(value), MAX_WAIT_S) if value.isdigit() else None
+                # ASCII digits only: "²".isdigit() is true, but not a number.
+                return (
+                    min(float(value), MAX_WAIT_S) if value.isascii() and value.isdigit() else None
+                )
     return None
 
 
