@@ -27,6 +27,7 @@ from producer.gateway.segment import (
     batch_call_type,
     to_event,
 )
+from producer.gateway.vendors.openapi import json_body
 from rules import Status
 from worker.triggers import triggers_of
 
@@ -109,15 +110,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+_CALL_SCHEMA = SegmentCall.model_json_schema()
+
+
 def _call_body(call_type: str) -> dict[str, Any]:
-    schema = SegmentCall.model_json_schema()
-    return {
-        "requestBody": {
-            "required": True,
-            "description": f"A Segment {call_type} call.",
-            "content": {"application/json": {"schema": schema}},
-        }
-    }
+    return json_body(_CALL_SCHEMA, f"A Segment {call_type} call.")
 
 
 async def _single(request: Request, call_type: CallType) -> JsonResponse:
