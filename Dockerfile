@@ -6,11 +6,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
+COPY sluice ./sluice
 COPY producer ./producer
 COPY rules ./rules
 COPY worker ./worker
-RUN pip install . && useradd --system --uid 10001 sluice
+COPY gateway ./gateway
+RUN pip install '.[server]' && useradd --system --uid 10001 sluice
 
 USER sluice
 EXPOSE 8000

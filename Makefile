@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[server,test]'
 	touch $@
 
 install: $(STAMP)
@@ -23,13 +23,13 @@ test: lint
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check producer rules worker tests bench
-	$(BIN)/ruff format --check producer rules worker tests bench
+	$(BIN)/ruff check sluice/__init__.py sluice/cli producer rules worker gateway tests bench
+	$(BIN)/ruff format --check sluice/__init__.py sluice/cli producer rules worker gateway tests bench
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff format producer rules worker tests bench
-	$(BIN)/ruff check --fix producer rules worker tests bench
+	$(BIN)/ruff format sluice/__init__.py sluice/cli producer rules worker gateway tests bench
+	$(BIN)/ruff check --fix sluice/__init__.py sluice/cli producer rules worker gateway tests bench
 
 bench: install
 	$(BIN)/python bench/throughput.py

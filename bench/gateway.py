@@ -30,10 +30,10 @@ from pathlib import Path
 import httpx
 import redis
 
-from worker.db import make_engine
-from worker.embedded_redis import EmbeddedRedis, free_port
-from worker.migrate import upgrade
-from worker.workspaces import create_workspace
+from sluice.cli.embedded_redis import EmbeddedRedis, free_port
+from sluice.worker.admin.workspaces import create_workspace
+from sluice.worker.db.engine import make_engine
+from sluice.worker.db.migrate import upgrade
 
 sys.path.insert(0, str(Path(__file__).parent))
 from throughput import machine

@@ -29,12 +29,12 @@ import redis
 from celery import Celery
 from sqlalchemy import func, select
 
-from producer import EventClient
-from worker.db import make_engine
-from worker.embedded_redis import EmbeddedRedis
-from worker.migrate import upgrade
-from worker.schema import outcomes
-from worker.workspaces import create_workspace
+from sluice.cli.embedded_redis import EmbeddedRedis
+from sluice.producer import EventClient
+from sluice.worker.admin.workspaces import create_workspace
+from sluice.worker.db.engine import make_engine
+from sluice.worker.db.migrate import upgrade
+from sluice.worker.db.schema import outcomes
 
 
 def machine() -> dict[str, object]:

@@ -32,12 +32,12 @@ from pathlib import Path
 import orjson
 from sqlalchemy import select
 
-from producer import EventClient
-from producer.events import as_utc
-from worker.automations import Action, add_automation
-from worker.db import make_engine
-from worker.schema import outcomes
-from worker.workspaces import create_workspace
+from sluice.producer import EventClient
+from sluice.producer.events import as_utc
+from sluice.worker.admin.automations import Action, add_automation
+from sluice.worker.admin.workspaces import create_workspace
+from sluice.worker.db.engine import make_engine
+from sluice.worker.db.schema import outcomes
 
 sys.path.insert(0, str(Path(__file__).parent))
 from throughput import machine, services, wait_for_workers

@@ -7,8 +7,8 @@ The public surface, grouped by role:
 - transports: ``Transport``, ``BrokerTransport``, ``MemoryTransport``
 - errors: ``SluiceError``, ``InvalidEventError``, ``PublishError``
 
-Names load on first use, so ``producer.events`` (which ``rules`` imports) does not pull in
-Celery.
+Names load on first use, so ``sluice.producer.events`` (which ``sluice.rules`` imports)
+does not pull in Celery.
 """
 
 from __future__ import annotations
@@ -17,21 +17,21 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from producer.client import EventClient
-    from producer.errors import InvalidEventError, PublishError, SluiceError
-    from producer.events import Event, EventKind
-    from producer.transport import BrokerTransport, MemoryTransport, Transport
+    from sluice.producer.client import EventClient
+    from sluice.producer.errors import InvalidEventError, PublishError, SluiceError
+    from sluice.producer.events import Event, EventKind
+    from sluice.producer.transport import BrokerTransport, MemoryTransport, Transport
 
 _HOMES = {
-    "EventClient": "producer.client",
-    "Event": "producer.events",
-    "EventKind": "producer.events",
-    "BrokerTransport": "producer.transport",
-    "MemoryTransport": "producer.transport",
-    "Transport": "producer.transport",
-    "SluiceError": "producer.errors",
-    "InvalidEventError": "producer.errors",
-    "PublishError": "producer.errors",
+    "EventClient": "sluice.producer.client",
+    "Event": "sluice.producer.events",
+    "EventKind": "sluice.producer.events",
+    "BrokerTransport": "sluice.producer.transport",
+    "MemoryTransport": "sluice.producer.transport",
+    "Transport": "sluice.producer.transport",
+    "SluiceError": "sluice.producer.errors",
+    "InvalidEventError": "sluice.producer.errors",
+    "PublishError": "sluice.producer.errors",
 }
 
 __all__ = [
@@ -49,5 +49,5 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name not in _HOMES:
-        raise AttributeError(f"module 'producer' has no attribute {name!r}")
+        raise AttributeError(f"module 'sluice.producer' has no attribute {name!r}")
     return getattr(import_module(_HOMES[name]), name)

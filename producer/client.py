@@ -9,12 +9,12 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
-from producer.envelope import describe_validation_error
-from producer.errors import InvalidEventError
-from producer.events import Event, utc_now
-from producer.pending import PendingMarks
-from producer.publisher import DEFAULT_BATCH_EVENTS, Publisher
-from producer.transport import BrokerTransport, Transport
+from sluice.producer.envelope import describe_validation_error
+from sluice.producer.errors import InvalidEventError
+from sluice.producer.events import Event, utc_now
+from sluice.producer.pending import PendingMarks
+from sluice.producer.publisher import DEFAULT_BATCH_EVENTS, Publisher
+from sluice.producer.transport import BrokerTransport, Transport
 
 EventInput = Event | Mapping[str, Any]
 

@@ -19,8 +19,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from producer.events import Event, utc_now
-from producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER
+from sluice.producer.events import Event, utc_now
+from sluice.producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER
 
 ENVELOPE_VERSION = 1
 QUEUED_FIELDS = ("message_id", "workspace_id", "timestamp", "received_at")

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 
 import redis
 
-from producer.events import Event
-from rules import keys
+from sluice.producer import keys
+from sluice.producer.events import Event
 
 log = logging.getLogger(__name__)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from producer.envelope import MAX_ENVELOPE_EVENTS, Envelope
-from producer.errors import PublishError
-from producer.events import Event
-from producer.pending import PendingMarks
-from producer.transport import Transport
+from sluice.producer.envelope import MAX_ENVELOPE_EVENTS, Envelope
+from sluice.producer.errors import PublishError
+from sluice.producer.events import Event
+from sluice.producer.pending import PendingMarks
+from sluice.producer.transport import Transport
 
 DEFAULT_BATCH_EVENTS = 500
 

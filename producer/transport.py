@@ -14,9 +14,9 @@ from celery import Celery
 from kombu.entity import Queue
 from kombu.exceptions import KombuError
 
-from producer.envelope import Envelope
-from producer.errors import PublishError
-from producer.wire import INGEST_QUEUE, SERIALIZER, register_serializer
+from sluice.producer.envelope import Envelope
+from sluice.producer.errors import PublishError
+from sluice.producer.wire import INGEST_QUEUE, SERIALIZER, register_serializer
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class Transport(Protocol):
 def publish_retry_policy(timeout_s: float) -> dict[str, float | int]:
     """Publish retries that end within about ``timeout_s``.
 
-    Celery's default gives up after ~0.4 s (RELIABILITY #9); ours rides out a short broker
+    Celery's default gives up after ~0.4 s (docs/reliability.md #9); ours rides out a short broker
     blip (a restart, a failover) but still answers within a bound the caller chose.
     """
     return {  # waits of 0, .1, .2, .25, .25 x timeout: about 0.8 x timeout in all
@@ -45,7 +45,7 @@ def publish_retry_policy(timeout_s: float) -> dict[str, float | int]:
 def broker_transport_options(timeout_s: float, visibility_timeout_s: int) -> dict[str, Any]:
     """kombu transport options shared by producers and the worker."""
     return {
-        # Unacked messages come back after this long (RELIABILITY #3, #4). Celery's docs ask
+        # Unacked messages come back after this long (docs/reliability.md #3, #4). Celery's docs ask
         # for the same value in every app that talks to the broker.
         "visibility_timeout": visibility_timeout_s,
         # How often a worker sweeps for messages a dead worker left unacked: kombu's default

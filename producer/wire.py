@@ -30,7 +30,7 @@ def register_serializer() -> None:
     register(SERIALIZER, _dumps, _loads, content_type=CONTENT_TYPE, content_encoding="utf-8")
 
 
-# Fan-out (DESIGN §6): one message per trigger, on its own queue so that deliveries never
-# wait behind ingest batches (and a thread-pool worker can serve them).
+# Fan-out (docs/architecture.md §6): trigger deliveries have their own queue, so that they
+# never wait behind ingest batches (and a thread-pool worker can serve them).
 DELIVER_TASK = "sluice.deliver_trigger"
 TRIGGERS_QUEUE = "sluice.triggers"

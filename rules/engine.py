@@ -1,10 +1,10 @@
-"""The engine: every restriction, applied to one batch in order (DESIGN §3).
+"""The engine: every restriction, applied to one batch in order (docs/architecture.md §3).
 
 For each event, first match wins:
 
 1. its message id was decided before: by this same batch (a redelivery) → that verdict
    again; by another batch, or earlier in this batch → discarded ``duplicate_message``;
-2. a bot (``rules.bots``) → discarded ``bot``, or in ``flag`` mode accepted and flagged
+2. a bot (``sluice.rules.bots``) → discarded ``bot``, or in ``flag`` mode accepted and flagged
    (flagged events claim nothing, so a prefetching bot cannot use up a user's window);
 3. a user is required and unknown → while the grace period runs, deferred (status
    ``queued``, retried at ``retry_at``); after it, rejected ``unknown_user``;
@@ -25,17 +25,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from producer.events import Event, EventKind
-from rules.bots import BotDetector
-from rules.claims import Claim, ClaimStore, OpenClaim, OrderClaim
-from rules.ports import Identity, MessageLedger, UserDirectory
-from rules.users import UserPolicy, grace_ends, identities, user_policy
-from rules.verdicts import Reason, Status, Verdict
+from sluice.producer.events import Event, EventKind
+from sluice.rules.bots import BotDetector
+from sluice.rules.claims import Claim, ClaimStore, OpenClaim, OrderClaim
+from sluice.rules.ports import Identity, MessageLedger, UserDirectory
+from sluice.rules.users import UserPolicy, grace_ends, identities, user_policy
+from sluice.rules.verdicts import Reason, Status, Verdict
 
 
 @dataclass(frozen=True, slots=True)
 class RulePolicy:
-    """Per-workspace rule settings (defaults from DESIGN §9)."""
+    """Per-workspace rule settings (defaults from docs/architecture.md §9)."""
 
     email_open_window_s: int = 1200
     unknown_user_grace_s: int = 30

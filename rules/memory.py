@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from producer.events import Event
-from rules.bots import BotDetector
-from rules.claims import GRANTED, Claim, ClaimResult, OrderClaim
-from rules.engine import Decided, Engine, RulePolicy
-from rules.ports import Identity, PriorOutcome
-from rules.users import UserPolicy, identities, user_policy
-from rules.verdicts import Reason, Status, Verdict
+from sluice.producer.events import Event
+from sluice.rules.bots import BotDetector
+from sluice.rules.claims import GRANTED, Claim, ClaimResult, OrderClaim
+from sluice.rules.engine import Decided, Engine, RulePolicy
+from sluice.rules.ports import Identity, PriorOutcome
+from sluice.rules.users import UserPolicy, identities, user_policy
+from sluice.rules.verdicts import Reason, Status, Verdict
 
 
 class MemoryClaimStore:

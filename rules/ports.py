@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from rules.verdicts import Verdict
+from sluice.rules.verdicts import Verdict
 
 # A user identity within a workspace: ("id", user_id) or ("email", lower-cased email).
 Identity = tuple[str, str]

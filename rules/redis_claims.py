@@ -1,6 +1,6 @@
 """The claim port on Redis: one Lua script call per workspace and batch.
 
-Keys (``rules.keys``): ``sluice:{ws}:order:{order_id}`` holds the claiming message id;
+Keys (``sluice.producer.keys``): ``sluice:{ws}:order:{order_id}`` holds the claiming message id;
 ``sluice:{ws}:opens:{user}`` is a sorted set of granted opens scored by event time (ms).
 All keys of a call share the ``{ws}`` hash tag. redis-py's ``register_script`` sends
 ``EVALSHA`` and falls back to ``EVAL`` on ``NOSCRIPT``.
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import redis
 
-from rules import keys
-from rules.claims import GRANTED, Claim, ClaimResult, OrderClaim
+from sluice.producer import keys
+from sluice.rules.claims import GRANTED, Claim, ClaimResult, OrderClaim
 
 # ARGV: retention_s, then per claim: kind ("o" order, "e" email open), message_id,
 # event_time_ms, window_ms. Returns, per claim, "" when granted or the holder's message id.

@@ -1,4 +1,4 @@
-"""Who an event is about, and what it may do to users (DESIGN §2 kinds table).
+"""Who an event is about, and what it may do to users (docs/architecture.md §2 kinds table).
 
 Policies: ``create`` makes the user if missing and sets traits (login/identify);
 ``require`` needs the user to exist, after a grace period for an update racing its user's
@@ -11,8 +11,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from producer.events import Event, EventKind
-from rules.ports import Identity
+from sluice.producer.events import Event, EventKind
+from sluice.rules.ports import Identity
 
 
 class UserPolicy(StrEnum):

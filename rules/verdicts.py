@@ -1,4 +1,5 @@
-"""The fixed outcome vocabulary (DESIGN §3). Tests and dashboards rely on these strings."""
+"""The fixed outcome vocabulary (docs/architecture.md §3). Tests and dashboards rely on these
+strings."""
 
 from __future__ import annotations
 

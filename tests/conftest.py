@@ -16,7 +16,12 @@ import redis
 from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from producer.wire import INGEST_QUEUE, TRIGGERS_QUEUE
+from sluice.cli.embedded_redis import EmbeddedRedis, free_port
+from sluice.producer.wire import INGEST_QUEUE, TRIGGERS_QUEUE
+from sluice.worker.admin.workspaces import NewWorkspace, create_workspace
+from sluice.worker.db.engine import make_engine, normalise_url
+from sluice.worker.db.migrate import upgrade
+from sluice.worker.db.schema import events, outcomes, repeats
 from tests.processes import (
     DELIVERY_WORKER_COMMAND,
     GATEWAY_COMMAND,
@@ -26,11 +31,6 @@ from tests.processes import (
     with_option,
 )
 from tests.services import IN_CI, redis_db_of, service_missing, with_redis_db
-from worker.db import make_engine, normalise_url
-from worker.embedded_redis import EmbeddedRedis, free_port
-from worker.migrate import upgrade
-from worker.schema import events, outcomes, repeats
-from worker.workspaces import NewWorkspace, create_workspace
 
 # The suite uses three logical Redis databases from the one given (N): N for the stack,
 # N+1 for in-process gateway tests (no worker consumes what they check was, or was not,

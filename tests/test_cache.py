@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from producer.gateway.cache import TtlCache
+from sluice.gateway.cache import TtlCache
 
 
 class Loader:

@@ -12,9 +12,9 @@ import fakeredis
 import pytest
 import redis
 
-from rules.claims import ClaimResult, ClaimStore, OpenClaim, OrderClaim
-from rules.memory import MemoryClaimStore
-from rules.redis_claims import RedisClaimStore
+from sluice.rules.claims import ClaimResult, ClaimStore, OpenClaim, OrderClaim
+from sluice.rules.memory import MemoryClaimStore
+from sluice.rules.redis_claims import RedisClaimStore
 
 WS = "ws-contract"
 MINUTE_MS = 60_000

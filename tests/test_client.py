@@ -7,16 +7,16 @@ import threading
 import pytest
 import redis
 
-from producer import (
+from sluice.cli.embedded_redis import free_port
+from sluice.producer import (
     Event,
     EventClient,
     InvalidEventError,
     MemoryTransport,
     PublishError,
+    keys,
 )
-from producer.wire import INGEST_QUEUE
-from rules import keys
-from worker.embedded_redis import free_port
+from sluice.producer.wire import INGEST_QUEUE
 
 
 def test_send_returns_message_ids_and_keeps_given_ones() -> None:

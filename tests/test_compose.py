@@ -91,8 +91,9 @@ def test_the_image_copies_what_exists_and_installs_the_command() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text().splitlines()
     copied = [line.split()[1:-1] for line in dockerfile if line.startswith("COPY ")]
     sources = [source for sources in copied for source in sources]
-    assert {"pyproject.toml", "README.md", "producer", "rules", "worker"} <= set(sources)
+    expected = {"pyproject.toml", "README.md", "LICENSE", "sluice", "producer", "rules", "worker"}
+    assert expected | {"gateway"} <= set(sources)
     assert all((ROOT / source).exists() for source in sources)
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert not set(sources) & set(ignored)
-    assert any(line.startswith("RUN pip install .") for line in dockerfile)
+    assert any(line.startswith("RUN pip install '.[server]'") for line in dockerfile)

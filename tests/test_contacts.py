@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, select
 
-from producer.events import Event
-from worker.contacts import TraitWrite, apply_trait_writes
-from worker.db import writing
-from worker.schema import contacts
-from worker.workspaces import create_workspace
+from sluice.producer.events import Event
+from sluice.worker.admin.workspaces import create_workspace
+from sluice.worker.db.engine import writing
+from sluice.worker.db.schema import contacts
+from sluice.worker.ingest.contacts import TraitWrite, apply_trait_writes
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 

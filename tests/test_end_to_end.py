@@ -12,13 +12,18 @@ from celery import Celery
 from segment.analytics.client import Client as SegmentClient
 from sqlalchemy import select
 
-from producer import Event, EventClient, EventKind
-from producer.envelope import Envelope
-from producer.transport import BrokerTransport
-from producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER, TRIGGERS_QUEUE, register_serializer
-from rules import keys
+from sluice.producer import Event, EventClient, EventKind, keys
+from sluice.producer.envelope import Envelope
+from sluice.producer.transport import BrokerTransport
+from sluice.producer.wire import (
+    INGEST_QUEUE,
+    INGEST_TASK,
+    SERIALIZER,
+    TRIGGERS_QUEUE,
+    register_serializer,
+)
+from sluice.worker.db.schema import dead_letters, events
 from tests.conftest import Stack
-from worker.schema import dead_letters, events
 
 ACCEPTED = ("accepted", None)
 
@@ -266,7 +271,7 @@ def test_workers_answer_remote_control_as_flower_uses_it(stack: Stack) -> None:
 
 
 def test_each_vendor_format_reaches_the_worker(stack: Stack) -> None:
-    from worker.definitions import add_definition
+    from sluice.worker.admin.definitions import add_definition
 
     workspace = stack.new_workspace()
     ws, key = workspace.workspace_id, workspace.write_key
@@ -337,7 +342,7 @@ def test_each_vendor_format_reaches_the_worker(stack: Stack) -> None:
         ACCEPTED,
     ]
     with stack.engine.connect() as conn:
-        from worker.schema import contacts
+        from sluice.worker.db.schema import contacts
 
         people = conn.execute(
             select(contacts.c.user_id, contacts.c.email)

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from producer.events import Event
-from rules.bots import BotDetector
-from rules.engine import RulePolicy
-from rules.memory import MemoryRules
+from sluice.producer.events import Event
+from sluice.rules.bots import BotDetector
+from sluice.rules.engine import RulePolicy
+from sluice.rules.memory import MemoryRules
 
 WS = "ws-engine"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -243,7 +243,7 @@ def test_window_and_grace_are_per_workspace_policies() -> None:
     ],
 )
 def test_what_names_an_order(properties: dict[str, Any], order: str | None) -> None:
-    from rules.engine import order_id_of
+    from sluice.rules.engine import order_id_of
 
     event = Event(
         workspace_id="ws", kind="confirmation", name="Order", user_id="u", properties=properties

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producer.events import Event
-from rules.memory import MemoryRules
+from sluice.producer.events import Event
+from sluice.rules.memory import MemoryRules
 
 WS = "ws-prop"
 T0 = datetime(2026, 5, 1, tzinfo=UTC)

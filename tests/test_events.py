@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from producer import Event, EventKind
-from producer.envelope import Envelope, InvalidEvent, PoisonEnvelopeError, decode_envelope
+from sluice.producer import Event, EventKind
+from sluice.producer.envelope import Envelope, InvalidEvent, PoisonEnvelopeError, decode_envelope
 
 WS = "ws-1"
 

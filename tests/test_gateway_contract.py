@@ -18,15 +18,15 @@ from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from sqlalchemy import Engine
 
-from worker.settings import Settings
-from worker.workspaces import create_workspace
+from sluice.worker.admin.workspaces import create_workspace
+from sluice.worker.settings import Settings
 
 
 @pytest.fixture
 def app_and_key(
     isolated_redis_url: str, database_url: str, engine: Engine
 ) -> Iterator[tuple[TestClient, str, str, str]]:
-    from producer.gateway import create_app
+    from sluice.gateway import create_app
 
     workspace = create_workspace(engine, "contract")
     settings = Settings(redis_url=isolated_redis_url, database_url=database_url)

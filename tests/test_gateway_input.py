@@ -13,10 +13,10 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from producer.gateway import create_app
-from worker.embedded_redis import EmbeddedRedis, free_port
-from worker.settings import Settings
-from worker.workspaces import create_workspace
+from sluice.cli.embedded_redis import EmbeddedRedis, free_port
+from sluice.gateway import create_app
+from sluice.worker.admin.workspaces import create_workspace
+from sluice.worker.settings import Settings
 
 KB = 1024
 
@@ -364,7 +364,7 @@ def test_prefer_wait_is_capped_and_survives_a_database_outage(
     def database_down(*_args: object) -> None:
         raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("connection refused"))
 
-    monkeypatch.setattr(client.app.state.gateway.store, "outcomes", database_down)  # type: ignore[attr-defined]
+    monkeypatch.setattr("sluice.gateway.prefer.outcomes_of", database_down)
     queued = client.post(
         "/v1/track", json={"userId": "u", "event": "E"}, headers={"Prefer": "wait=5"}
     )
@@ -394,7 +394,7 @@ def test_prefer_wait_counts_only_ascii_digits(header: bytes, wait_s: float | Non
     # true: this used to raise, a 500 after the event was queued.
     from starlette.requests import Request
 
-    from producer.gateway.prefer import requested_wait_s
+    from sluice.gateway.prefer import requested_wait_s
 
     request = Request({"type": "http", "headers": [(b"prefer", header)]})
     assert requested_wait_s(request) == wait_s
@@ -411,7 +411,7 @@ def test_a_database_outage_while_reading_an_outcome_is_a_503(
     def database_down(*_args: object) -> None:
         raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("connection refused"))
 
-    monkeypatch.setattr(client.app.state.gateway.store, "outcome", database_down)  # type: ignore[attr-defined]
+    monkeypatch.setattr("sluice.gateway.native.outcome_of", database_down)
     answer = client.get(f"/v1/events/{queued['message_id']}")
     assert (answer.status_code, answer.headers["retry-after"]) == (503, "5")
     assert answer.json()["error"] == "database_unavailable"

@@ -12,11 +12,11 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
-from producer.events import Event
-from producer.gateway.group_commit import GroupCommitter
-from producer.wire import INGEST_QUEUE
-from worker.settings import Settings
-from worker.workspaces import create_workspace
+from sluice.gateway.group_commit import GroupCommitter
+from sluice.producer.events import Event
+from sluice.producer.wire import INGEST_QUEUE
+from sluice.worker.admin.workspaces import create_workspace
+from sluice.worker.settings import Settings
 
 
 def events(n: int, tag: str) -> list[Event]:
@@ -86,7 +86,7 @@ def test_a_failed_write_fails_every_request_of_its_group() -> None:
 def test_the_gateway_groups_concurrent_requests_and_each_id_is_durable(
     isolated_redis_url: str, database_url: str, engine: Engine
 ) -> None:
-    from producer.gateway import create_app
+    from sluice.gateway import create_app
 
     workspace = create_workspace(engine, "group-commit")
     settings = Settings(redis_url=isolated_redis_url, database_url=database_url, group_commit_ms=20)

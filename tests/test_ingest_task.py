@@ -12,13 +12,13 @@ import sqlalchemy.exc
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from sqlalchemy import Engine, select
 
-from producer.envelope import Envelope
-from producer.events import Event
-from worker.runtime import Runtime
-from worker.schema import dead_letters, outcomes
-from worker.settings import Settings
-from worker.tasks import handle_batch
-from worker.workspaces import create_workspace
+from sluice.producer.envelope import Envelope
+from sluice.producer.events import Event
+from sluice.worker.admin.workspaces import create_workspace
+from sluice.worker.db.schema import dead_letters, outcomes
+from sluice.worker.runtime import Runtime
+from sluice.worker.settings import Settings
+from sluice.worker.tasks import handle_batch
 
 
 @dataclass
@@ -206,7 +206,7 @@ def test_an_error_with_nowhere_to_go_requeues_the_message(
 
 
 def test_backoff_stays_below_the_visibility_timeout() -> None:
-    from worker.tasks import retry_delay_s
+    from sluice.worker.tasks import retry_delay_s
 
     assert max(retry_delay_s(retries, 900) for retries in range(40)) <= 60
     assert max(retry_delay_s(retries, 40) for retries in range(40)) <= 10

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer import EventClient
+from sluice.producer import EventClient
 from tests.conftest import CRASH_DB_OFFSET, Stack, sluice_env
 from tests.processes import WORKER_COMMAND, SluiceProcess
 from tests.services import redis_db_of, service_missing, with_redis_db

@@ -20,14 +20,13 @@ import redis
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from producer import Event, EventClient
-from producer.envelope import Envelope
-from producer.transport import BrokerTransport
-from rules import keys
+from sluice.producer import Event, EventClient, keys
+from sluice.producer.envelope import Envelope
+from sluice.producer.transport import BrokerTransport
+from sluice.worker.db.schema import contacts, events, order_claims, outcomes
 from tests.conftest import CRASH_DB_OFFSET, Stack, sluice_env
 from tests.processes import WORKER_COMMAND, SluiceProcess, sluice_executable
 from tests.services import redis_db_of, with_redis_db
-from worker.schema import contacts, events, order_claims, outcomes
 
 EVENT_TIME = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 

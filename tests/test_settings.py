@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.settings import Settings
+from sluice.worker.settings import Settings
 
 
 def test_documented_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

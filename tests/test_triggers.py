@@ -15,27 +15,28 @@ import redis
 from sqlalchemy import Engine, select, update
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from producer.events import Event, EventKind, utc_now
-from producer.wire import DELIVER_TASK, TRIGGERS_QUEUE
-from rules import Reason, Verdict
-from worker.automations import (
+from sluice.producer.events import Event, EventKind, utc_now
+from sluice.producer.wire import DELIVER_TASK, TRIGGERS_QUEUE
+from sluice.rules import Reason, Verdict
+from sluice.worker.admin.automations import (
     Action,
     Automation,
     AutomationStatus,
     add_automation,
     disable_automation,
 )
-from worker.celery_app import create_app
-from worker.db import writing
-from worker.delivery import Deliverer, backoff_s, retry_delay_s
-from worker.fanout import dispatch
-from worker.records import Decision
-from worker.runtime import Runtime
-from worker.schema import automations, delivery_attempts, trigger_deliveries
-from worker.settings import Settings
-from worker.store import EventStore
-from worker.sweep import sweep_stuck_triggers
-from worker.triggers import (
+from sluice.worker.admin.webhook_urls import (
+    UnresolvableHostError,
+    UnsafeWebhookUrlError,
+    check_webhook_url,
+)
+from sluice.worker.admin.workspaces import create_workspace
+from sluice.worker.celery_app import create_app
+from sluice.worker.db.engine import writing
+from sluice.worker.db.schema import automations, delivery_attempts, trigger_deliveries
+from sluice.worker.delivery.deliverer import Deliverer, backoff_s, retry_delay_s
+from sluice.worker.delivery.dispatch import dispatch
+from sluice.worker.delivery.leases import (
     AttemptResult,
     Claimed,
     DeliveryPolicy,
@@ -44,9 +45,12 @@ from worker.triggers import (
     Settled,
     TriggerStore,
 )
-from worker.webhook_urls import UnresolvableHostError, UnsafeWebhookUrlError, check_webhook_url
-from worker.webhooks import classify, retry_after_s, signed_headers
-from worker.workspaces import create_workspace
+from sluice.worker.delivery.sweep import sweep_stuck_triggers
+from sluice.worker.delivery.webhooks import classify, retry_after_s, signed_headers
+from sluice.worker.ingest.records import Decision
+from sluice.worker.ingest.store import EventStore
+from sluice.worker.runtime import Runtime
+from sluice.worker.settings import Settings
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -424,9 +428,11 @@ def test_the_sweep_publishes_stuck_triggers_once_per_interval_across_workers(
             .values(next_attempt_at=utc_now() - timedelta(days=1))
         )
     try:
-        published = sweep_stuck_triggers(app, runtime)
+        published = sweep_stuck_triggers(app, runtime.redis, runtime.deliverer)
         assert published >= 1  # (other tests' triggers may be as old)
-        assert sweep_stuck_triggers(app, runtime) == 0  # another worker's turn is a minute away
+        assert (
+            sweep_stuck_triggers(app, runtime.redis, runtime.deliverer) == 0
+        )  # another worker's turn is a minute away
         messages = [orjson.loads(m) for m in client.lrange(TRIGGERS_QUEUE, 0, -1)]
         assert len(messages) == published
         assert {m["headers"]["task"] for m in messages} == {DELIVER_TASK}

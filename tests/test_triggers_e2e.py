@@ -18,16 +18,16 @@ import redis
 from sqlalchemy import select
 from standardwebhooks import Webhook
 
-from producer import Event, EventClient, EventKind
-from producer.envelope import Envelope
-from producer.events import utc_now
-from producer.transport import BrokerTransport
+from sluice.producer import Event, EventClient, EventKind
+from sluice.producer.envelope import Envelope
+from sluice.producer.events import utc_now
+from sluice.producer.transport import BrokerTransport
+from sluice.worker.admin.automations import Action, Automation, add_automation
+from sluice.worker.admin.workspaces import NewWorkspace
+from sluice.worker.db.schema import automations, delivery_attempts, trigger_deliveries
 from tests.conftest import Stack
 from tests.processes import SluiceProcess, sluice_executable
 from tests.receiver import Received, Receiver, Reply, running_receiver
-from worker.automations import Action, Automation, add_automation
-from worker.schema import automations, delivery_attempts, trigger_deliveries
-from worker.workspaces import NewWorkspace
 
 CONSUMER_LIST = "test-consumer:received"
 

@@ -1,4 +1,4 @@
-"""The five vendor documents' examples, replayed as they are written (../shared/seeds/).
+"""The examples of the five vendor API documents Sluice's formats follow, replayed as written.
 
 Valid examples get the vendor's success answer, and their canonical events are read back
 from the queue. Malformed ones get a clear error in the vendor's shape, and nothing is
@@ -18,11 +18,11 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from producer.wire import INGEST_QUEUE
-from worker.automations import Action, add_automation
-from worker.definitions import add_definition
-from worker.settings import Settings
-from worker.workspaces import create_workspace
+from sluice.producer.wire import INGEST_QUEUE
+from sluice.worker.admin.automations import Action, add_automation
+from sluice.worker.admin.definitions import add_definition
+from sluice.worker.admin.workspaces import create_workspace
+from sluice.worker.settings import Settings
 
 SEED_EVENT_ID = "9bb6215c-e2b1-4e51-abff-3a96ca185088"
 
@@ -46,7 +46,7 @@ class Vendor:
 
 @pytest.fixture
 def vendor(isolated_redis_url: str, database_url: str, engine: Engine) -> Iterator[Vendor]:
-    from producer.gateway import create_app
+    from sluice.gateway import create_app
 
     workspace = create_workspace(engine, "vendors")
     ws = workspace.workspace_id

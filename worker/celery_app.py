@@ -1,4 +1,4 @@
-"""The Celery app, configured deliberately (DESIGN §7, RELIABILITY.md, STYLE 10)."""
+"""The Celery app, configured deliberately (docs/reliability.md, docs/conventions.md #10)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from celery import Celery
 from celery.signals import worker_process_init
 from kombu.entity import Queue
 
-from producer.transport import broker_transport_options, publish_retry_policy
-from producer.wire import (
+from sluice.producer.transport import broker_transport_options, publish_retry_policy
+from sluice.producer.wire import (
     DELIVER_TASK,
     INGEST_QUEUE,
     INGEST_TASK,
@@ -17,23 +17,23 @@ from producer.wire import (
     TRIGGERS_QUEUE,
     register_serializer,
 )
-from worker.runtime import Runtime
-from worker.settings import Settings
-from worker.sweep import sweep_step
-from worker.tasks import register_tasks
+from sluice.worker.bootsteps import sweep_step
+from sluice.worker.runtime import Runtime
+from sluice.worker.settings import Settings
+from sluice.worker.tasks import register_tasks
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     # The longest a batch may run (500 events take well under a second): the limits only
     # stop a stuck task, and stay far below the visibility timeout, so a slow batch is never
-    # handed to a second worker while the first still runs (RELIABILITY #4).
+    # handed to a second worker while the first still runs (docs/reliability.md #4).
     hard_limit_s = settings.task_time_limit_s
     if settings.visibility_timeout_s <= hard_limit_s * 2:
         raise ValueError("SLUICE_VISIBILITY_TIMEOUT_S must be over twice SLUICE_TASK_TIME_LIMIT_S")
     return {
         "broker_url": settings.broker_url,
         # Sized for short batches: a killed worker's batch is back within minutes, and no
-        # batch or retry countdown comes near it (RELIABILITY #3, #4).
+        # batch or retry countdown comes near it (docs/reliability.md #3, #4).
         "broker_transport_options": broker_transport_options(
             settings.publish_timeout_s, settings.visibility_timeout_s
         ),
@@ -41,7 +41,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         # Publishing (retries, producers on the worker) rides out a short broker blip
-        # instead of Celery's ~0.4 s default (RELIABILITY #9).
+        # instead of Celery's ~0.4 s default (docs/reliability.md #9).
         "task_publish_retry_policy": publish_retry_policy(settings.publish_timeout_s),
         # Envelopes are orjson (the ingest task declares it). The app default stays JSON:
         # remote control replies use it, and Flower or `celery inspect` cannot read ours.
@@ -52,7 +52,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_ignore_result": True,
         "result_backend": None,
         # Ack only after the batch is committed; a lost worker's batch comes back
-        # (RELIABILITY #2). Our delivery counter caps the loop this can cause.
+        # (docs/reliability.md #2). Our delivery counter caps the loop this can cause.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         # A batch killed at the hard time limit is requeued (and counted), not acked away.

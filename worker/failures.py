@@ -1,4 +1,4 @@
-"""What kind of failure an exception is, decided once (STYLE 5).
+"""What kind of failure an exception is, decided once (docs/conventions.md #5).
 
 - transient: the database or Redis is unreachable, busy or read-only for a while; the
   batch is retried with backoff for as long as that lasts;

@@ -1,4 +1,4 @@
-"""Retrying a Celery task without ever losing its message (RELIABILITY #8, #9)."""
+"""Retrying a Celery task without ever losing its message (docs/reliability.md #8, #9)."""
 
 from __future__ import annotations
 

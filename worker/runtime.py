@@ -8,16 +8,16 @@ from functools import cached_property
 import httpx
 import redis
 
-from producer.pending import PendingMarks
-from rules.bots import BotDetector
-from rules.engine import Engine, RulePolicy
-from rules.redis_claims import RedisClaimStore
-from worker.db import make_engine
-from worker.delivery import Deliverer
-from worker.settings import Settings
-from worker.store import EventStore
-from worker.triggers import DeliveryPolicy, TriggerStore
-from worker.webhooks import USER_AGENT
+from sluice.producer.pending import PendingMarks
+from sluice.rules.bots import BotDetector
+from sluice.rules.engine import Engine, RulePolicy
+from sluice.rules.redis_claims import RedisClaimStore
+from sluice.worker.db.engine import make_engine
+from sluice.worker.delivery.deliverer import Deliverer
+from sluice.worker.delivery.leases import DeliveryPolicy, TriggerStore
+from sluice.worker.delivery.webhooks import USER_AGENT
+from sluice.worker.ingest.store import EventStore
+from sluice.worker.settings import Settings
 
 BUSY_DELAY_S = 1.0  # an endpoint at its in-flight cap: look again this much later
 

@@ -1,5 +1,5 @@
 """One typed settings object, read from the environment (prefix ``SLUICE_``) once per process
-entry point (DESIGN §9). Nothing reads the environment at import time."""
+entry point (docs/architecture.md §9). Nothing reads the environment at import time."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from producer.envelope import MAX_ENVELOPE_EVENTS
-from rules.engine import RulePolicy
+from sluice.producer.envelope import MAX_ENVELOPE_EVENTS
+from sluice.rules.engine import RulePolicy
 
 
 def mask_url(url: str) -> str:
@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     broker_url: str = Field(default="", description="Celery broker; defaults to redis_url")
     database_url: str = "sqlite:///sluice.db"
 
-    # Rule defaults (DESIGN §3); per-workspace overrides may come on top.
+    # Rule defaults (docs/architecture.md §3); per-workspace overrides may come on top.
     email_open_window_s: PositiveInt = 1200
     unknown_user_grace_s: int = Field(default=30, ge=0)
     bot_mode: Literal["drop", "flag"] = "drop"
@@ -43,7 +43,7 @@ class Settings(BaseSettings):
         default=7 * 86_400, description="how long Redis keeps order and email-open claims"
     )
 
-    # Webhook delivery (DESIGN §6).
+    # Webhook delivery (docs/architecture.md §6).
     webhook_timeout_s: PositiveFloat = Field(default=10.0, le=60)
     webhook_max_attempts: PositiveInt = 8
     webhook_backoff_s: PositiveFloat = Field(
@@ -60,7 +60,7 @@ class Settings(BaseSettings):
         default=4, description="attempts under way at once per automation"
     )
 
-    # Queue behaviour (DESIGN §7, RELIABILITY.md).
+    # Queue behaviour (docs/reliability.md).
     visibility_timeout_s: PositiveInt = 900
     task_time_limit_s: PositiveInt = 150
     max_deliveries: PositiveInt = 5

@@ -1,6 +1,6 @@
-"""The ingest task: decode, call ``ingest``, classify the result (STYLE 4, 5).
+"""The ingest task: decode, call ``ingest``, classify the result (docs/conventions.md #4, #5).
 
-What happens to a batch, whatever goes wrong (``worker.failures`` classifies):
+What happens to a batch, whatever goes wrong (``sluice.worker.failures`` classifies):
 - a rule rejection is a value (an outcome), never an exception;
 - transient failures retry with capped exponential backoff and jitter, as long as they
   last; if even the retry cannot be published, the message is requeued, not dropped;
@@ -8,9 +8,9 @@ What happens to a batch, whatever goes wrong (``worker.failures`` classifies):
   gives each of its events a ``rejected`` outcome that says so;
 - anything that escapes all of this (the dead-letter write failing too) requeues the
   message, and the delivery counter caps how often: a batch that keeps killing its worker
-  or keeps failing is dead-lettered after ``max_deliveries`` (RELIABILITY #2), since
+  or keeps failing is dead-lettered after ``max_deliveries`` (docs/reliability.md #2), since
   ``task_reject_on_worker_lost`` alone would loop forever.
-Celery acks a task that raises (RELIABILITY #8), so nothing may escape un-requeued.
+Celery acks a task that raises (docs/reliability.md #8), so nothing may escape un-requeued.
 """
 
 from __future__ import annotations
@@ -23,17 +23,18 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
-from producer.envelope import Envelope, PoisonEnvelopeError, decode_envelope
-from producer.events import Event, utc_now
-from producer.wire import DELIVER_TASK, INGEST_TASK, SERIALIZER
-from rules import Reason, Verdict, keys
-from worker.delivery import handle_delivery
-from worker.failures import is_transient
-from worker.fanout import dispatch
-from worker.ingest import IngestReport, ingest
-from worker.records import Decision
-from worker.retries import retry_or_requeue
-from worker.runtime import Runtime
+from sluice.producer import keys
+from sluice.producer.envelope import Envelope, PoisonEnvelopeError, decode_envelope
+from sluice.producer.events import Event, utc_now
+from sluice.producer.wire import DELIVER_TASK, INGEST_TASK, SERIALIZER
+from sluice.rules import Reason, Verdict
+from sluice.worker.delivery.deliverer import handle_delivery
+from sluice.worker.delivery.dispatch import dispatch
+from sluice.worker.failures import is_transient
+from sluice.worker.ingest.batch import IngestReport, ingest
+from sluice.worker.ingest.records import Decision
+from sluice.worker.retries import retry_or_requeue
+from sluice.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ MAX_BATCH_ID_CHARS = 64
 
 def retry_delay_s(retries: int, visibility_timeout_s: int) -> float:
     """Exponential backoff with full jitter, capped well below the visibility timeout
-    (a countdown longer than it would be redelivered while still waiting, RELIABILITY #4)."""
+    (a countdown longer than it would be redelivered while still waiting,
+    docs/reliability.md #4)."""
     cap = min(MAX_BACKOFF_S, visibility_timeout_s / 4)
     return random.uniform(0, min(cap, 2.0 ** min(retries, 16)))
 

@@ -1,0 +1,5 @@
+"""The HTTP gateway: the native Segment-compatible API (and, later, the vendor formats)."""
+
+from sluice.gateway.app import create_app
+
+__all__ = ["create_app"]

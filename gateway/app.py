@@ -1,0 +1,40 @@
+"""The gateway application factory: the routers of the native API and of each vendor."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from sluice.gateway import native
+from sluice.gateway.errors import ApiError, render_api_error
+from sluice.gateway.state import build_gateway
+from sluice.gateway.vendors import bento, bunce, clevertap, platformly, userevent
+from sluice.gateway.vendors.common import VendorError, render_vendor_error
+from sluice.worker.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    gateway = build_gateway(settings or Settings())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if gateway.committer is not None:
+            await gateway.committer.drain()
+        gateway.close()
+
+    app = FastAPI(
+        title="Sluice",
+        version="0.1.0",
+        summary="Event ingestion: a Segment-compatible native API and five vendor formats.",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    app.add_exception_handler(ApiError, render_api_error)
+    app.add_exception_handler(VendorError, render_vendor_error)
+    app.include_router(native.router)
+    for vendor in (bunce, userevent, clevertap, bento, platformly):
+        app.include_router(vendor.router)
+    return app

@@ -1,0 +1,58 @@
+"""Reading request bodies within a size limit (gzip allowed) and decoding JSON."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import orjson
+from fastapi import Request
+
+from sluice.gateway.errors import bad_request, too_large
+
+
+async def read_limited(request: Request, limit_bytes: int) -> bytes:
+    """The request body, decompressed if gzip; 413 past ``limit_bytes`` (after
+    decompression, so a small gzip bomb is refused as well)."""
+    declared = request.headers.get("content-length")
+    encoding = request.headers.get("content-encoding", "identity").lower()
+    if encoding not in ("identity", "gzip"):
+        raise bad_request(f"unsupported Content-Encoding {encoding!r}", code="unsupported_encoding")
+    if encoding == "identity" and declared and declared.isdigit() and int(declared) > limit_bytes:
+        raise too_large(f"body is larger than {limit_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit_bytes:
+            raise too_large(f"body is larger than {limit_bytes} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    return _gunzip(body, limit_bytes) if encoding == "gzip" else body
+
+
+def _gunzip(body: bytes, limit_bytes: int) -> bytes:
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, limit_bytes + 1)
+    except zlib.error as exc:
+        raise bad_request(f"body is not valid gzip: {exc}", code="invalid_body") from exc
+    if len(data) > limit_bytes or inflater.unconsumed_tail:
+        raise too_large(f"body is larger than {limit_bytes} bytes once decompressed")
+    return data
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise bad_request("the body is empty; send a JSON object", code="invalid_json")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"malformed JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(data, dict):
+        raise bad_request("the body must be a JSON object", code="invalid_json")
+    return data
+
+
+def encoded_size(value: Any) -> int:
+    return len(orjson.dumps(value))

@@ -1,0 +1,291 @@
+"""The native API, Segment-compatible: official Segment/RudderStack SDKs work unchanged.
+
+Auth: the workspace write key as the HTTP Basic user name. Limits (Segment's): 32 KB per
+event, 500 KB per batch request; larger bodies get 413 and nothing is queued.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from sluice.gateway.body import encoded_size, parse_json_object, read_limited
+from sluice.gateway.errors import ApiError, invalid_fields, too_large
+from sluice.gateway.responses import JsonResponse
+from sluice.gateway.segment import (
+    BATCH_LIMIT_BYTES,
+    EVENT_LIMIT_BYTES,
+    CallType,
+    SegmentBatch,
+    SegmentCall,
+    batch_call_type,
+    to_event,
+)
+from sluice.gateway.state import from_database, gateway_of
+from sluice.gateway.vendors.openapi import json_body
+from sluice.producer.events import utc_now
+from sluice.rules import Status
+from sluice.worker.admin.views import outcome_of, triggers_of
+
+router = APIRouter(tags=["native"])
+
+
+class Queued(BaseModel):
+    success: bool = True
+    message_id: str
+    status: str = Field(default="queued", description="the verdict, with Prefer: wait=N")
+    reason: str | None = None
+    detail: str | None = None
+
+
+class BatchItem(BaseModel):
+    """What happened to one call of a batch, by its index."""
+
+    index: int
+    status: Literal["queued", "accepted", "discarded", "rejected"]
+    message_id: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+    error: str | None = None
+    message: str | None = None
+    field: str | None = None
+
+
+class BatchQueued(BaseModel):
+    success: bool = True
+    message_ids: list[str] = Field(description="the queued calls' message ids, in order")
+    results: list[BatchItem] = Field(description="one entry per call of the batch")
+
+
+class ErrorBody(BaseModel):
+    success: bool = False
+    error: str
+    message: str
+    field: str | None = None
+
+
+class Trigger(BaseModel):
+    trigger_id: str = Field(description="also the webhook-id header of its deliveries")
+    automation_id: str
+    on: str
+    action: Literal["webhook", "task", "bulletin"]
+    target: str | None = None
+    status: Literal["pending", "retrying", "delivered", "failed", "cancelled"]
+    attempts: int
+    last_status_code: int | None = None
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    created_at: datetime
+    delivered_at: datetime | None = None
+
+
+class EventOutcome(BaseModel):
+    message_id: str
+    status: Status
+    reason: str | None = None
+    detail: str | None = None
+    kind: str | None = None
+    name: str | None = None
+    decided_at: datetime | None = None
+    raw: str | None = Field(
+        default=None, description="truncated copy of a discarded or rejected event (JSON)"
+    )
+    triggers: list[Trigger] = Field(
+        default_factory=list, description="the automations this event fired, and their state"
+    )
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "Malformed JSON or an invalid event; nothing was queued.",
+        401: "Missing or unknown write key.",
+        413: "Event over 32 KB or batch over 500 KB; nothing was queued.",
+        503: "The queue is unavailable; nothing was queued. Retry after `Retry-After`.",
+    }.items()
+}
+
+
+_CALL_SCHEMA = SegmentCall.model_json_schema()
+
+
+def _call_body(call_type: str) -> dict[str, Any]:
+    return json_body(_CALL_SCHEMA, f"A Segment {call_type} call.")
+
+
+async def _single(request: Request, call_type: CallType) -> JsonResponse:
+    gateway = gateway_of(request)
+    workspace_id = await gateway.workspace_from_basic_auth(request)
+    body = parse_json_object(await read_limited(request, EVENT_LIMIT_BYTES))
+    event = to_event(body, call_type, workspace_id=workspace_id, received_at=utc_now())
+    (message_id,) = await gateway.publish([event])
+    found, headers = await gateway.outcomes_if_asked(request, workspace_id, [message_id])
+    answer = Queued(message_id=message_id, **(found[message_id] if found else {}))
+    return JsonResponse(answer.model_dump(), headers=headers)
+
+
+@router.post(
+    "/v1/track",
+    response_model=Queued,
+    responses=ERRORS,
+    openapi_extra=_call_body("track"),
+    summary="Record an action a user performed",
+)
+async def track(request: Request) -> JsonResponse:
+    return await _single(request, "track")
+
+
+@router.post(
+    "/v1/identify",
+    response_model=Queued,
+    responses=ERRORS,
+    openapi_extra=_call_body("identify"),
+    summary="Identify a user (a login: creates the contact, sets traits)",
+)
+async def identify(request: Request) -> JsonResponse:
+    return await _single(request, "identify")
+
+
+@router.post(
+    "/v1/update",
+    response_model=Queued,
+    responses=ERRORS,
+    openapi_extra=_call_body("identify-shaped update"),
+    summary="Update the traits of a user that must already exist",
+)
+async def update(request: Request) -> JsonResponse:
+    return await _single(request, "update")
+
+
+@router.post(
+    "/v1/batch",
+    response_model=BatchQueued,
+    responses=ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["batch"],
+                        "properties": {
+                            "batch": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": SegmentCall.model_json_schema(),
+                            },
+                            "sentAt": {"type": "string", "format": "date-time"},
+                        },
+                    }
+                }
+            },
+        }
+    },
+    summary="Several calls in one request (what the SDKs send)",
+)
+async def batch(request: Request) -> JsonResponse:
+    gateway = gateway_of(request)
+    workspace_id = await gateway.workspace_from_basic_auth(request)
+    body = parse_json_object(await read_limited(request, BATCH_LIMIT_BYTES))
+    try:
+        envelope = SegmentBatch.model_validate(body)
+    except ValidationError as exc:
+        raise invalid_fields(exc) from exc
+    received_at = utc_now()
+    events = []
+    results: list[BatchItem] = []
+    for index, raw in enumerate(envelope.batch):
+        try:
+            call_type = batch_call_type(raw, index)
+            if encoded_size(raw) > EVENT_LIMIT_BYTES:
+                raise too_large(f"batch.{index} is larger than {EVENT_LIMIT_BYTES} bytes")
+            event = to_event(
+                raw,
+                call_type,
+                workspace_id=workspace_id,
+                received_at=received_at,
+                sent_at=envelope.sentAt,
+                field_prefix=f"batch.{index}.",
+            )
+        except ApiError as exc:
+            results.append(
+                BatchItem(
+                    index=index,
+                    status="rejected",
+                    error=exc.code,
+                    message=exc.message,
+                    field=exc.field,
+                )
+            )
+            continue
+        results.append(BatchItem(index=index, status="queued", message_id=event.message_id))
+        events.append(event)
+    if not events:  # nothing to queue: the request fails, with each call's reason
+        first = results[0]
+        status = 413 if all(r.error == "too_large" for r in results) else 400
+        return JsonResponse(
+            {
+                "success": False,
+                "error": first.error,
+                "message": f"no call of the batch was queued; first: {first.message}",
+                "field": first.field,
+                "results": [r.model_dump(exclude_none=True) for r in results],
+            },
+            status_code=status,
+        )
+    message_ids = await gateway.publish(events)
+    found, headers = await gateway.outcomes_if_asked(request, workspace_id, message_ids)
+    if found:
+        results = [r.model_copy(update=found[r.message_id]) if r.message_id else r for r in results]
+    answer = BatchQueued(message_ids=message_ids, results=results)
+    return JsonResponse(answer.model_dump(exclude_none=True), headers=headers)
+
+
+@router.get(
+    "/v1/events/{message_id}",
+    response_model=EventOutcome,
+    responses={401: ERRORS[401], 404: {"model": ErrorBody, "description": "No such event here."}},
+    summary="The outcome of an event: queued, accepted, discarded or rejected",
+)
+async def event_outcome(message_id: str, request: Request) -> JsonResponse:
+    gateway = gateway_of(request)
+    workspace_id = await gateway.workspace_from_basic_auth(request)
+    outcome = await from_database(outcome_of, gateway.database, workspace_id, message_id)
+    if outcome is not None:
+        fired = await from_database(triggers_of, gateway.database, workspace_id, message_id)
+        result = EventOutcome(
+            message_id=message_id,
+            status=outcome.status,
+            reason=outcome.reason,
+            detail=outcome.detail,
+            kind=outcome.kind,
+            name=outcome.name,
+            decided_at=outcome.decided_at,
+            raw=outcome.raw,
+            triggers=[Trigger.model_validate(view) for view in fired],
+        )
+    elif await run_in_threadpool(gateway.marks.is_pending, workspace_id, message_id):
+        result = EventOutcome(message_id=message_id, status=Status.QUEUED)
+    else:
+        raise ApiError(404, "not_found", "no event with this message_id in this workspace")
+    return JsonResponse(result.model_dump(mode="json"))
+
+
+@router.get(
+    "/healthz",
+    summary="Liveness: Redis and the database answer",
+    responses={503: {"description": "Redis or the database does not answer."}},
+)
+async def healthz(request: Request) -> JsonResponse:
+    gateway = gateway_of(request)
+    checks = await run_in_threadpool(gateway.check_services)
+    healthy = all(value == "ok" for value in checks.values())
+    return JsonResponse(
+        {"status": "ok" if healthy else "unavailable", **checks},
+        status_code=200 if healthy else 503,
+    )

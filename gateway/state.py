@@ -1,0 +1,237 @@
+"""What every route shares: the ``Gateway`` (key and definition lookups, publishing,
+outcomes, backpressure) and how a route finds it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import redis
+from fastapi import Request
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+
+from sluice.gateway.auth import WriteKeys, basic_auth_user
+from sluice.gateway.cache import TtlCache
+from sluice.gateway.errors import (
+    ApiError,
+    queue_unavailable,
+    too_large,
+    unauthorized,
+)
+from sluice.gateway.group_commit import GroupCommitter
+from sluice.gateway.prefer import applied, requested_wait_s, verdicts
+from sluice.producer.envelope import MAX_ENVELOPE_EVENTS
+from sluice.producer.errors import PublishError
+from sluice.producer.events import Event, utc_now
+from sluice.producer.pending import PendingMarks
+from sluice.producer.publisher import Publisher
+from sluice.producer.transport import BrokerTransport
+from sluice.producer.wire import INGEST_QUEUE
+from sluice.worker.admin.automations import Action, active_automations, too_old_to_fire
+from sluice.worker.admin.definitions import Definition, find_definition
+from sluice.worker.admin.workspaces import workspace_for_key
+from sluice.worker.db.engine import make_engine, ping
+from sluice.worker.settings import Settings
+
+T = TypeVar("T")
+
+
+@dataclass
+class Gateway:
+    """What every route needs: key lookup, the publisher, outcome and pending lookups."""
+
+    settings: Settings
+    keys: WriteKeys
+    publisher: Publisher
+    database: Engine
+    marks: PendingMarks
+    redis: redis.Redis
+    depth: QueueDepth
+    definitions: TtlCache[Hashable, Definition] = field(
+        default_factory=lambda: TtlCache(ttl_s=30.0, cache_misses=False)
+    )
+    committer: GroupCommitter | None = None
+
+    async def workspace_from_basic_auth(self, request: Request) -> str:
+        write_key = basic_auth_user(request.headers.get("authorization"))
+        workspace_id = await self.workspace_for(write_key)
+        if workspace_id is None:
+            raise unauthorized("unknown write key")
+        return workspace_id
+
+    async def workspace_for(self, write_key: str) -> str | None:
+        """The key's workspace (cached), or None; 503 while the database is unavailable."""
+        found, workspace_id = self.keys.cached(write_key)
+        if found:
+            return workspace_id
+        return await from_database(self.keys.workspace_for, write_key)
+
+    async def definition(
+        self, workspace_id: str, format: Literal["bunce", "clevertap"], **match: str
+    ) -> Definition | None:
+        """A workspace's definition, or None. Found ones are cached for 30 s; misses are not,
+        so a definition added a moment ago works at once. 503 while the database is down."""
+        key = (workspace_id, format, tuple(sorted(match.items())))
+        found, cached = self.definitions.peek(key)
+        if found:
+            return cached
+
+        def load() -> Definition | None:
+            return find_definition(self.database, workspace_id, format, **match)
+
+        return await from_database(self.definitions.get, key, load)
+
+    async def bulletin_targets(self, event: Event) -> int:
+        """How many bulletin automations this event will raise (CleverTap's ``targets``):
+        the active ones on its name whose filters match, none for a stale event. Read
+        fresh each time, so a bulletin added a moment ago counts at once."""
+        if too_old_to_fire(event, utc_now(), self.settings.trigger_max_age_s):
+            return 0
+
+        def count() -> int:
+            with self.database.connect() as conn:
+                found = active_automations(conn, [event.workspace_id], [event.name])
+            return sum(1 for a in found if a.action is Action.BULLETIN and a.matches(event))
+
+        return await from_database(count)
+
+    async def publish(self, events: Sequence[Event]) -> list[str]:
+        """Queue one request's events as one envelope: all or nothing. Answer 429 when the
+        queue is deeper than ``max_queue_depth``, 503 when it is unavailable, both with
+        Retry-After."""
+        if len(events) > MAX_ENVELOPE_EVENTS:
+            raise too_large(f"at most {MAX_ENVELOPE_EVENTS} events per request")
+        await self.depth.check()
+        try:
+            if self.committer is not None:
+                return await self.committer.submit(events)
+            return await run_in_threadpool(self.publisher.publish, events)
+        except PublishError as exc:
+            raise queue_unavailable() from exc
+
+    async def outcomes_if_asked(
+        self, request: Request, workspace_id: str, message_ids: Sequence[str]
+    ) -> tuple[dict[str, dict[str, Any]] | None, dict[str, str]]:
+        """With ``Prefer: wait=N``: the verdicts (within N s) and the response headers."""
+        wait_s = requested_wait_s(request)
+        if wait_s is None:
+            return None, {}
+        found = await verdicts(self.database, workspace_id, message_ids, wait_s)
+        return found, applied(wait_s)
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.redis.close()
+        self.database.dispose()
+
+    def check_services(self) -> dict[str, str]:
+        """``ok`` or the error class, for Redis and for the database."""
+        checks = {}
+        for name, check in (("redis", self.redis.ping), ("database", lambda: ping(self.database))):
+            try:
+                check()
+                checks[name] = "ok"
+            except Exception as exc:
+                checks[name] = f"error: {type(exc).__name__}"
+        return checks
+
+
+async def from_database(lookup: Callable[..., T], *args: Any) -> T:
+    """``lookup(*args)`` in a worker thread; a database error becomes a 503 with Retry-After."""
+    try:
+        return await run_in_threadpool(lookup, *args)
+    except SQLAlchemyError as exc:
+        raise ApiError(
+            503,
+            "database_unavailable",
+            "the database is unavailable; retry later",
+            headers={"Retry-After": "5"},
+        ) from exc
+
+
+class QueueDepth:
+    """Backpressure: refuse new events while the ingest queue is deeper than ``limit``
+    batches. The depth is sampled at most every ``sample_s``, so checking costs no round
+    trip per request. Only a Redis broker is sampled (``client`` None: no check)."""
+
+    def __init__(
+        self,
+        client: redis.Redis | None,
+        *,
+        limit: int,
+        sample_s: float = 0.25,
+        retry_after_s: int = 5,
+    ) -> None:
+        self._client = client
+        self._limit = limit
+        self._sample_s = sample_s
+        self._retry_after_s = retry_after_s
+        self._depth = 0
+        self._reachable = True
+        self._sampled_at = float("-inf")
+
+    async def check(self) -> None:
+        if self._client is None:
+            return
+        now = time.monotonic()
+        if now - self._sampled_at >= self._sample_s:
+            self._sampled_at = now  # one sample per interval, failed or not
+            try:
+                self._depth = await run_in_threadpool(self._client.llen, INGEST_QUEUE)
+                self._reachable = True
+            except redis.RedisError as exc:
+                self._reachable = False
+                raise queue_unavailable(self._retry_after_s) from exc
+        if not self._reachable:
+            raise queue_unavailable(self._retry_after_s)
+        if self._depth >= self._limit:
+            raise ApiError(
+                429,
+                "queue_full",
+                f"{self._depth} batches are waiting; nothing was queued, retry later",
+                headers={"Retry-After": str(self._retry_after_s)},
+            )
+
+
+def gateway_of(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+def build_gateway(settings: Settings) -> Gateway:
+    database = make_engine(settings.database_url)
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.publish_timeout_s,
+        socket_connect_timeout=settings.publish_timeout_s / 4,
+    )
+    marks = PendingMarks(client, ttl_s=settings.pending_ttl_s)
+    transport = BrokerTransport(
+        settings.broker_url,
+        timeout_s=settings.publish_timeout_s,
+        visibility_timeout_s=settings.visibility_timeout_s,
+    )
+    publisher = Publisher(transport, marks=marks, batch_events=MAX_ENVELOPE_EVENTS)
+    committer = None
+    if settings.group_commit_ms > 0:
+        committer = GroupCommitter(publisher.publish, window_s=settings.group_commit_ms / 1000)
+    return Gateway(
+        settings=settings,
+        keys=WriteKeys(
+            lambda key: workspace_for_key(database, key), ttl_s=settings.key_cache_ttl_s
+        ),
+        publisher=publisher,
+        database=database,
+        marks=marks,
+        redis=client,
+        committer=committer,
+        depth=QueueDepth(
+            client if settings.broker_url == settings.redis_url else None,
+            limit=settings.max_queue_depth,
+            sample_s=settings.queue_depth_sample_s,
+        ),
+    )

@@ -1,5 +1,0 @@
-"""The HTTP gateway: the native Segment-compatible API (and, later, the vendor formats)."""
-
-from producer.gateway.app import create_app
-
-__all__ = ["create_app"]

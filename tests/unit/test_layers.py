@@ -1,0 +1,139 @@
+"""The layers of docs/architecture.md §1 hold: every import of every source module points to
+its own layer or one below, and the three stages (ingestion, delivery, the gateway) never
+import one another. Imports are read from the source (``ast``), including those inside
+functions and ``TYPE_CHECKING`` blocks."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# Folder of the repository → the sub-package of ``sluice`` it is.
+SOURCES = {
+    "producer": "sluice.producer",
+    "rules": "sluice.rules",
+    "worker": "sluice.worker",
+    "gateway": "sluice.gateway",
+    "sluice/cli": "sluice.cli",
+}
+# Bottom to top; the first prefix that matches a module decides its layer.
+LAYERS: list[tuple[int, str]] = [
+    (6, "sluice.cli"),
+    (4, "sluice.worker.ingest"),
+    (4, "sluice.worker.delivery"),
+    (4, "sluice.gateway"),
+    (3, "sluice.worker.admin"),
+    (2, "sluice.worker.db"),
+    (2, "sluice.worker.settings"),
+    (2, "sluice.worker.failures"),
+    (2, "sluice.worker.retries"),
+    (5, "sluice.worker"),
+    (1, "sluice.rules"),
+    (0, "sluice.producer"),
+]
+STAGES = ("sluice.worker.ingest", "sluice.worker.delivery", "sluice.gateway")
+FRAMEWORKS = {"celery", "kombu", "sqlalchemy", "fastapi", "starlette", "alembic", "httpx"}
+
+
+def _within(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def layer_of(module: str) -> int:
+    for layer, prefix in LAYERS:
+        if _within(module, prefix):
+            return layer
+    raise AssertionError(f"{module} is in no layer of docs/architecture.md §1")
+
+
+def stage_of(module: str) -> str | None:
+    return next((stage for stage in STAGES if _within(module, stage)), None)
+
+
+def source_modules() -> dict[str, Path]:
+    modules = {}
+    for folder, package in SOURCES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue  # Alembic's files: loaded by path, imported by no one
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join([package, *parts])] = path
+    return modules
+
+
+def imports_of(module: str, path: Path) -> set[str]:
+    """The ``sluice`` modules a module imports (``from a import b`` counts ``a.b`` when that
+    is a module, else ``a``)."""
+    known = source_modules()
+    is_package = path.name == "__init__.py"
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = module.split(".")
+                anchor = anchor if is_package else anchor[:-1]
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                found.add(candidate if candidate in known else base)
+    return {name for name in found if _within(name, "sluice") and name != "sluice"}
+
+
+def test_every_source_module_is_found_and_placed_in_a_layer() -> None:
+    modules = source_modules()
+    assert "sluice.rules.engine" in modules
+    assert "sluice.worker.ingest.store" in modules
+    assert "sluice.gateway.vendors.bento" in modules
+    for module in modules:
+        layer_of(module)
+
+
+def test_no_import_points_up_a_layer_or_across_stages() -> None:
+    wrong = []
+    for module, path in source_modules().items():
+        for imported in imports_of(module, path):
+            if layer_of(imported) > layer_of(module):
+                wrong.append(f"{module} (layer {layer_of(module)}) imports {imported} (up)")
+            stage, other = stage_of(module), stage_of(imported)
+            if stage and other and stage != other:
+                wrong.append(f"{module} imports {imported}: stages stay side by side")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
+    # The reader itself must catch what it is there to catch: a relative and an absolute
+    # import of a higher layer, one of them hidden in a function.
+    path = tmp_path / "claims.py"
+    path.write_text(
+        "from ..worker import tasks\n"
+        "def later():\n"
+        "    from sluice.gateway.state import gateway_of\n"
+    )
+    found = imports_of("sluice.rules.claims", path)
+    assert found == {"sluice.worker.tasks", "sluice.gateway.state"}
+    assert all(layer_of(name) > layer_of("sluice.rules.claims") for name in found)
+
+
+@pytest.mark.parametrize(
+    "module", sorted(m for m in source_modules() if _within(m, "sluice.rules"))
+)
+def test_rules_import_no_framework(module: str) -> None:
+    code = (
+        f"import sys, {module}; "
+        f"bad = {sorted(FRAMEWORKS)!r}; "
+        "found = sorted(m for m in bad if m in sys.modules); "
+        "print(', '.join(found)); sys.exit(1 if found else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, f"{module} imported {result.stdout}{result.stderr}"

@@ -1,0 +1,131 @@
+"""Engines for PostgreSQL (psycopg 3) and SQLite through one SQLAlchemy code path."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Dialect,
+    Engine,
+    String,
+    Table,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+
+SQLITE_BUSY_TIMEOUT_S = 30
+WRITE_OPTION = "sluice_write"
+_JSON_CODEC: dict[str, Any] = {
+    "json_serializer": lambda value: orjson.dumps(value).decode(),
+    "json_deserializer": orjson.loads,
+}
+
+
+def normalise_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` mean psycopg 3 here."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    if make_url(url).get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    # Up to 20 connections: a delivery worker runs 16 threads in one process.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=15, **_JSON_CODEC)
+
+
+def ping(engine: Engine) -> None:
+    """Raise unless the database answers a trivial query."""
+    with engine.connect() as conn:
+        conn.execute(select(1))
+
+
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+
+
+def _sqlite_engine(url: str) -> Engine:
+    # Several worker processes write one file: WAL lets readers run beside the writer, and
+    # a write transaction (``writing``) starts with BEGIN IMMEDIATE, taking the write lock
+    # up front so a busy writer waits (busy timeout) instead of failing when it upgrades a
+    # read transaction. Reads begin deferred and never wait for writers.
+    engine = create_engine(
+        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None}, **_JSON_CODEC
+    )
+    _SQLITE_WRITERS[engine] = threading.RLock()  # see ``writing``
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        write = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """A write transaction (committed on exit); on SQLite it holds the write lock from BEGIN.
+
+    SQLite has one writer at a time. Threads of one process (a delivery worker) queue for
+    it on a lock here, handed over at once, rather than in SQLite's busy handler, which
+    polls with sleeps of up to 100 ms while the lock is free again within a millisecond."""
+    with _SQLITE_WRITERS.get(engine) or nullcontext(), engine.connect() as conn:
+        conn.execution_options(**{WRITE_OPTION: True})
+        with conn.begin():
+            yield conn
+
+
+def matches_any(
+    dialect: Dialect, column: ColumnElement[str], values: Collection[str]
+) -> ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL as ``= ANY(:array)``: one parameter, so the
+    statement stays short (psycopg caches and prepares it) and is planned as an index scan
+    however many values there are."""
+    if dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(String())))
+    return column.in_(list(values))
+
+
+def insert_ignoring_conflicts(
+    conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]]
+) -> None:
+    """Multi-row ``INSERT … ON CONFLICT DO NOTHING`` on either backend."""
+    rows = list(rows)
+    if not rows:
+        return
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(insert(table).on_conflict_do_nothing(), rows)
+
+
+def by_workspace(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Group (workspace_id, key) pairs, for ``workspace_id = ? AND key IN (...)`` queries:
+    an index range scan, where a row-value ``IN`` of hundreds of pairs is planned as a
+    slow ``OR`` chain."""
+    grouped: dict[str, set[str]] = {}
+    for workspace_id, key in keys:
+        grouped.setdefault(workspace_id, set()).add(key)
+    return {workspace_id: sorted(values) for workspace_id, values in grouped.items()}

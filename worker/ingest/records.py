@@ -1,0 +1,87 @@
+"""What the worker records: decisions, and the rows they become in the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from sluice.producer.events import Event
+from sluice.rules import Verdict
+from sluice.rules.engine import Decided
+
+RAW_LIMIT_BYTES = 4096
+
+
+def truncate(data: bytes, limit: int) -> str:
+    text = data[:limit].decode("utf-8", errors="replace")
+    return text if len(data) <= limit else text + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A verdict for one event of a batch; ``event`` is None for an event that did not
+    validate (then ``raw`` is what arrived)."""
+
+    workspace_id: str
+    message_id: str
+    verdict: Verdict
+    event: Event | None = None
+    raw: Any = None
+    bot: bool = False
+    replayed: bool = False  # decided and committed by an earlier delivery of this batch
+
+    @classmethod
+    def of(cls, decided: Decided) -> Decision:
+        event = decided.event
+        return cls(
+            event.workspace_id,
+            event.message_id,
+            decided.verdict,
+            event,
+            bot=decided.bot,
+            replayed=decided.replayed,
+        )
+
+
+def event_row(decision: Decision, batch_id: str, now: datetime) -> dict[str, Any]:
+    assert decision.event is not None
+    row = decision.event.model_dump()
+    row["kind"] = str(decision.event.kind)
+    row["batch_id"] = batch_id
+    row["stored_at"] = now
+    row["is_bot"] = decision.bot
+    return row
+
+
+def raw_copy(decision: Decision) -> str:
+    source = decision.event.model_dump(mode="json") if decision.event else decision.raw
+    return truncate(orjson.dumps(source, default=repr), RAW_LIMIT_BYTES)
+
+
+def outcome_row(decision: Decision, batch_id: str, now: datetime) -> dict[str, Any]:
+    verdict, event = decision.verdict, decision.event
+    return {
+        "workspace_id": decision.workspace_id,
+        "message_id": decision.message_id,
+        "status": str(verdict.status),
+        "reason": str(verdict.reason) if verdict.reason else None,
+        "detail": verdict.detail,
+        "kind": str(event.kind) if event is not None else None,
+        "name": event.name if event is not None else None,
+        "raw": raw_copy(decision) if verdict.reason is not None else None,
+        "batch_id": batch_id,
+        "decided_at": now,
+    }
+
+
+def repeat_row(decision: Decision, batch_id: str, now: datetime) -> dict[str, Any]:
+    return {
+        "workspace_id": decision.workspace_id,
+        "message_id": decision.message_id,
+        "batch_id": batch_id,
+        "raw": raw_copy(decision),
+        "seen_at": now,
+    }

@@ -1,0 +1,221 @@
+"""Persistence of decided batches (one transaction each), and the lookups the rules read:
+prior outcomes (the message ledger), existing users, workspace policies."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, select
+
+from sluice.rules import Reason, Status, Verdict
+from sluice.rules.engine import RulePolicy
+from sluice.rules.ports import Identity, PriorOutcome
+from sluice.rules.users import UserPolicy, user_policy
+from sluice.worker.admin.automations import Pending
+from sluice.worker.db.engine import by_workspace, insert_ignoring_conflicts, matches_any, writing
+from sluice.worker.db.schema import (
+    contacts,
+    dead_letters,
+    events,
+    outcomes,
+    repeats,
+    trigger_deliveries,
+    workspaces,
+)
+from sluice.worker.ingest.contacts import TraitWrite, apply_trait_writes, identified
+from sluice.worker.ingest.fanout import deliverable, plan_fan_out
+from sluice.worker.ingest.records import (
+    Decision,
+    event_row,
+    outcome_row,
+    repeat_row,
+    truncate,
+)
+from sluice.worker.ingest.settle import settle_message_ids, settle_order_claims
+
+DEAD_LETTER_LIMIT_BYTES = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A stored batch: its final decisions, and the triggers it created that need delivery."""
+
+    decisions: list[Decision]
+    triggers: list[Pending] = field(default_factory=list)
+
+
+class EventStore:
+    def __init__(
+        self, engine: Engine, *, policy_cache_s: float = 30.0, trigger_max_age_s: int = 7200
+    ) -> None:
+        self.engine = engine
+        self.trigger_max_age_s = trigger_max_age_s
+        self._policy_cache_s = policy_cache_s
+        self._policies: dict[str, tuple[float, Mapping[str, Any]]] = {}
+
+    def workspace_policies(self, ids: Iterable[str], default: RulePolicy) -> dict[str, RulePolicy]:
+        """Each existing workspace's rule policy: its overrides on top of ``default``.
+        Overrides are cached for ``policy_cache_s``; an unknown workspace is asked again
+        every time, so a new one is usable at once."""
+        now = time.monotonic()
+        wanted = set(ids)
+        settings: dict[str, Mapping[str, Any]] = {}
+        for workspace_id in wanted:
+            cached = self._policies.get(workspace_id)
+            if cached is not None and cached[0] > now:
+                settings[workspace_id] = cached[1]
+        missing = wanted - settings.keys()
+        if missing:
+            query = select(workspaces.c.id, workspaces.c.settings).where(
+                workspaces.c.id.in_(missing)
+            )
+            with self.engine.connect() as conn:
+                for row in conn.execute(query):
+                    settings[row.id] = row.settings or {}
+                    self._policies[row.id] = (now + self._policy_cache_s, settings[row.id])
+        return {ws: _policy(default, overrides) for ws, overrides in settings.items()}
+
+    def prior_outcomes(
+        self, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], PriorOutcome]:
+        found: dict[tuple[str, str], PriorOutcome] = {}
+        with self.engine.connect() as conn:
+            for workspace_id, message_ids in by_workspace(keys).items():
+                query = select(
+                    outcomes.c.message_id,
+                    outcomes.c.batch_id,
+                    outcomes.c.status,
+                    outcomes.c.reason,
+                    outcomes.c.detail,
+                ).where(
+                    outcomes.c.workspace_id == workspace_id,
+                    matches_any(conn.dialect, outcomes.c.message_id, message_ids),
+                )
+                for row in conn.execute(query):
+                    reason = Reason(row.reason) if row.reason else None
+                    verdict = Verdict(Status(row.status), reason, row.detail)
+                    found[(workspace_id, row.message_id)] = PriorOutcome(row.batch_id, verdict)
+        return found
+
+    def existing_identities(
+        self, identities: Iterable[tuple[str, Identity]]
+    ) -> set[tuple[str, Identity]]:
+        wanted = set(identities)
+        if not wanted:
+            return set()
+        user_ids = by_workspace((ws, value) for ws, (kind, value) in wanted if kind == "id")
+        emails = by_workspace((ws, value) for ws, (kind, value) in wanted if kind == "email")
+        found: set[tuple[str, Identity]] = set()
+        with self.engine.connect() as conn:
+            for workspace_id in user_ids.keys() | emails.keys():
+                query = select(contacts.c.user_id, contacts.c.email).where(
+                    identified(
+                        conn.dialect,
+                        workspace_id,
+                        user_ids.get(workspace_id, []),
+                        emails.get(workspace_id, []),
+                    )
+                )
+                for row in conn.execute(query):
+                    found.add((workspace_id, ("id", row.user_id)))
+                    found.add((workspace_id, ("email", row.email)))
+        return found & wanted
+
+    def record_batch(self, batch_id: str, decisions: Sequence[Decision], now: datetime) -> Recorded:
+        """Store a decided batch and its triggers in one transaction.
+
+        The database has the last word: an order already claimed in ``order_claims`` by
+        another message turns an accepted confirmation into ``duplicate_order`` (Redis lost
+        its claim); rows whose (workspace, message_id) exists already are skipped, so a
+        redelivered batch changes nothing and the first verdict stands; and a message id
+        whose outcome another batch wrote first is recorded as a repeat. Triggers are
+        created only for the accepted events this batch owns (``sluice.worker.ingest.fanout``).
+        """
+        fresh = [d for d in decisions if not d.replayed]
+        if not fresh:  # a redelivery: everything was committed before
+            return Recorded(list(decisions))
+        with writing(self.engine) as conn:
+            fresh = settle_order_claims(conn, fresh, now)
+            fan_out, fresh = plan_fan_out(conn, fresh, now, self.trigger_max_age_s)
+            accepted = [d for d in fresh if d.verdict.status is Status.ACCEPTED and d.event]
+            apply_trait_writes(conn, _trait_writes(accepted), now)
+            insert_ignoring_conflicts(conn, events, [event_row(d, batch_id, now) for d in accepted])
+            decided = [d for d in fresh if d.verdict.reason is not Reason.DUPLICATE_MESSAGE]
+            insert_ignoring_conflicts(
+                conn, outcomes, [outcome_row(d, batch_id, now) for d in decided]
+            )
+            fresh = settle_message_ids(conn, fresh, batch_id)
+            insert_ignoring_conflicts(
+                conn,
+                repeats,
+                [
+                    repeat_row(d, batch_id, now)
+                    for d in fresh
+                    if d.verdict.reason is Reason.DUPLICATE_MESSAGE
+                ],
+            )
+            owned = [d for d in fresh if d.verdict.status is Status.ACCEPTED]
+            triggers = fan_out.rows(owned, now)
+            insert_ignoring_conflicts(conn, trigger_deliveries, triggers)
+        settled = iter(fresh)  # same order as ``decisions`` without the replayed ones
+        final = [d if d.replayed else next(settled) for d in decisions]
+        return Recorded(final, deliverable(triggers))
+
+    def undelivered_triggers(self, keys: Iterable[tuple[str, str]]) -> list[Pending]:
+        """Triggers of these (workspace, message id) never attempted: what a replayed batch
+        publishes again, in case its first delivery stopped between commit and publish."""
+        found: list[Pending] = []
+        with self.engine.connect() as conn:
+            for workspace_id, message_ids in by_workspace(keys).items():
+                query = select(trigger_deliveries.c.id, trigger_deliveries.c.automation_id).where(
+                    trigger_deliveries.c.workspace_id == workspace_id,
+                    matches_any(conn.dialect, trigger_deliveries.c.message_id, message_ids),
+                    trigger_deliveries.c.status == "pending",
+                    trigger_deliveries.c.attempts == 0,
+                )
+                found += [(row.id, row.automation_id) for row in conn.execute(query)]
+        return found
+
+    def record_outcomes_only(
+        self, batch_id: str, decisions: Sequence[Decision], now: datetime
+    ) -> None:
+        """Outcomes without events or effects (for events that will not be processed)."""
+        with writing(self.engine) as conn:
+            insert_ignoring_conflicts(
+                conn, outcomes, [outcome_row(d, batch_id, now) for d in decisions]
+            )
+
+    def dead_letter(
+        self, *, batch_id: str | None, reason: str, detail: str | None, payload: Any, now: datetime
+    ) -> None:
+        encoded = payload if isinstance(payload, bytes) else orjson.dumps(payload, default=repr)
+        with writing(self.engine) as conn:
+            conn.execute(
+                dead_letters.insert().values(
+                    batch_id=batch_id,
+                    reason=reason[:200],
+                    detail=detail,
+                    payload=truncate(encoded, DEAD_LETTER_LIMIT_BYTES),
+                    created_at=now,
+                )
+            )
+
+
+def _policy(default: RulePolicy, overrides: Mapping[str, Any]) -> RulePolicy:
+    known = {k: v for k, v in overrides.items() if k in RulePolicy.__dataclass_fields__}
+    return replace(default, **known)
+
+
+def _trait_writes(accepted: list[Decision]) -> list[TraitWrite]:
+    writes = []
+    for decision in accepted:
+        assert decision.event is not None
+        policy = user_policy(decision.event)
+        if policy is not UserPolicy.NONE and not decision.bot:
+            writes.append(TraitWrite.of(decision.event, create=policy is UserPolicy.CREATE))
+    return writes
