@@ -26,6 +26,7 @@ lint: install
 	$(BIN)/ruff check sluice/__init__.py sluice/cli producer rules worker gateway tests bench
 	$(BIN)/ruff format --check sluice/__init__.py sluice/cli producer rules worker gateway tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy tests bench
 
 format: install
 	$(BIN)/ruff format sluice/__init__.py sluice/cli producer rules worker gateway tests bench

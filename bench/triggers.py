@@ -34,7 +34,8 @@ from sqlalchemy import select
 
 from sluice.producer import EventClient
 from sluice.producer.events import as_utc
-from sluice.worker.admin.automations import Action, add_automation
+from sluice.worker.actions import Action
+from sluice.worker.admin.automations import add_automation
 from sluice.worker.admin.workspaces import create_workspace
 from sluice.worker.db.engine import make_engine
 from sluice.worker.db.schema import outcomes

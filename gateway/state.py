@@ -26,12 +26,11 @@ from sluice.gateway.group_commit import GroupCommitter
 from sluice.gateway.prefer import applied, requested_wait_s, verdicts
 from sluice.producer.envelope import MAX_ENVELOPE_EVENTS
 from sluice.producer.errors import PublishError
-from sluice.producer.events import Event, utc_now
+from sluice.producer.events import Event
 from sluice.producer.pending import PendingMarks
 from sluice.producer.publisher import Publisher
 from sluice.producer.transport import BrokerTransport
 from sluice.producer.wire import INGEST_QUEUE
-from sluice.worker.admin.automations import Action, active_automations, too_old_to_fire
 from sluice.worker.admin.definitions import Definition, find_definition
 from sluice.worker.admin.workspaces import workspace_for_key
 from sluice.worker.db.engine import make_engine, ping
@@ -84,20 +83,6 @@ class Gateway:
             return find_definition(self.database, workspace_id, format, **match)
 
         return await from_database(self.definitions.get, key, load)
-
-    async def bulletin_targets(self, event: Event) -> int:
-        """How many bulletin automations this event will raise (CleverTap's ``targets``):
-        the active ones on its name whose filters match, none for a stale event. Read
-        fresh each time, so a bulletin added a moment ago counts at once."""
-        if too_old_to_fire(event, utc_now(), self.settings.trigger_max_age_s):
-            return 0
-
-        def count() -> int:
-            with self.database.connect() as conn:
-                found = active_automations(conn, [event.workspace_id], [event.name])
-            return sum(1 for a in found if a.action is Action.BULLETIN and a.matches(event))
-
-        return await from_database(count)
 
     async def publish(self, events: Sequence[Event]) -> list[str]:
         """Queue one request's events as one envelope: all or nothing. Answer 429 when the

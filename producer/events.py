@@ -46,6 +46,17 @@ def as_utc(value: datetime) -> datetime:
         raise ValueError(f"{value.isoformat()} is out of range in UTC") from exc
 
 
+def order_key(value: object) -> str | None:
+    """What names an order: a non-empty string, or an integer (not a boolean), as text."""
+    if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+        return str(value)
+    return None
+
+
+def _unset(value: object) -> bool:
+    return value is None
+
+
 def _has_nul(value: Any) -> bool:
     # orjson escapes U+0000 as \\u0000, so its absence from the encoding settles it at C
     # speed; only a hit (perhaps a literal backslash-u0000 text) needs the walk.
@@ -67,6 +78,11 @@ class Event(BaseModel):
 
     ``timestamp`` is when it happened (defaults to ``received_at``); ``received_at`` is when
     Sluice took it; ``source`` names the adapter or client that produced it.
+
+    ``order_id`` names the order a confirmation confirms, where the vendor keeps it
+    elsewhere than ``properties.orderId``/``order_id`` (Segment's names, which the rules read
+    when it is unset). ``creates_user`` says the event creates its user when missing (a
+    vendor whose API documents that); unset, the kind decides (docs/architecture.md §2).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -83,10 +99,14 @@ class Event(BaseModel):
     traits: dict[str, Any] = Field(default_factory=dict)
     properties: dict[str, Any] = Field(default_factory=dict)
     context: dict[str, Any] = Field(default_factory=dict)
-    timestamp: datetime
+    timestamp: datetime = Field(default_factory=utc_now)  # set to received_at when absent
     sent_at: datetime | None = None
     received_at: datetime = Field(default_factory=utc_now)
     source: str = Field(default="client", min_length=1, max_length=40)
+    # What an adapter knows of its vendor's semantics, for the rules. Left out of the JSON
+    # while unset, so envelopes without them are what they always were.
+    order_id: str | None = Field(default=None, min_length=1, max_length=255, exclude_if=_unset)
+    creates_user: bool | None = Field(default=None, exclude_if=_unset)
 
     @model_validator(mode="before")
     @classmethod

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sluice.producer.events import Event, EventKind
+from sluice.producer.events import Event, EventKind, order_key
 from sluice.rules.bots import BotDetector
 from sluice.rules.claims import Claim, ClaimStore, OpenClaim, OrderClaim
 from sluice.rules.ports import Identity, MessageLedger, UserDirectory
@@ -44,29 +44,35 @@ class RulePolicy:
 
 @dataclass(frozen=True, slots=True)
 class Decided:
+    """A verdict, with what persistence needs of the decision: the order the event claimed
+    (accepted confirmations) and what it may do to its user."""
+
     event: Event
     verdict: Verdict
+    user_policy: UserPolicy = UserPolicy.NONE
+    order_id: str | None = None  # the order this accepted confirmation claimed
     bot: bool = False  # flagged (bot mode "flag"), stored with the mark
     replayed: bool = False  # the verdict this batch reached on an earlier delivery
     retry_at: datetime | None = None  # deferred: decide again at this time
 
 
 def order_id_of(event: Event) -> str | None:
-    """``orderId``/``order_id`` (user/event API, Segment), or Bento's ``details.unique.key``."""
+    """The event's ``order_id`` (set by an adapter), else ``properties.orderId`` or
+    ``properties.order_id`` (the user/event API's and Segment's names)."""
+    if event.order_id is not None:
+        return event.order_id
     for key in ("orderId", "order_id"):
-        found = _order_key(event.properties.get(key))
+        found = order_key(event.properties.get(key))
         if found is not None:
             return found
-    details = event.properties.get("details")
-    unique = details.get("unique") if isinstance(details, dict) else None
-    return _order_key(unique.get("key")) if isinstance(unique, dict) else None
-
-
-def _order_key(value: object) -> str | None:
-    """A non-empty string or an integer (not a boolean) names an order."""
-    if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
-        return str(value)
     return None
+
+
+def duplicate_order(order_id: str, holder: str) -> Verdict:
+    """The verdict on a confirmation of an order another message confirmed first."""
+    return Verdict.discard(
+        Reason.DUPLICATE_ORDER, f"order {order_id} was confirmed by message {holder}"
+    )
 
 
 def open_user_key(event: Event) -> str | None:
@@ -77,7 +83,9 @@ def open_user_key(event: Event) -> str | None:
     return f"anon:{event.anonymous_id}" if event.anonymous_id else None
 
 
-class Engine:
+class RulesEngine:
+    """Applies every restriction to one batch (the order above); one claim call a batch."""
+
     def __init__(self, claims: ClaimStore, bots: BotDetector) -> None:
         self._claims = claims
         self._bots = bots
@@ -93,28 +101,29 @@ class Engine:
         now: datetime,
     ) -> list[Decided]:
         prior = ledger.prior_outcomes({(e.workspace_id, e.message_id) for e in events})
+        for_users = [user_policy(e) for e in events]
         # Only events that require their user need the directory; most batches have none.
         known: set[tuple[str, Identity]] = users.existing_identities(
             {
                 (e.workspace_id, identity)
-                for e in events
-                if user_policy(e) is UserPolicy.REQUIRE
+                for e, for_user in zip(events, for_users, strict=True)
+                if for_user is UserPolicy.REQUIRE
                 for identity in identities(e)
             }
         )
         seen: set[tuple[str, str]] = set()
         decided: list[Decided | None] = [None] * len(events)
         claims: list[tuple[int, Claim]] = []
-        for index, event in enumerate(events):
+        for index, (event, for_user) in enumerate(zip(events, for_users, strict=True)):
             key = (event.workspace_id, event.message_id)
             earlier = prior.get(key)
             if earlier is not None and earlier.batch_id == batch_id and key not in seen:
-                decided[index] = Decided(event, earlier.verdict, replayed=True)
+                decided[index] = Decided(event, earlier.verdict, for_user, replayed=True)
             elif earlier is not None or key in seen:
-                decided[index] = Decided(event, _duplicate_message(earlier is not None))
+                decided[index] = Decided(event, _duplicate_message(earlier is not None), for_user)
             else:
                 policy = policies.get(event.workspace_id, RulePolicy())
-                decided[index], claim = self._one(event, policy, known, now)
+                decided[index], claim = self._one(event, policy, for_user, known, now)
                 if claim is not None:
                     claims.append((index, claim))
             seen.add(key)
@@ -125,28 +134,30 @@ class Engine:
         self,
         event: Event,
         policy: RulePolicy,
+        for_user: UserPolicy,
         known: set[tuple[str, Identity]],
         now: datetime,
     ) -> tuple[Decided, Claim | None]:
         bot = self._bots.reason(event.context)
         if bot is not None and policy.bot_mode == "drop":
-            return Decided(event, Verdict.discard(Reason.BOT, bot)), None
+            return Decided(event, Verdict.discard(Reason.BOT, bot), for_user), None
         names = [(event.workspace_id, identity) for identity in identities(event)]
-        policy_for_user = user_policy(event)
-        if policy_for_user is UserPolicy.REQUIRE and not known.intersection(names):
+        if for_user is UserPolicy.REQUIRE and not known.intersection(names):
             ends = grace_ends(event, policy.unknown_user_grace_s)
             who = event.user_id or event.email or "(no user id or email)"
             if now < ends:
                 waiting = Verdict(Status.QUEUED, None, f"waiting for user {who} to exist")
-                return Decided(event, waiting, retry_at=ends), None
+                return Decided(event, waiting, for_user, retry_at=ends), None
             detail = f"no user {who} after {policy.unknown_user_grace_s} s"
-            return Decided(event, Verdict.reject(Reason.UNKNOWN_USER, detail)), None
-        if policy_for_user is UserPolicy.CREATE:
+            return Decided(event, Verdict.reject(Reason.UNKNOWN_USER, detail), for_user), None
+        if for_user is UserPolicy.CREATE:
             known.update(names)
         if bot is not None:
             flagged = Verdict(Status.ACCEPTED, Reason.BOT, f"flagged: {bot}")
-            return Decided(event, flagged, bot=True), None
-        return Decided(event, Verdict.accept()), _claim_for(event, policy)
+            return Decided(event, flagged, for_user, bot=True), None
+        claim = _claim_for(event, policy)
+        order_id = claim.order_id if isinstance(claim, OrderClaim) else None
+        return Decided(event, Verdict.accept(), for_user, order_id), claim
 
     def _settle_claims(
         self,
@@ -161,17 +172,16 @@ class Engine:
             if result.granted:
                 continue
             if isinstance(claim, OrderClaim):
-                verdict = Verdict.discard(
-                    Reason.DUPLICATE_ORDER,
-                    f"order {claim.order_id} was confirmed by message {result.holder}",
-                )
+                verdict = duplicate_order(claim.order_id, str(result.holder))
             else:
                 verdict = Verdict.discard(
                     Reason.THROTTLED,
                     f"an email open of this user was accepted within "
                     f"{claim.window_ms // 1000} s (message {result.holder})",
                 )
-            decided[index] = Decided(events[index], verdict)
+            refused = decided[index]
+            assert refused is not None
+            decided[index] = Decided(events[index], verdict, refused.user_policy)
 
 
 def _claim_for(event: Event, policy: RulePolicy) -> Claim | None:

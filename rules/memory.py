@@ -9,9 +9,9 @@ from datetime import datetime
 from sluice.producer.events import Event
 from sluice.rules.bots import BotDetector
 from sluice.rules.claims import GRANTED, Claim, ClaimResult, OrderClaim
-from sluice.rules.engine import Decided, Engine, RulePolicy
+from sluice.rules.engine import Decided, RulePolicy, RulesEngine
 from sluice.rules.ports import Identity, PriorOutcome
-from sluice.rules.users import UserPolicy, identities, user_policy
+from sluice.rules.users import UserPolicy, identities
 from sluice.rules.verdicts import Reason, Status, Verdict
 
 
@@ -76,7 +76,7 @@ class MemoryRules:
         self.claims = MemoryClaimStore()
         self.ledger = MemoryLedger()
         self.directory = MemoryDirectory()
-        self.engine = Engine(self.claims, bots or BotDetector())
+        self.rules = RulesEngine(self.claims, bots or BotDetector())
 
     def run(
         self,
@@ -86,7 +86,7 @@ class MemoryRules:
         now: datetime,
         policies: Mapping[str, RulePolicy] | None = None,
     ) -> list[Decided]:
-        decided = self.engine.decide(
+        decided = self.rules.decide(
             batch_id,
             events,
             ledger=self.ledger,
@@ -100,7 +100,7 @@ class MemoryRules:
                 continue
             if verdict.reason is not Reason.DUPLICATE_MESSAGE:
                 self.ledger.record(event.workspace_id, event.message_id, batch_id, verdict)
-            if verdict.status is Status.ACCEPTED and user_policy(event) is UserPolicy.CREATE:
+            if verdict.status is Status.ACCEPTED and item.user_policy is UserPolicy.CREATE:
                 self.directory.add(event.workspace_id, identities(event))
         return decided
 

@@ -2,8 +2,8 @@
 
 Policies: ``create`` makes the user if missing and sets traits (login/identify);
 ``require`` needs the user to exist, after a grace period for an update racing its user's
-creation, and sets traits (update); ``none`` leaves users alone. Sources may override per
-kind (vendor adapters whose API creates users).
+creation, and sets traits (update); ``none`` leaves users alone. An adapter whose vendor
+creates users marks its events ``creates_user``.
 """
 
 from __future__ import annotations
@@ -22,15 +22,14 @@ class UserPolicy(StrEnum):
 
 
 DEFAULT_POLICY = {EventKind.LOGIN: UserPolicy.CREATE, EventKind.UPDATE: UserPolicy.REQUIRE}
-SOURCE_POLICY: dict[str, dict[EventKind, UserPolicy]] = {
-    # Bento documents that its events create users that do not exist yet.
-    "bento": {EventKind.CUSTOM: UserPolicy.CREATE, EventKind.CONFIRMATION: UserPolicy.CREATE},
-}
 
 
 def user_policy(event: Event) -> UserPolicy:
-    by_kind = SOURCE_POLICY.get(event.source, {})
-    return by_kind.get(event.kind, DEFAULT_POLICY.get(event.kind, UserPolicy.NONE))
+    """An update needs its user; an event that says it creates its user (``creates_user``,
+    set by adapters) does; otherwise the kind decides."""
+    if event.creates_user and event.kind is not EventKind.UPDATE:
+        return UserPolicy.CREATE
+    return DEFAULT_POLICY.get(event.kind, UserPolicy.NONE)
 
 
 def identities(event: Event) -> list[Identity]:

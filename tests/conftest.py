@@ -235,6 +235,19 @@ def stack(
         deliverer.stop()
 
 
+LAYERS = ("unit", "component", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its layer, the folder it lives in: ``pytest -m unit`` runs the
+    fast layer alone."""
+    for item in items:
+        layer = item.path.parent.name
+        if layer not in LAYERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(LAYERS)}}}")
+        item.add_marker(getattr(pytest.mark, layer))
+
+
 def pytest_report_header() -> list[str]:
     return [
         f"CI={IN_CI}; services: SLUICE_REDIS_URL={os.environ.get('SLUICE_REDIS_URL')!r}, "

@@ -10,12 +10,12 @@ import redis
 
 from sluice.producer.pending import PendingMarks
 from sluice.rules.bots import BotDetector
-from sluice.rules.engine import Engine, RulePolicy
+from sluice.rules.engine import RulePolicy, RulesEngine
 from sluice.rules.redis_claims import RedisClaimStore
+from sluice.worker.actions.webhook import USER_AGENT
 from sluice.worker.db.engine import make_engine
 from sluice.worker.delivery.deliverer import Deliverer
 from sluice.worker.delivery.leases import DeliveryPolicy, TriggerStore
-from sluice.worker.delivery.webhooks import USER_AGENT
 from sluice.worker.ingest.store import EventStore
 from sluice.worker.settings import Settings
 
@@ -47,9 +47,9 @@ class Runtime:
         return self.settings.rule_policy()
 
     @cached_property
-    def engine(self) -> Engine:
+    def rules(self) -> RulesEngine:
         claims = RedisClaimStore(self.redis, retention_s=self.settings.claim_retention_s)
-        return Engine(claims, BotDetector(self.settings.bot_networks))
+        return RulesEngine(claims, BotDetector(self.settings.bot_networks))
 
     @cached_property
     def marks(self) -> PendingMarks:

@@ -10,7 +10,6 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from sluice.producer.envelope import MAX_ENVELOPE_EVENTS
 from sluice.rules.engine import RulePolicy
 
 
@@ -65,7 +64,6 @@ class Settings(BaseSettings):
     task_time_limit_s: PositiveInt = 150
     max_deliveries: PositiveInt = 5
     publish_timeout_s: PositiveFloat = 5.0
-    batch_events: int = Field(default=500, ge=1, le=MAX_ENVELOPE_EVENTS)
     pending_ttl_s: PositiveInt = 86_400
 
     # HTTP gateway.

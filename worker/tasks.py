@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Celery, Task
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
@@ -86,7 +86,7 @@ def _process(
         )
         return
     try:
-        report = ingest(envelope, runtime.store, runtime.engine, runtime.rule_policy, utc_now())
+        report = ingest(envelope, runtime.store, runtime.rules, runtime.rule_policy, utc_now())
     except PoisonEnvelopeError as exc:
         _give_up(runtime, batch_id, envelope, "poison envelope", str(exc))
         return
@@ -121,7 +121,7 @@ def _process(
 
 def _retry(
     task: Task, runtime: Runtime, exc: Exception, batch_id: str | None, retries: int
-) -> None:
+) -> NoReturn:
     delay = retry_delay_s(retries, runtime.settings.visibility_timeout_s)
     log.warning(
         "batch %s: transient failure, retry %d in %.1fs: %s", batch_id, retries + 1, delay, exc

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from sluice.gateway.responses import JsonResponse
-from sluice.gateway.state import gateway_of
+from sluice.gateway.state import Gateway, from_database, gateway_of
 from sluice.gateway.vendors.common import (
     VendorError,
     body_bytes,
@@ -28,7 +28,9 @@ from sluice.gateway.vendors.common import (
     definition as vendor_definition,
 )
 from sluice.gateway.vendors.openapi import CLEVERTAP_BODY, CLEVERTAP_ERRORS
-from sluice.producer.events import as_utc, utc_now
+from sluice.producer.events import Event, as_utc, utc_now
+from sluice.worker.actions import ACTIONS
+from sluice.worker.admin.automations import active_automations, too_old_to_fire
 from sluice.worker.admin.definitions import MAX_CLEVERTAP_KEY_CHARS
 
 router = APIRouter(prefix="/compat/clevertap", tags=["clevertap"])
@@ -111,6 +113,21 @@ async def trigger(request: Request) -> JsonResponse:
         "source": "clevertap",
     }
     event = make_event(fields, fail)
-    targets = await vendor_shaped(fail, gateway.bulletin_targets(event))
+    targets = await vendor_shaped(fail, bulletin_targets(gateway, event))
     reply = {"status": "success", "targets": targets}
     return await queue_built_event(request, gateway, fail, event, reply)
+
+
+async def bulletin_targets(gateway: Gateway, event: Event) -> int:
+    """How many bulletin automations this event will raise (CleverTap's ``targets``):
+    the active ones on its name whose filters match, none for a stale event. Read
+    fresh each time, so a bulletin added a moment ago counts at once."""
+    if too_old_to_fire(event, utc_now(), gateway.settings.trigger_max_age_s):
+        return 0
+
+    def count() -> int:
+        with gateway.database.connect() as conn:
+            found = active_automations(conn, [event.workspace_id], [event.name])
+        return sum(1 for a in found if ACTIONS[a.action].counted and a.matches(event))
+
+    return await from_database(count)

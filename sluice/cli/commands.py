@@ -192,7 +192,8 @@ def automation_add(
     as_json: bool,
 ) -> None:
     """Add an automation; prints its id and, for a webhook, its signing secret (shown once)."""
-    from sluice.worker.admin.automations import Action, add_automation
+    from sluice.worker.actions import ACTIONS, Action
+    from sluice.worker.admin.automations import add_automation
 
     actions = [
         a
@@ -205,7 +206,7 @@ def automation_add(
     ]
     if len(actions) != 1:
         raise click.UsageError("give exactly one of --webhook URL, --task NAME, --bulletin")
-    if queue and actions[0] is not Action.TASK:
+    if queue and not ACTIONS[actions[0]].takes_queue:
         raise click.UsageError("--queue goes with --task")
     where = _pairs(filters, "=", "--where", "KEY=VALUE")
     settings = Settings()

@@ -7,9 +7,6 @@ matches ``true``)."""
 
 from __future__ import annotations
 
-import base64
-import re
-import secrets
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -21,21 +18,9 @@ import orjson
 from sqlalchemy import Connection, Engine, func, or_, select, update
 
 from sluice.producer.events import Event, as_utc, utc_now
-from sluice.producer.wire import INGEST_QUEUE, TRIGGERS_QUEUE
-from sluice.worker.admin.webhook_urls import check_webhook_url
+from sluice.worker.actions import ACTIONS, Action, Target
 from sluice.worker.db.engine import matches_any, writing
 from sluice.worker.db.schema import automations, trigger_deliveries, workspaces
-
-DEFAULT_TASK_QUEUE = "sluice.automations"
-RESERVED_QUEUES = (INGEST_QUEUE, TRIGGERS_QUEUE)
-SECRET_PREFIX = "whsec_"
-NAME_PATTERN = re.compile(r"^[A-Za-z_][\w.:-]{0,199}$")
-
-
-class Action(StrEnum):
-    WEBHOOK = "webhook"
-    TASK = "task"
-    BULLETIN = "bulletin"
 
 
 class AutomationStatus(StrEnum):
@@ -67,6 +52,11 @@ class Automation:
     secret: str | None = None
     status: AutomationStatus = AutomationStatus.ACTIVE
     disabled_reason: str | None = None
+
+    @property
+    def destination(self) -> Target:
+        """Where its triggers go, as its action type checked it when it was added."""
+        return Target(self.target, self.queue, self.secret)
 
     def matches(self, event: Event) -> bool:
         return event.name == self.event_name and all(
@@ -100,11 +90,6 @@ def automation_of(row: Any) -> Automation:
     )
 
 
-def new_secret() -> str:
-    """A Standard Webhooks signing secret: ``whsec_`` + base64 of 24 random bytes."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
-
-
 def add_automation(
     engine: Engine,
     workspace_id: str,
@@ -121,22 +106,7 @@ def add_automation(
     unknown workspace."""
     if not 1 <= len(event_name) <= 200:
         raise ValueError("--on needs an event name of 1 to 200 characters")
-    secret = None
-    if action is Action.WEBHOOK:
-        if not target:
-            raise ValueError("a webhook automation needs a URL")
-        check_webhook_url(target, allow_private=allow_private_webhooks)
-        secret = new_secret()
-    elif action is Action.TASK:
-        if not target or not NAME_PATTERN.match(target):
-            raise ValueError(f"{target!r} is not a Celery task name")
-        queue = queue or DEFAULT_TASK_QUEUE
-        if not NAME_PATTERN.match(queue):
-            raise ValueError(f"{queue!r} is not a queue name")
-        if target.startswith("sluice.") or queue in RESERVED_QUEUES:
-            raise ValueError("sluice.* tasks and Sluice's own queues are not for automations")
-    elif target or queue:
-        raise ValueError("a bulletin has no URL, task or queue")
+    checked = ACTIONS[action].checked(target, queue, allow_private=allow_private_webhooks)
     now = utc_now()
     automation = Automation(
         id=f"au_{uuid.uuid4().hex}",
@@ -144,9 +114,9 @@ def add_automation(
         event_name=event_name,
         action=action,
         filters=dict(filters or {}),
-        target=target,
-        queue=queue if action is Action.TASK else None,
-        secret=secret,
+        target=checked.target,
+        queue=checked.queue,
+        secret=checked.secret,
     )
     with writing(engine) as conn:
         if (
@@ -161,9 +131,9 @@ def add_automation(
                 event_name=event_name,
                 filters=automation.filters,
                 action=str(action),
-                target=target,
+                target=automation.target,
                 queue=automation.queue,
-                secret=secret,
+                secret=automation.secret,
                 status=str(AutomationStatus.ACTIVE),
                 created_at=now,
                 updated_at=now,
@@ -189,11 +159,11 @@ def disable_automation(conn: Connection, automation_id: str, reason: str, now: d
         update(trigger_deliveries)
         .where(
             trigger_deliveries.c.automation_id == automation_id,
-            trigger_deliveries.c.status.in_(("pending", "retrying")),
+            trigger_deliveries.c.status.in_(OPEN),
             or_(trigger_deliveries.c.lease_until.is_(None), trigger_deliveries.c.lease_until < now),
         )
         .values(
-            status="cancelled",
+            status=str(TriggerStatus.CANCELLED),
             next_attempt_at=None,
             last_error=f"automation disabled: {reason}",
             updated_at=now,

@@ -14,31 +14,17 @@ from __future__ import annotations
 import logging
 import random
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
-import orjson
 from celery import Celery, Task
 from celery.exceptions import Reject
-from kombu.entity import Queue
 
 from sluice.producer.events import utc_now
 from sluice.producer.wire import DELIVER_TASK, TRIGGERS_QUEUE
-from sluice.worker.admin.automations import Action
-from sluice.worker.admin.webhook_urls import (
-    UnresolvableHostError,
-    UnsafeWebhookUrlError,
-    check_webhook_url,
-)
-from sluice.worker.delivery.leases import (
-    AttemptResult,
-    Claimed,
-    Later,
-    Outcome,
-    Settled,
-    TriggerStore,
-)
-from sluice.worker.delivery.webhooks import post_webhook, signed_headers, trigger_body
+from sluice.worker.actions import ACTIONS, Attempt, AttemptResult, Outcome
+from sluice.worker.delivery.leases import Claimed, Later, Settled, TriggerStore
+from sluice.worker.delivery.payload import trigger_body
 from sluice.worker.failures import is_transient
 from sluice.worker.retries import retry_or_requeue
 
@@ -120,29 +106,10 @@ class Deliverer:
     def attempt(self, app: Celery, claim: Claimed) -> Outcome:
         automation = claim.automation
         body = trigger_body(claim.trigger_id, automation, claim.event, claim.created_at)
-        if automation.action is Action.TASK:
-            payload = orjson.loads(body)  # JSON types, for Celery's json serializer
-            return self._send_task(app, automation.target or "", automation.queue or "", payload)
-        if automation.action is not Action.WEBHOOK or not automation.target:
-            return Outcome(
-                AttemptResult.FAILED, 0, error=f"nothing to deliver for {automation.action}"
-            )
-        try:
-            check_webhook_url(automation.target, allow_private=self.allow_private)
-        except UnresolvableHostError as exc:
-            return Outcome(AttemptResult.RETRY, 0, error=str(exc))
-        except UnsafeWebhookUrlError as exc:
-            return Outcome(AttemptResult.FAILED, 0, error=f"refused: {exc}")
-        headers = signed_headers(automation.secret or "", claim.trigger_id, body, utc_now())
-        return post_webhook(self.http, automation.target, body, headers, utc_now())
-
-    @staticmethod
-    def _send_task(app: Celery, name: str, queue: str, payload: dict[str, Any]) -> Outcome:
-        try:
-            app.send_task(name, args=[payload], queue=Queue(queue), serializer="json")
-        except Exception as exc:
-            return Outcome(AttemptResult.RETRY, 0, error=f"{type(exc).__name__}: {exc}")
-        return Outcome(AttemptResult.DELIVERED, 0)
+        attempt = Attempt(
+            claim.trigger_id, automation.destination, body, app, self.http, self.allow_private
+        )
+        return ACTIONS[automation.action].attempt(attempt)
 
 
 def handle_delivery(task: Task, deliverer: Deliverer, ids: Any) -> None:
@@ -159,7 +126,7 @@ def handle_delivery(task: Task, deliverer: Deliverer, ids: Any) -> None:
             schedule(task.app, trigger_id, again_in_s)
 
 
-def _retry_rest(task: Task, deliverer: Deliverer, rest: list[str], exc: Exception) -> None:
+def _retry_rest(task: Task, deliverer: Deliverer, rest: list[str], exc: Exception) -> NoReturn:
     """The task failed at ``rest[0]``: retry it and the ones after it, with backoff."""
     retries = task.request.retries or 0
     if not is_transient(exc) and retries >= MAX_TASK_FAILURES:

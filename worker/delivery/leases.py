@@ -13,12 +13,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, or_, select, update
 
 from sluice.producer.events import as_utc
+from sluice.worker.actions import AttemptResult, Outcome
 from sluice.worker.admin.automations import (
     OPEN,
     Automation,
@@ -46,13 +46,6 @@ EVENT_FIELDS = (
     "received_at",
     "source",
 )
-
-
-class AttemptResult(StrEnum):
-    DELIVERED = "delivered"
-    RETRY = "retry"  # 5xx, 429, timeout, connection error
-    FAILED = "failed"  # other 4xx, refused URL: retrying would not help
-    GONE = "gone"  # 410: the endpoint asks to be disabled
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,15 +77,6 @@ class Later:
 @dataclass(frozen=True, slots=True)
 class Settled:
     status: str
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    result: AttemptResult
-    latency_ms: int
-    status_code: int | None = None
-    error: str | None = None
-    retry_after_s: float | None = None
 
 
 class TriggerStore:

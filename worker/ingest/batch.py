@@ -10,7 +10,7 @@ from typing import Any
 from sluice.producer.envelope import InvalidEvent, decode_envelope
 from sluice.producer.events import Event
 from sluice.rules import Reason, Status, Verdict
-from sluice.rules.engine import Decided, Engine, RulePolicy
+from sluice.rules.engine import Decided, RulePolicy, RulesEngine
 from sluice.worker.admin.automations import Pending
 from sluice.worker.failures import is_unstorable
 from sluice.worker.ingest.records import Decision
@@ -29,7 +29,7 @@ class IngestReport:
 
 
 def ingest(
-    payload: Any, store: EventStore, engine: Engine, default_policy: RulePolicy, now: datetime
+    payload: Any, store: EventStore, rules: RulesEngine, default_policy: RulePolicy, now: datetime
 ) -> IngestReport:
     """Decode, decide and persist one queued batch (one transaction for its writes).
 
@@ -57,7 +57,7 @@ def ingest(
                 Reason.INVALID, f"workspace_id: unknown workspace {item.workspace_id!r}"
             )
             decisions.append(Decision(item.workspace_id, item.message_id, verdict, event=item))
-    decided = engine.decide(
+    decided = rules.decide(
         batch.batch_id,
         [e for e in events if e.workspace_id in policies],
         ledger=store,

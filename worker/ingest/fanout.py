@@ -21,10 +21,11 @@ from sqlalchemy import Connection
 
 from sluice.producer.events import as_utc
 from sluice.rules import Status
+from sluice.worker.actions import ACTIONS
 from sluice.worker.admin.automations import (
-    Action,
     Automation,
     Pending,
+    TriggerStatus,
     active_automations,
     too_old_to_fire,
 )
@@ -50,7 +51,8 @@ class FanOut:
         for decision in owned:
             key = (decision.workspace_id, decision.message_id)
             for automation in self.planned.get(key, []):
-                counted = automation.action is Action.BULLETIN
+                counted = ACTIONS[automation.action].counted
+                status = TriggerStatus.DELIVERED if counted else TriggerStatus.PENDING
                 rows.append(
                     {
                         "id": trigger_id(*key, automation.id),
@@ -58,7 +60,7 @@ class FanOut:
                         "message_id": decision.message_id,
                         "automation_id": automation.id,
                         "action": str(automation.action),
-                        "status": "delivered" if counted else "pending",
+                        "status": str(status),
                         "attempts": 0,
                         "next_attempt_at": None if counted else now,
                         "created_at": now,
@@ -121,4 +123,5 @@ def plan_fan_out(
 
 
 def deliverable(rows: Iterable[dict[str, Any]]) -> list[Pending]:
-    return [(row["id"], row["automation_id"]) for row in rows if row["status"] == "pending"]
+    pending = str(TriggerStatus.PENDING)
+    return [(row["id"], row["automation_id"]) for row in rows if row["status"] == pending]

@@ -11,6 +11,7 @@ import orjson
 from sluice.producer.events import Event
 from sluice.rules import Verdict
 from sluice.rules.engine import Decided
+from sluice.rules.users import UserPolicy
 
 RAW_LIMIT_BYTES = 4096
 
@@ -30,6 +31,8 @@ class Decision:
     verdict: Verdict
     event: Event | None = None
     raw: Any = None
+    user_policy: UserPolicy = UserPolicy.NONE  # what the event may do to its user
+    order_id: str | None = None  # the order an accepted confirmation claimed
     bot: bool = False
     replayed: bool = False  # decided and committed by an earlier delivery of this batch
 
@@ -41,6 +44,8 @@ class Decision:
             event.message_id,
             decided.verdict,
             event,
+            user_policy=decided.user_policy,
+            order_id=decided.order_id,
             bot=decided.bot,
             replayed=decided.replayed,
         )

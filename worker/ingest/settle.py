@@ -8,9 +8,8 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select
 
-from sluice.producer.events import EventKind
 from sluice.rules import Reason, Status, Verdict
-from sluice.rules.engine import order_id_of
+from sluice.rules.engine import duplicate_order
 from sluice.worker.db.engine import by_workspace, insert_ignoring_conflicts, matches_any
 from sluice.worker.db.schema import order_claims, outcomes
 from sluice.worker.ingest.records import Decision
@@ -19,14 +18,12 @@ from sluice.worker.ingest.records import Decision
 def settle_order_claims(
     conn: Connection, decisions: list[Decision], now: datetime
 ) -> list[Decision]:
+    # The orders the rules engine claimed in Redis for accepted confirmations; a replayed
+    # decision claimed nothing, and its claim row was committed with its first verdict.
     claiming = {
-        i: order_id
+        i: d.order_id
         for i, d in enumerate(decisions)
-        if d.event is not None
-        and d.event.kind is EventKind.CONFIRMATION
-        and d.verdict.status is Status.ACCEPTED
-        and not d.bot
-        and (order_id := order_id_of(d.event)) is not None
+        if d.order_id is not None and d.verdict.status is Status.ACCEPTED and not d.bot
     }
     if not claiming:
         return decisions
@@ -55,10 +52,7 @@ def settle_order_claims(
     for i, order_id in claiming.items():
         holder = holders.get((decisions[i].workspace_id, order_id))
         if holder is not None and holder != decisions[i].message_id:
-            detail = f"order {order_id} was confirmed by message {holder}"
-            settled[i] = replace(
-                decisions[i], verdict=Verdict.discard(Reason.DUPLICATE_ORDER, detail)
-            )
+            settled[i] = replace(decisions[i], verdict=duplicate_order(order_id, holder))
     return settled
 
 

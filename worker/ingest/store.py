@@ -15,8 +15,8 @@ from sqlalchemy import Engine, select
 from sluice.rules import Reason, Status, Verdict
 from sluice.rules.engine import RulePolicy
 from sluice.rules.ports import Identity, PriorOutcome
-from sluice.rules.users import UserPolicy, user_policy
-from sluice.worker.admin.automations import Pending
+from sluice.rules.users import UserPolicy
+from sluice.worker.admin.automations import Pending, TriggerStatus
 from sluice.worker.db.engine import by_workspace, insert_ignoring_conflicts, matches_any, writing
 from sluice.worker.db.schema import (
     contacts,
@@ -175,7 +175,7 @@ class EventStore:
                 query = select(trigger_deliveries.c.id, trigger_deliveries.c.automation_id).where(
                     trigger_deliveries.c.workspace_id == workspace_id,
                     matches_any(conn.dialect, trigger_deliveries.c.message_id, message_ids),
-                    trigger_deliveries.c.status == "pending",
+                    trigger_deliveries.c.status == str(TriggerStatus.PENDING),
                     trigger_deliveries.c.attempts == 0,
                 )
                 found += [(row.id, row.automation_id) for row in conn.execute(query)]
@@ -215,7 +215,7 @@ def _trait_writes(accepted: list[Decision]) -> list[TraitWrite]:
     writes = []
     for decision in accepted:
         assert decision.event is not None
-        policy = user_policy(decision.event)
+        policy = decision.user_policy
         if policy is not UserPolicy.NONE and not decision.bot:
             writes.append(TraitWrite.of(decision.event, create=policy is UserPolicy.CREATE))
     return writes

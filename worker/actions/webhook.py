@@ -1,52 +1,68 @@
-"""One webhook attempt: the Standard Webhooks message (``webhook-id``, ``webhook-timestamp``,
-``webhook-signature``, signed with the ``standardwebhooks`` package) and what its answer
-means.
+"""A signed webhook: the Standard Webhooks message (``webhook-id``, ``webhook-timestamp``,
+``webhook-signature``, signed with the ``standardwebhooks`` package), POSTed once an
+attempt, and what its answer means.
 
 - 2xx: delivered;
 - 410 Gone: the endpoint asks to be disabled;
 - 408, 429, 5xx, a timeout or a connection error: retried, no sooner than
   ``Retry-After`` when the endpoint sends one;
 - any other 4xx, and 3xx (redirects are not followed): failed, not retried.
+
+The URL is checked when the automation is added and again before every attempt
+(``sluice.worker.actions.webhook_urls``).
 """
 
 from __future__ import annotations
 
+import base64
+import secrets
 import time
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
 
 import httpx
-import orjson
 from standardwebhooks import Webhook
 
-from sluice.producer.events import as_utc
-from sluice.worker.admin.automations import Automation
-from sluice.worker.delivery.leases import EVENT_FIELDS, AttemptResult, Outcome
+from sluice.producer.events import utc_now
+from sluice.worker.actions.base import Attempt, AttemptResult, Outcome, Target
+from sluice.worker.actions.webhook_urls import (
+    UnresolvableHostError,
+    UnsafeWebhookUrlError,
+    check_webhook_url,
+)
 
-EVENT_TYPE = "event.triggered"
 USER_AGENT = "Sluice-Webhooks/1"
+SECRET_PREFIX = "whsec_"
 
 
-def trigger_body(
-    trigger_id: str, automation: Automation, event: dict[str, Any], created_at: datetime
-) -> bytes:
-    """What a webhook receives, as JSON (a task action gets it decoded as its argument)."""
-    fields = {
-        name: as_utc(event[name]) if isinstance(event.get(name), datetime) else event.get(name)
-        for name in EVENT_FIELDS
-    }
-    payload = {
-        "type": EVENT_TYPE,
-        "timestamp": created_at,
-        "data": {
-            "trigger_id": trigger_id,
-            "automation_id": automation.id,
-            "workspace_id": automation.workspace_id,
-            "event": fields,
-        },
-    }
-    return orjson.dumps(payload)
+class WebhookAction:
+    counted = False
+    takes_queue = False
+
+    def checked(self, target: str | None, queue: str | None, *, allow_private: bool) -> Target:
+        if not target:
+            raise ValueError("a webhook automation needs a URL")
+        check_webhook_url(target, allow_private=allow_private)
+        return Target(target, None, new_secret())
+
+    def attempt(self, attempt: Attempt) -> Outcome:
+        url = attempt.target.target
+        if not url:
+            return Outcome(AttemptResult.FAILED, 0, error="nothing to deliver for webhook")
+        try:
+            check_webhook_url(url, allow_private=attempt.allow_private)
+        except UnresolvableHostError as exc:
+            return Outcome(AttemptResult.RETRY, 0, error=str(exc))
+        except UnsafeWebhookUrlError as exc:
+            return Outcome(AttemptResult.FAILED, 0, error=f"refused: {exc}")
+        secret = attempt.target.secret or ""
+        headers = signed_headers(secret, attempt.trigger_id, attempt.body, utc_now())
+        return post_webhook(attempt.http, url, attempt.body, headers, utc_now())
+
+
+def new_secret() -> str:
+    """A Standard Webhooks signing secret: ``whsec_`` + base64 of 24 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 def signed_headers(secret: str, webhook_id: str, body: bytes, now: datetime) -> dict[str, str]:

@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from sluice.producer.wire import INGEST_QUEUE
-from sluice.worker.admin.automations import Action, add_automation
+from sluice.worker.actions import Action
+from sluice.worker.admin.automations import add_automation
 from sluice.worker.admin.definitions import add_definition
 from sluice.worker.admin.workspaces import create_workspace
 from sluice.worker.settings import Settings
@@ -408,6 +409,31 @@ def test_bento_example_records_three_events(vendor: Vendor) -> None:
     ]
     assert events[1]["traits"] == {"first_name": "Jesse", "last_name": "Pinkman"}
     assert events[2]["properties"]["details"]["unique"] == {"key": "test123"}
+    # The adapter says what Bento means: its events create users, a purchase names its order.
+    assert [e.get("creates_user") for e in events] == [True, True, True]
+    assert [e.get("order_id") for e in events] == [None, None, "test123"]
+
+
+@pytest.mark.parametrize(
+    ("details", "order"),
+    [
+        ({"unique": {"key": "k-1"}}, "k-1"),
+        ({"unique": {"key": 7}}, "7"),
+        ({"unique": {"key": True}}, None),  # a boolean names no order
+        ({"unique": "k"}, None),
+        ({}, None),
+    ],
+)
+def test_bento_names_a_purchases_order_by_its_unique_key(
+    details: dict[str, Any], order: str | None
+) -> None:
+    from datetime import UTC, datetime
+
+    from sluice.gateway.vendors.bento import _to_event
+
+    raw = {"type": "$purchase", "email": "a@example.com", "details": details}
+    event = _to_event(raw, "ws", datetime.now(UTC))
+    assert (event.order_id, event.creates_user) == (order, True)
 
 
 def test_bento_partial_success_lists_each_failure(vendor: Vendor) -> None:

@@ -66,6 +66,7 @@ def test_racing_workers_accept_one_confirmation_per_order_and_one_open_per_windo
                     Event(
                         workspace_id=ws,
                         kind="confirmation",
+                        name="confirmation",
                         user_id=f"buyer{n}",
                         properties={"orderId": "o-race"},
                     )
@@ -75,6 +76,7 @@ def test_racing_workers_accept_one_confirmation_per_order_and_one_open_per_windo
                     Event(
                         workspace_id=ws,
                         kind="email_open",
+                        name="email_open",
                         user_id="racer",
                         timestamp=EVENT_TIME + timedelta(minutes=n % 19),
                     )
@@ -138,13 +140,13 @@ def database_write_lock(database_url: str) -> Iterator[None]:
     before its commit."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        conn = sqlite3.connect(str(url.database), isolation_level=None)
-        conn.execute("BEGIN IMMEDIATE")
+        lite = sqlite3.connect(str(url.database), isolation_level=None)
+        lite.execute("BEGIN IMMEDIATE")
         try:
             yield
         finally:
-            conn.execute("ROLLBACK")
-            conn.close()
+            lite.execute("ROLLBACK")
+            lite.close()
         return
     with psycopg.connect(url.set(drivername="postgresql").render_as_string(False)) as conn:
         conn.execute("LOCK TABLE order_claims, contacts, events IN EXCLUSIVE MODE")
@@ -191,17 +193,37 @@ def test_a_worker_killed_mid_batch_recovers_with_the_same_verdicts(
     ws = stack.new_workspace().workspace_id
     at = EVENT_TIME
     batch = [
-        Event(workspace_id=ws, kind="confirmation", user_id="ann", properties={"orderId": "k1"}),
-        Event(workspace_id=ws, kind="confirmation", user_id="ann", properties={"orderId": "k1"}),
-        Event(workspace_id=ws, kind="email_open", user_id="ann", timestamp=at),
         Event(
-            workspace_id=ws, kind="email_open", user_id="ann", timestamp=at + timedelta(minutes=5)
+            workspace_id=ws,
+            kind="confirmation",
+            name="confirmation",
+            user_id="ann",
+            properties={"orderId": "k1"},
         ),
         Event(
-            workspace_id=ws, kind="email_open", user_id="ann", timestamp=at + timedelta(minutes=25)
+            workspace_id=ws,
+            kind="confirmation",
+            name="confirmation",
+            user_id="ann",
+            properties={"orderId": "k1"},
         ),
-        Event(workspace_id=ws, kind="login", user_id="ann", traits={"plan": "free"}),
-        Event(workspace_id=ws, kind="update", user_id="ann", traits={"plan": "pro"}),
+        Event(workspace_id=ws, kind="email_open", name="email_open", user_id="ann", timestamp=at),
+        Event(
+            workspace_id=ws,
+            kind="email_open",
+            name="email_open",
+            user_id="ann",
+            timestamp=at + timedelta(minutes=5),
+        ),
+        Event(
+            workspace_id=ws,
+            kind="email_open",
+            name="email_open",
+            user_id="ann",
+            timestamp=at + timedelta(minutes=25),
+        ),
+        Event(workspace_id=ws, kind="login", name="login", user_id="ann", traits={"plan": "free"}),
+        Event(workspace_id=ws, kind="update", name="update", user_id="ann", traits={"plan": "pro"}),
         Event(workspace_id=ws, kind="custom", name="Viewed", user_id="ann"),
     ]
     expected = [
@@ -226,7 +248,7 @@ def test_a_worker_killed_mid_batch_recovers_with_the_same_verdicts(
             transport = BrokerTransport(redis_url)
             transport.publish(envelope)
             transport.close()
-            wait_for(lambda: claims.exists(keys.order_claim(ws, "k1")), "the Redis claims")
+            wait_for(lambda: bool(claims.exists(keys.order_claim(ws, "k1"))), "the Redis claims")
             assert stack.outcomes_of(ws) == {}  # claimed, blocked before its commit
 
             # 1. The pool process dies: the batch is rejected back to the queue at once.

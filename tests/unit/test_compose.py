@@ -20,7 +20,7 @@ from tests.processes import (
     WORKER_COMMAND,
 )
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

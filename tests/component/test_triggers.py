@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import orjson
@@ -18,17 +19,18 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from sluice.producer.events import Event, EventKind, utc_now
 from sluice.producer.wire import DELIVER_TASK, TRIGGERS_QUEUE
 from sluice.rules import Reason, Verdict
+from sluice.worker.actions import Action, AttemptResult, Outcome
+from sluice.worker.actions.webhook import classify, retry_after_s, signed_headers
+from sluice.worker.actions.webhook_urls import (
+    UnresolvableHostError,
+    UnsafeWebhookUrlError,
+    check_webhook_url,
+)
 from sluice.worker.admin.automations import (
-    Action,
     Automation,
     AutomationStatus,
     add_automation,
     disable_automation,
-)
-from sluice.worker.admin.webhook_urls import (
-    UnresolvableHostError,
-    UnsafeWebhookUrlError,
-    check_webhook_url,
 )
 from sluice.worker.admin.workspaces import create_workspace
 from sluice.worker.celery_app import create_app
@@ -37,16 +39,13 @@ from sluice.worker.db.schema import automations, delivery_attempts, trigger_deli
 from sluice.worker.delivery.deliverer import Deliverer, backoff_s, retry_delay_s
 from sluice.worker.delivery.dispatch import dispatch
 from sluice.worker.delivery.leases import (
-    AttemptResult,
     Claimed,
     DeliveryPolicy,
     Later,
-    Outcome,
     Settled,
     TriggerStore,
 )
 from sluice.worker.delivery.sweep import sweep_stuck_triggers
-from sluice.worker.delivery.webhooks import classify, retry_after_s, signed_headers
 from sluice.worker.ingest.records import Decision
 from sluice.worker.ingest.store import EventStore
 from sluice.worker.runtime import Runtime
@@ -55,7 +54,7 @@ from sluice.worker.settings import Settings
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
-def event(name: str = "Signed Up", **properties: object) -> Event:
+def event(name: str = "Signed Up", **properties: Any) -> Event:
     return Event(
         workspace_id="ws", kind=EventKind.CUSTOM, name=name, user_id="u1", properties=properties
     )
@@ -77,7 +76,7 @@ def event(name: str = "Signed Up", **properties: object) -> Event:
     ],
 )
 def test_filters_are_equalities_on_properties(
-    filters: dict[str, str], properties: dict[str, object], fires: bool
+    filters: dict[str, str], properties: dict[str, Any], fires: bool
 ) -> None:
     automation = Automation("au_1", "ws", "Signed Up", Action.BULLETIN, filters=filters)
     assert automation.matches(event(**properties)) is fires

@@ -39,6 +39,7 @@ def to_event(m: dict[str, object]) -> Event:
         workspace_id=WS,
         message_id=str(m["message_id"]),
         kind=kind,
+        name=str(kind),
         user_id=str(m["user"]),
         properties={"orderId": m["order"]} if kind == "confirmation" else {},
         timestamp=T0 + timedelta(minutes=int(str(m["minute"]))),
@@ -102,7 +103,7 @@ def test_engine_equals_the_sequential_reference(
         batch_id = f"b{number}"
         events = [to_event(m) for m in stream[start:end]]
         if number in crashes:  # claims made, then the worker died before its commit
-            rules.engine.decide(
+            rules.rules.decide(
                 batch_id, events, ledger=rules.ledger, users=rules.directory, policies={}, now=NOW
             )
         first = [

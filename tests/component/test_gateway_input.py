@@ -126,7 +126,7 @@ def test_missing_or_wrong_write_key_is_401_and_queues_nothing(
     gateway: tuple[TestClient, str], auth: tuple[str, str] | None
 ) -> None:
     client, redis_url = gateway
-    response = client.post("/v1/track", json={"userId": "u", "event": "E"}, auth=auth)
+    response = client.post("/v1/track", json={"userId": "u", "event": "E"}, auth=auth)  # type: ignore[arg-type]
     assert response.status_code == 401
     assert response.json()["error"] == "unauthorized"
     assert response.headers["www-authenticate"].startswith("Basic")
@@ -138,7 +138,7 @@ def test_bearer_instead_of_basic_is_401(gateway: tuple[TestClient, str]) -> None
     response = client.post(
         "/v1/track",
         json={"userId": "u", "event": "E"},
-        auth=None,
+        auth=None,  # type: ignore[arg-type]
         headers={"Authorization": "Bearer sk_live_x"},
     )
     assert response.status_code == 401

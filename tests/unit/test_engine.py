@@ -58,13 +58,11 @@ def verdicts(
 
 
 TABLES: dict[str, tuple[list[Event], list[str]]] = {
-    "one confirmation per order id (orderId, order_id and Bento's details.unique.key)": (
+    "one confirmation per order id (orderId, order_id and an adapter's order_id)": (
         [
             ev("c1", "confirmation", user_id="u", properties={"orderId": "o1"}),
             ev("c2", "confirmation", user_id="u", properties={"order_id": "o1"}),
-            ev(
-                "c3", "confirmation", user_id="u", properties={"details": {"unique": {"key": "o1"}}}
-            ),
+            ev("c3", "confirmation", user_id="u", order_id="o1"),
             ev("c4", "confirmation", user_id="u", properties={"orderId": 2}),
             ev("c5", "confirmation", user_id="u", properties={"orderId": "2"}),
         ],
@@ -118,6 +116,16 @@ TABLES: dict[str, tuple[list[Event], list[str]]] = {
             ev("u3", "update", email="ANN@example.com"),
         ],
         ["rejected:unknown_user", "accepted", "accepted", "rejected:unknown_user"],
+    ),
+    "an event that creates its user (an adapter's creates_user) makes later updates valid": (
+        [
+            ev("c1", "custom", name="Visit", email="cy@example.com"),
+            ev("u1", "update", email="cy@example.com"),
+            ev("c2", "custom", name="Visit", email="cy@example.com", creates_user=True),
+            ev("u2", "update", email="cy@example.com"),
+            ev("u3", "update", email="dee@example.com", creates_user=True),  # needs its user
+        ],
+        ["accepted", "rejected:unknown_user", "accepted", "accepted", "rejected:unknown_user"],
     ),
     "a login by email makes later updates by either case of the email valid": (
         [ev("l1", "login", email="Bo@Example.com"), ev("u1", "update", email="bo@example.com")],
@@ -236,10 +244,8 @@ def test_window_and_grace_are_per_workspace_policies() -> None:
         ({"order_id": 42}, "42"),
         ({"orderId": True}, None),
         ({"orderId": ""}, None),
-        ({"details": {"unique": {"key": "k-1"}}}, "k-1"),
-        ({"details": {"unique": {"key": 7}}}, "7"),
-        ({"details": {"unique": {"key": True}}}, None),  # a boolean names no order
-        ({"details": {"unique": "k"}}, None),
+        # A vendor's own place is its adapter's to read, not the rules'.
+        ({"details": {"unique": {"key": "k-1"}}}, None),
     ],
 )
 def test_what_names_an_order(properties: dict[str, Any], order: str | None) -> None:
@@ -249,3 +255,17 @@ def test_what_names_an_order(properties: dict[str, Any], order: str | None) -> N
         workspace_id="ws", kind="confirmation", name="Order", user_id="u", properties=properties
     )
     assert order_id_of(event) == order
+
+
+def test_an_adapters_order_id_comes_first() -> None:
+    from sluice.rules.engine import order_id_of
+
+    event = Event(
+        workspace_id="ws",
+        kind="confirmation",
+        name="Order",
+        user_id="u",
+        properties={"orderId": "A-1"},
+        order_id="B-2",
+    )
+    assert order_id_of(event) == "B-2"

@@ -7,6 +7,7 @@ other value names the message id holding the conflicting claim.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import fakeredis
 import pytest
@@ -106,7 +107,12 @@ def test_email_open_claims(store: ClaimStore, table: str) -> None:
 
 
 def test_one_call_or_many_give_the_same_answers(store: ClaimStore) -> None:
-    claims = [email_open("a", 0), order("m1", "o1"), email_open("b", 3), order("m2", "o1")]
+    claims: list[Any] = [
+        email_open("a", 0),
+        order("m1", "o1"),
+        email_open("b", 3),
+        order("m2", "o1"),
+    ]
     assert [outcome(store.claim([claim])[0]) for claim in claims] == ["ok", "ok", "a", "m1"]
 
 

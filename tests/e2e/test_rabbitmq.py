@@ -22,7 +22,7 @@ def amqp_url() -> Iterator[str]:
     url = os.environ.get("SLUICE_TEST_AMQP_URL", "")
     if not url.startswith("amqp"):
         service_missing("RabbitMQ: SLUICE_TEST_AMQP_URL is not set")
-    from kombu import Connection
+    from kombu.connection import Connection
 
     try:
         with Connection(url, connect_timeout=3) as connection:

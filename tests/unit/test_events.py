@@ -15,7 +15,7 @@ WS = "ws-1"
 
 def test_defaults_message_id_name_and_timestamp() -> None:
     received = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    event = Event(workspace_id=WS, kind=EventKind.LOGIN, email="a@b.co", received_at=received)
+    event = Event(workspace_id=WS, kind=EventKind.LOGIN, email="a@b.co", received_at=received)  # type: ignore[call-arg]
     assert len(event.message_id) == 36
     assert event.name == "login"
     assert event.timestamp == received
