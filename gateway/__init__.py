@@ -1,4 +1,4 @@
-"""The HTTP gateway: the native Segment-compatible API (and, later, the vendor formats)."""
+"""The HTTP gateway: the native Segment-compatible API and the five vendor formats."""
 
 from sluice.gateway.app import create_app
 

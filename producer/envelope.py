@@ -19,7 +19,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sluice.producer.events import Event, utc_now
+from sluice.producer.events import Event, order_key, utc_now
 from sluice.producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER
 
 ENVELOPE_VERSION = 1
@@ -97,6 +97,19 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _from_older_producers(fields: dict[str, Any]) -> dict[str, Any]:
+    """What a gateway from before ``order_id`` and ``creates_user`` existed left for the
+    rules to work out from the source: its Bento events create their users, and a Bento
+    purchase names its order in ``properties.details.unique.key``. Such envelopes may wait
+    in the queue (or come back from a retry) after an upgrade."""
+    if fields.get("source") != "bento" or "creates_user" in fields:
+        return fields
+    details = (fields.get("properties") or {}).get("details")
+    unique = details.get("unique") if isinstance(details, dict) else None
+    key = order_key(unique.get("key")) if isinstance(unique, dict) else None
+    return {**fields, "creates_user": True, **({"order_id": key} if key is not None else {})}
+
+
 def decode_envelope(payload: Any) -> DecodedBatch:
     """Decode a queued envelope; raise ``PoisonEnvelopeError`` if its shell is not one."""
     try:
@@ -122,7 +135,8 @@ def decode_envelope(payload: Any) -> DecodedBatch:
             continue
         try:
             # Fields a newer producer added are ignored, so a rolling deploy keeps working.
-            items.append(Event.model_validate({k: v for k, v in raw.items() if k in _FIELDS}))
+            fields = _from_older_producers({k: v for k, v in raw.items() if k in _FIELDS})
+            items.append(Event.model_validate(fields))
         except ValidationError as exc:
             items.append(InvalidEvent(raw=raw, error=describe_validation_error(exc)))
     return DecodedBatch(batch_id=shell.batch_id, items=items)

@@ -81,8 +81,9 @@ class Event(BaseModel):
 
     ``order_id`` names the order a confirmation confirms, where the vendor keeps it
     elsewhere than ``properties.orderId``/``order_id`` (Segment's names, which the rules read
-    when it is unset). ``creates_user`` says the event creates its user when missing (a
-    vendor whose API documents that); unset, the kind decides (docs/architecture.md §2).
+    when it is unset). ``creates_user`` true says the event creates its user when missing (a
+    vendor whose API documents that); unset or false, the kind decides
+    (docs/architecture.md §2).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -105,7 +106,7 @@ class Event(BaseModel):
     source: str = Field(default="client", min_length=1, max_length=40)
     # What an adapter knows of its vendor's semantics, for the rules. Left out of the JSON
     # while unset, so envelopes without them are what they always were.
-    order_id: str | None = Field(default=None, min_length=1, max_length=255, exclude_if=_unset)
+    order_id: str | None = Field(default=None, min_length=1, exclude_if=_unset)
     creates_user: bool | None = Field(default=None, exclude_if=_unset)
 
     @model_validator(mode="before")
@@ -138,7 +139,8 @@ class Event(BaseModel):
     def _no_nul_characters(self) -> Event:
         # PostgreSQL cannot store U+0000 in text or JSON: refuse it here, with a reason,
         # rather than fail the batch that carries it.
-        for name in ("message_id", "name", "user_id", "email", "anonymous_id", "source"):
+        texts = ("message_id", "name", "user_id", "email", "anonymous_id", "source", "order_id")
+        for name in texts:
             value = getattr(self, name)
             if value is not None and "\x00" in value:
                 raise ValueError(f"{name} contains a NUL character (U+0000)")

@@ -1,7 +1,8 @@
 """The restrictions, as pure decisions over small storage ports (docs/architecture.md §3).
 
-This package imports no celery, sqlalchemy or fastapi. For now it holds the outcome
-vocabulary and every Redis key format; the rules themselves arrive with their ports.
+Each rule decides from plain data and a small port (``ports``); ``redis_claims`` and
+``memory`` implement the ports, and ``engine`` applies every rule to a batch. This package
+imports no celery, sqlalchemy or fastapi (``tests/unit/test_layers.py`` checks).
 """
 
 from sluice.rules.verdicts import Reason, Status, Verdict

@@ -35,7 +35,7 @@ from sluice.rules.verdicts import Reason, Status, Verdict
 
 @dataclass(frozen=True, slots=True)
 class RulePolicy:
-    """Per-workspace rule settings (defaults from docs/architecture.md §9)."""
+    """Per-workspace rule settings over the ``SLUICE_*`` defaults (README, Configuration)."""
 
     email_open_window_s: int = 1200
     unknown_user_grace_s: int = 30

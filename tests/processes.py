@@ -1,5 +1,5 @@
 """The Sluice processes the end-to-end tests start: the same commands docker-compose runs
-(``tests/test_compose.py`` checks that they agree)."""
+(``tests/unit/test_compose.py`` checks that they agree)."""
 
 from __future__ import annotations
 

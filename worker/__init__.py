@@ -1,1 +1,3 @@
-"""The Sluice worker: Celery app and tasks, persistence, the ``sluice`` command, settings."""
+"""The Sluice worker: settings and persistence (``db``), action types (``actions``),
+administration (``admin``), the two stages (``ingest``, ``delivery``), and the Celery app
+with its thin tasks on top (docs/architecture.md §1)."""

@@ -32,7 +32,7 @@ def sweep_step(runtime: Runtime) -> type[bootsteps.StartStopStep]:
 
         def sweep(self, app: Celery) -> None:
             try:
-                sweep_stuck_triggers(app, runtime.redis, runtime.deliverer)
+                sweep_stuck_triggers(app, runtime.redis, lambda: runtime.deliverer)
             except Exception:
                 log.exception("the stuck-trigger sweep failed; it runs again in a minute")
 

@@ -427,10 +427,10 @@ def test_the_sweep_publishes_stuck_triggers_once_per_interval_across_workers(
             .values(next_attempt_at=utc_now() - timedelta(days=1))
         )
     try:
-        published = sweep_stuck_triggers(app, runtime.redis, runtime.deliverer)
+        published = sweep_stuck_triggers(app, runtime.redis, lambda: runtime.deliverer)
         assert published >= 1  # (other tests' triggers may be as old)
         assert (
-            sweep_stuck_triggers(app, runtime.redis, runtime.deliverer) == 0
+            sweep_stuck_triggers(app, runtime.redis, lambda: runtime.deliverer) == 0
         )  # another worker's turn is a minute away
         messages = [orjson.loads(m) for m in client.lrange(TRIGGERS_QUEUE, 0, -1)]
         assert len(messages) == published

@@ -113,3 +113,50 @@ def test_fields_from_a_newer_producer_are_ignored_by_the_worker() -> None:
     }
     [item] = decode_envelope({"v": 1, "batch_id": "b", "events": [raw]}).items
     assert isinstance(item, Event)
+
+
+def test_the_adapters_hints_stay_out_of_the_json_while_unset() -> None:
+    plain = Event(workspace_id=WS, kind=EventKind.CUSTOM, name="Visit", user_id="u")
+    assert "order_id" not in plain.model_dump_json() and "creates_user" not in plain.model_dump()
+    hinted = plain.model_copy(update={"order_id": "o-1", "creates_user": True})
+    assert '"order_id":"o-1"' in hinted.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    ("details", "order"),
+    [({"unique": {"key": "k-1"}}, "k-1"), ({"unique": {"key": True}}, None), (None, None)],
+)
+def test_a_bento_event_queued_by_an_older_gateway_keeps_its_meaning(
+    details: dict[str, object] | None, order: str | None
+) -> None:
+    # Queued before the Bento adapter set order_id and creates_user: the worker still
+    # dedups its purchase by details.unique.key and creates its user.
+    stamp = "2026-11-01T00:00:00+00:00"
+    old = {
+        "message_id": "m1",
+        "workspace_id": WS,
+        "kind": "confirmation",
+        "name": "$purchase",
+        "email": "a@example.com",
+        "properties": {"details": details} if details else {},
+        "timestamp": stamp,
+        "received_at": stamp,
+        "source": "bento",
+    }
+    [event] = decode_envelope({"v": 1, "batch_id": "b", "events": [old]}).items
+    assert isinstance(event, Event)
+    assert (event.order_id, event.creates_user) == (order, True)
+    other = decode_envelope({"v": 1, "batch_id": "b", "events": [{**old, "source": "client"}]})
+    assert isinstance(other.items[0], Event)
+    assert (other.items[0].order_id, other.items[0].creates_user) == (None, None)
+
+
+def test_the_raw_copy_is_the_event_as_mapped_without_the_hints() -> None:
+    from sluice.rules import Verdict
+    from sluice.worker.ingest.records import Decision, raw_copy
+
+    event = Event(
+        workspace_id=WS, kind=EventKind.CONFIRMATION, name="$purchase", email="a@example.com"
+    ).model_copy(update={"order_id": "o-1", "creates_user": True})
+    raw = raw_copy(Decision(WS, event.message_id, Verdict.accept(), event))
+    assert "order_id" not in raw and "creates_user" not in raw and "$purchase" in raw

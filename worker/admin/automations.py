@@ -1,5 +1,6 @@
-"""Automations (docs/architecture.md §6, §9 ``sluice automation``): on an event name, with optional
-equality filters on properties, fire a webhook, a Celery task or a bulletin.
+"""Automations (docs/architecture.md §6; ``sluice automation`` in the README): on an event
+name, with optional equality filters on properties, fire a webhook, a Celery task or a
+bulletin (``sluice.worker.actions``).
 
 A filter value is text (``--where plan=pro``); a property matches when it is that string,
 or when its JSON form is that text (``--where amount=10`` matches ``10``, ``--where vip=true``

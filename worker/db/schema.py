@@ -1,5 +1,5 @@
-"""Table definitions (SQLAlchemy Core). Alembic migrations in ``worker/migrations`` create
-them; ``tests/test_migrations.py`` checks the two agree."""
+"""Table definitions (SQLAlchemy Core). Alembic migrations in ``worker/db/migrations``
+create them; ``tests/component/test_migrations.py`` checks the two agree."""
 
 from __future__ import annotations
 

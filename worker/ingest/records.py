@@ -14,6 +14,7 @@ from sluice.rules.engine import Decided
 from sluice.rules.users import UserPolicy
 
 RAW_LIMIT_BYTES = 4096
+_HINTS = {"order_id", "creates_user"}
 
 
 def truncate(data: bytes, limit: int) -> str:
@@ -62,7 +63,10 @@ def event_row(decision: Decision, batch_id: str, now: datetime) -> dict[str, Any
 
 
 def raw_copy(decision: Decision) -> str:
-    source = decision.event.model_dump(mode="json") if decision.event else decision.raw
+    # What arrived, as the adapter mapped it: the rules' hints are not part of it.
+    source = (
+        decision.event.model_dump(mode="json", exclude=_HINTS) if decision.event else decision.raw
+    )
     return truncate(orjson.dumps(source, default=repr), RAW_LIMIT_BYTES)
 
 
