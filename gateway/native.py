@@ -27,7 +27,7 @@ from sluice.gateway.segment import (
 )
 from sluice.gateway.state import from_database, gateway_of
 from sluice.gateway.vendors.openapi import json_body
-from sluice.producer.events import utc_now
+from sluice.producer.events import MAX_MESSAGE_ID_CHARS, utc_now
 from sluice.rules import Status
 from sluice.worker.admin.views import outcome_of, triggers_of
 
@@ -255,6 +255,9 @@ async def batch(request: Request) -> JsonResponse:
 async def event_outcome(message_id: str, request: Request) -> JsonResponse:
     gateway = gateway_of(request)
     workspace_id = await gateway.workspace_from_basic_auth(request)
+    if "\x00" in message_id or len(message_id) > MAX_MESSAGE_ID_CHARS:
+        # No event can have this id (and PostgreSQL cannot even compare text with a NUL).
+        raise ApiError(404, "not_found", "no event with this message_id in this workspace")
     outcome = await from_database(outcome_of, gateway.database, workspace_id, message_id)
     if outcome is not None:
         fired = await from_database(triggers_of, gateway.database, workspace_id, message_id)

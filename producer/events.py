@@ -60,7 +60,18 @@ def _unset(value: object) -> bool:
 def _has_nul(value: Any) -> bool:
     # orjson escapes U+0000 as \\u0000, so its absence from the encoding settles it at C
     # speed; only a hit (perhaps a literal backslash-u0000 text) needs the walk.
-    return b"\\u0000" in orjson.dumps(value) and _walk_has_nul(value)
+    return b"\\u0000" in _encoded(value) and _walk_has_nul(value)
+
+
+def _encoded(value: Any) -> bytes:
+    """``value`` as JSON, or a ``ValueError`` that says why it cannot be: nested deeper
+    than the encoder goes (about 250 levels), or holding something JSON has no form for."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        if "recursion" in str(exc).lower():
+            raise ValueError("is nested too deeply to store as JSON") from exc
+        raise ValueError(f"cannot be stored as JSON: {exc}") from exc
 
 
 def _walk_has_nul(value: Any) -> bool:
@@ -145,6 +156,10 @@ class Event(BaseModel):
             if value is not None and "\x00" in value:
                 raise ValueError(f"{name} contains a NUL character (U+0000)")
         for name in ("traits", "properties", "context"):
-            if _has_nul(getattr(self, name)):
+            try:
+                has_nul = _has_nul(getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"{name} {exc}") from exc
+            if has_nul:
                 raise ValueError(f"{name} contains a NUL character (U+0000)")
         return self

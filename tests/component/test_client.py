@@ -92,3 +92,20 @@ def test_an_unreachable_broker_raises_instead_of_hanging() -> None:
     assert not thread.is_alive(), "send() hung on an unreachable broker"
     assert len(outcome) == 1 and isinstance(outcome[0], PublishError)
     assert outcome[0].queued_message_ids == []
+
+
+def test_an_event_that_cannot_be_stored_as_json_is_an_invalid_event_error() -> None:
+    # Found by fuzzing: 256 levels of nesting raised a bare TypeError from the encoder.
+    nested: dict[str, object] = {}
+    inner = nested
+    for _ in range(256):
+        inner["a"] = {}
+        inner = inner["a"]  # type: ignore[assignment]
+    transport = MemoryTransport()
+    client = EventClient("ws", transport=transport)
+    for properties in (nested, {"tags": {"a", "b"}}):
+        with pytest.raises(InvalidEventError, match="properties"):
+            client.send(
+                {"kind": "custom", "name": "Deep", "user_id": "u", "properties": properties}
+            )
+    assert transport.envelopes == []

@@ -415,3 +415,31 @@ def test_a_database_outage_while_reading_an_outcome_is_a_503(
     answer = client.get(f"/v1/events/{queued['message_id']}")
     assert (answer.status_code, answer.headers["retry-after"]) == (503, "5")
     assert answer.json()["error"] == "database_unavailable"
+
+
+def _nested(levels: int) -> str:
+    return '{"a":' * levels + "1" + "}" * levels
+
+
+def test_properties_nested_too_deeply_are_a_400_and_queue_nothing(
+    gateway: tuple[TestClient, str],
+) -> None:
+    # Found by fuzzing: 256 levels used to reach orjson's recursion limit, a 500.
+    client, redis_url = gateway
+    body = '{"userId": "u", "event": "Deep", "properties": ' + _nested(256) + "}"
+    answer = client.post("/v1/track", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    assert "nested too deeply" in answer.json()["message"]
+    assert_nothing_queued(redis_url)
+    shallow = '{"userId": "u", "event": "Deep", "properties": ' + _nested(100) + "}"
+    assert client.post("/v1/track", content=shallow).status_code == 200
+
+
+@pytest.mark.parametrize("message_id", ["a%00b", "x" * 101])
+def test_an_id_no_event_can_have_is_a_404_not_a_database_error(
+    gateway: tuple[TestClient, str], message_id: str
+) -> None:
+    # Found by fuzzing: a NUL in the id reached PostgreSQL, which refused it: a 503.
+    client, _redis_url = gateway
+    answer = client.get(f"/v1/events/{message_id}")
+    assert (answer.status_code, answer.json()["error"]) == (404, "not_found")
