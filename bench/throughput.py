@@ -7,7 +7,13 @@ N events in batches from this process, and times until every event has its outco
     python bench/throughput.py --database-url postgresql+psycopg://postgres@127.0.0.1/test \\
         --redis-url redis://127.0.0.1:6379/13 --workers 1 --concurrency 2
 
-The Redis database given is emptied first. Results go to stdout as one JSON line.
+Every run then sends a smaller share of the same mix (``--naive-events``, 0 to skip) through
+``bench/naive.py``, the naive one-task-per-event pipeline, on the same Redis and database,
+and compares: events/s, and CPU per event of the workers (with their child processes), of
+the PostgreSQL backends serving them, and of this process (``bench/cputime.py``).
+
+The Redis database given is emptied first. Results go to stdout as one JSON line; a table
+of both runs goes to stderr.
 """
 
 from __future__ import annotations
@@ -22,12 +28,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import naive
 import redis
 from celery import Celery
-from sqlalchemy import func, select
+from cputime import CpuWindow, measure, tagged_url
+from sqlalchemy import Engine, func, select
 
 from sluice.cli.embedded_redis import EmbeddedRedis
 from sluice.producer import EventClient
@@ -132,6 +141,197 @@ def command_counts(client: redis.Redis) -> dict[str, int]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Timed:
+    """One pipeline's timed window: from the first publish to the last outcome row."""
+
+    events: int
+    total_s: float
+    cpu: CpuWindow
+    redis_commands: dict[str, int]  # calls of each command during the window
+    published_s: float | None = None
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.total_s
+
+
+def command_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {
+        name: after[name] - before.get(name, 0)
+        for name in after
+        if after[name] != before.get(name, 0)
+    }
+
+
+def start_sluice_workers(
+    count: int, concurrency: int, redis_url: str, database_url: str
+) -> list[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "SLUICE_REDIS_URL": redis_url,
+        "SLUICE_BROKER_URL": redis_url,
+        "SLUICE_DATABASE_URL": database_url,
+    }
+    sluice = str(Path(sys.executable).with_name("sluice"))
+    return [
+        subprocess.Popen(
+            [
+                sluice,
+                "worker",
+                f"--concurrency={concurrency}",
+                "--loglevel=WARNING",
+                f"--hostname=bench{i}@%h",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i in range(count)
+    ]
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=10)
+
+
+def send_logins_first(engine: Engine, workspace_id: str, redis_url: str, timeout_s: float) -> None:
+    """Logins for the 5 000 users, untimed, so that most updates find their user (as in real
+    traffic)."""
+    prefix = [{"kind": "login", "user_id": f"user-{i}"} for i in range(5000)]
+    EventClient(workspace_id, broker_url=redis_url).send_batch(prefix)
+    deadline = time.monotonic() + timeout_s
+    while (done := persisted(engine, workspace_id)) < len(prefix):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out with {done}/{len(prefix)} logins persisted")
+        time.sleep(0.1)
+
+
+def run_sluice(
+    args: argparse.Namespace, engine: Engine, workspace_id: str, redis_url: str, database_url: str
+) -> Timed:
+    workers = start_sluice_workers(args.workers, args.concurrency, redis_url, database_url)
+    try:
+        wait_for_workers(redis_url, args.workers)  # not part of the measurement
+        events = workload(args.mix, args.events)
+        if args.mix == "rules":
+            send_logins_first(engine, workspace_id, redis_url, args.timeout)
+        monitor = redis.Redis.from_url(redis_url)
+        before = command_counts(monitor)
+        baseline = persisted(engine, workspace_id)
+        client = EventClient(workspace_id, broker_url=redis_url, batch_events=args.batch)
+        with measure([worker.pid for worker in workers], database_url) as cpu:
+            started = time.perf_counter()
+            for start in range(0, len(events), args.batch):
+                client.send_batch(events[start : start + args.batch])
+            published_s = time.perf_counter() - started
+            deadline = started + args.timeout
+            while (done := persisted(engine, workspace_id) - baseline) < args.events:
+                if time.perf_counter() > deadline:
+                    raise SystemExit(f"timed out with {done}/{args.events} persisted")
+                time.sleep(0.05)
+            total_s = time.perf_counter() - started
+        client.close()
+        commands = command_delta(before, command_counts(monitor))
+    finally:
+        stop_workers(workers)
+    return Timed(args.events, total_s, cpu, commands, published_s)
+
+
+def run_naive(
+    args: argparse.Namespace, engine: Engine, workspace_id: str, redis_url: str, database_url: str
+) -> Timed:
+    """The same mix through ``bench/naive.py``: the last ``--naive-events`` events of the
+    Sluice workload (so that the rules mix has its updates), same workers and pool size."""
+    events = workload(args.mix, max(args.events, args.naive_events))[-args.naive_events :]
+    naive.create_tables(engine)
+    if args.mix == "rules":  # the users Sluice's run creates with its untimed logins
+        naive.seed_contacts(engine, workspace_id, [f"user-{i}" for i in range(5000)])
+    workers = naive.start_workers(redis_url, database_url, args.workers, args.concurrency)
+    try:
+        wait_for_workers(redis_url, args.workers)
+        # Untimed: every pool process connects and imports what a task needs; with a few
+        # thousand events (not Sluice's 100 000) that first cost would show in the figure.
+        warm_up = [
+            {"kind": "custom", "name": "Warm Up", "user_id": f"warm-{i}"}
+            for i in range(20 * args.workers * args.concurrency)
+        ]
+        naive.publish_and_wait(redis_url, engine, workspace_id, warm_up, args.timeout)
+        monitor = redis.Redis.from_url(redis_url)
+        before = command_counts(monitor)
+        with measure([worker.pid for worker in workers], database_url) as cpu:
+            started = time.perf_counter()
+            naive.publish_and_wait(redis_url, engine, workspace_id, events, args.timeout)
+            total_s = time.perf_counter() - started
+        commands = command_delta(before, command_counts(monitor))
+    finally:
+        stop_workers(workers)
+    return Timed(len(events), total_s, cpu, commands)
+
+
+def server_cpu_s(run: Timed) -> float:
+    return run.cpu.workers_s + (run.cpu.postgres_s or 0.0)
+
+
+def summary(sluice: Timed, baseline: Timed | None) -> str:
+    """A table of both runs, for people (the JSON line is for tools)."""
+
+    def cells(run: Timed | None) -> list[str]:
+        if run is None:
+            return ["-"] * 6
+        us = run.cpu.per_event_us(run.events)
+        per_event = sum(run.redis_commands.values()) / run.events
+        return [
+            f"{run.events:,}",
+            f"{run.events_per_s:,.0f}",
+            f"{us['workers']:,.0f}",
+            "n/a" if us["postgres"] is None else f"{us['postgres']:,.0f}",
+            f"{us['bench']:,.0f}",
+            f"{per_event:,.2f}",
+        ]
+
+    labels = [
+        "events",
+        "end to end events/s",
+        "CPU µs/event, workers (+children)",
+        "CPU µs/event, PostgreSQL backends",
+        "CPU µs/event, bench process",
+        "Redis commands/event",
+    ]
+    lines = [f"{'':36}{'Sluice':>12}{'naive':>12}"]
+    for label, ours, theirs in zip(labels, cells(sluice), cells(baseline), strict=True):
+        lines.append(f"{label:36}{ours:>12}{theirs:>12}")
+    if baseline is not None:
+        ratio = sluice.events_per_s / baseline.events_per_s
+        lines.append(f"Sluice / naive events/s: {ratio:.1f}x")
+        ours_cpu, theirs_cpu = (server_cpu_s(run) / run.events for run in (sluice, baseline))
+        lines.append(
+            f"naive / Sluice CPU per event (workers + PostgreSQL): {theirs_cpu / ours_cpu:.1f}x"
+        )
+    return "\n".join(lines)
+
+
+def naive_fields(run: Timed | None) -> dict[str, object] | None:
+    if run is None:
+        return None
+    return {
+        "events": run.events,
+        "end_to_end_events_per_s": round(run.events_per_s),
+        "end_to_end_s": round(run.total_s, 2),
+        "cpu_us_per_event": run.cpu.per_event_us(run.events),
+        "redis_commands_per_event": {
+            name: round(calls / run.events, 2) for name, calls in run.redis_commands.items()
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -142,74 +342,30 @@ def main() -> None:
     parser.add_argument("--database-url", help="default: SQLite in a temporary directory")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--mix", choices=["custom", "rules"], default="custom")
+    parser.add_argument(
+        "--naive-events",
+        type=int,
+        default=5000,
+        help="events through the naive one-task-per-event pipeline (bench/naive.py); 0: skip",
+    )
     args = parser.parse_args()
 
     scratch, embedded, redis_url, database_url = services(args.redis_url, args.database_url)
-    engine = make_engine(database_url)
-    workspace = create_workspace(engine, "bench")
-
-    env = {
-        **os.environ,
-        "SLUICE_REDIS_URL": redis_url,
-        "SLUICE_BROKER_URL": redis_url,
-        "SLUICE_DATABASE_URL": database_url,
-    }
-    sluice = str(Path(sys.executable).with_name("sluice"))
-    workers = [
-        subprocess.Popen(
-            [
-                sluice,
-                "worker",
-                f"--concurrency={args.concurrency}",
-                "--loglevel=WARNING",
-                f"--hostname=bench{i}@%h",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for i in range(args.workers)
-    ]
     try:
-        wait_for_workers(redis_url, args.workers)  # not part of the measurement
-        events = workload(args.mix, args.events)
-        # Logins first, so that most updates find their user (as in real traffic).
-        prefix = [{"kind": "login", "user_id": f"user-{i}"} for i in range(5000)]
-        if args.mix == "rules":
-            EventClient(workspace.workspace_id, broker_url=redis_url).send_batch(prefix)
-            while persisted(engine, workspace.workspace_id) < len(prefix):
-                time.sleep(0.1)
-        monitor = redis.Redis.from_url(redis_url)
-        before = command_counts(monitor)
-        baseline = persisted(engine, workspace.workspace_id)
-        client = EventClient(workspace.workspace_id, broker_url=redis_url, batch_events=args.batch)
-        started = time.perf_counter()
-        for start in range(0, len(events), args.batch):
-            client.send_batch(events[start : start + args.batch])
-        published_s = time.perf_counter() - started
-        deadline = started + args.timeout
-        while (done := persisted(engine, workspace.workspace_id) - baseline) < args.events:
-            if time.perf_counter() > deadline:
-                raise SystemExit(f"timed out with {done}/{args.events} persisted")
-            time.sleep(0.05)
-        total_s = time.perf_counter() - started
-        client.close()
-        after = command_counts(monitor)
-        batches = -(-args.events // args.batch)
-        per_batch = {
-            name: round((after[name] - before.get(name, 0)) / batches, 2)
-            for name in after
-            if after[name] != before.get(name, 0)
-        }
+        engine = make_engine(tagged_url(database_url))  # left out of the backends' CPU
+        workspace_id = create_workspace(engine, "bench").workspace_id
+        ours = run_sluice(args, engine, workspace_id, redis_url, database_url)
+        theirs = None
+        if args.naive_events > 0:
+            theirs = run_naive(args, engine, workspace_id, redis_url, database_url)
+        engine.dispose()
     finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.wait(timeout=60)
         if embedded is not None:
             embedded.stop()
         shutil.rmtree(scratch, ignore_errors=True)
 
+    batches = -(-args.events // args.batch)
+    print(summary(ours, theirs), file=sys.stderr)
     print(
         json.dumps(
             {
@@ -220,10 +376,17 @@ def main() -> None:
                 "workers": args.workers,
                 "concurrency": args.concurrency,
                 "database": database_url.split(":", 1)[0],
-                "publish_events_per_s": round(args.events / published_s),
-                "end_to_end_events_per_s": round(args.events / total_s),
-                "end_to_end_s": round(total_s, 2),
-                "redis_commands_per_batch": per_batch,
+                "publish_events_per_s": round(args.events / (ours.published_s or ours.total_s)),
+                "end_to_end_events_per_s": round(ours.events_per_s),
+                "end_to_end_s": round(ours.total_s, 2),
+                "redis_commands_per_batch": {
+                    name: round(calls / batches, 2) for name, calls in ours.redis_commands.items()
+                },
+                "cpu_us_per_event": ours.cpu.per_event_us(args.events),
+                "naive": naive_fields(theirs),
+                "sluice_vs_naive_events_per_s": (
+                    None if theirs is None else round(ours.events_per_s / theirs.events_per_s, 2)
+                ),
                 "machine": machine(),
                 "command": " ".join(sys.argv),
             }
