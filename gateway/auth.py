@@ -6,6 +6,8 @@ import base64
 import binascii
 from collections.abc import Callable
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from sluice.gateway.cache import TtlCache
 from sluice.gateway.errors import unauthorized
 
@@ -14,11 +16,15 @@ KeyLookup = Callable[[str], str | None]
 
 class WriteKeys:
     """Maps write keys to workspace ids; remembers answers (including "no such key") for
-    ``ttl_s`` seconds so that a burst of requests costs one database query."""
+    ``ttl_s`` seconds so that a burst of requests costs one database query. While the
+    database is away, an answer up to ``stale_s`` past its expiry still counts: queueing
+    needs only Redis, and the workers wait for the database."""
 
-    def __init__(self, lookup: KeyLookup, *, ttl_s: float) -> None:
+    def __init__(self, lookup: KeyLookup, *, ttl_s: float, stale_s: float = 0.0) -> None:
         self._lookup = lookup
-        self._cache: TtlCache[str, str] = TtlCache(ttl_s=ttl_s, cache_misses=True)
+        self._cache: TtlCache[str, str] = TtlCache(
+            ttl_s=ttl_s, cache_misses=True, stale_s=stale_s, stale_if=(SQLAlchemyError,)
+        )
 
     def workspace_for(self, write_key: str) -> str | None:
         return self._cache.get(write_key, lambda: self._lookup(write_key))

@@ -13,12 +13,26 @@ V = TypeVar("V")
 
 class TtlCache(Generic[K, V]):
     """Remembers loaded values for ``ttl_s``; ``None`` results only if ``cache_misses``.
-    When full it starts over (lookups are cheap to redo; memory stays bounded)."""
+    When full it starts over (lookups are cheap to redo; memory stays bounded).
 
-    def __init__(self, *, ttl_s: float, cache_misses: bool, max_entries: int = 10_000) -> None:
+    With ``stale_s``, a load that raises one of ``stale_if`` is answered with the expired
+    entry instead, for up to ``stale_s`` past its expiry (stale-if-error): the database
+    being away for a while need not stop what only needs an answer it gave a moment ago."""
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float,
+        cache_misses: bool,
+        max_entries: int = 10_000,
+        stale_s: float = 0.0,
+        stale_if: tuple[type[Exception], ...] = (),
+    ) -> None:
         self._ttl_s = ttl_s
         self._cache_misses = cache_misses
         self._max_entries = max_entries
+        self._stale_s = stale_s
+        self._stale_if = stale_if
         self._entries: dict[K, tuple[float, V | None]] = {}
         self._lock = threading.Lock()
 
@@ -36,7 +50,14 @@ class TtlCache(Generic[K, V]):
         if found:
             return value
         now = time.monotonic()
-        value = load()
+        try:
+            value = load()
+        except self._stale_if:
+            with self._lock:
+                stale = self._entries.get(key)
+            if stale is None or stale[0] + self._stale_s <= time.monotonic():
+                raise
+            return stale[1]
         if value is not None or self._cache_misses:
             with self._lock:
                 if len(self._entries) >= self._max_entries:

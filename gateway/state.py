@@ -51,7 +51,9 @@ class Gateway:
     redis: redis.Redis
     depth: QueueDepth
     definitions: TtlCache[Hashable, Definition] = field(
-        default_factory=lambda: TtlCache(ttl_s=30.0, cache_misses=False)
+        default_factory=lambda: TtlCache(
+            ttl_s=30.0, cache_misses=False, stale_s=600.0, stale_if=(SQLAlchemyError,)
+        )
     )
     committer: GroupCommitter | None = None
 
@@ -207,7 +209,9 @@ def build_gateway(settings: Settings) -> Gateway:
     return Gateway(
         settings=settings,
         keys=WriteKeys(
-            lambda key: workspace_for_key(database, key), ttl_s=settings.key_cache_ttl_s
+            lambda key: workspace_for_key(database, key),
+            ttl_s=settings.key_cache_ttl_s,
+            stale_s=settings.key_cache_stale_s,
         ),
         publisher=publisher,
         database=database,

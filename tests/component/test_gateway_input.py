@@ -443,3 +443,32 @@ def test_an_id_no_event_can_have_is_a_404_not_a_database_error(
     client, _redis_url = gateway
     answer = client.get(f"/v1/events/{message_id}")
     assert (answer.status_code, answer.json()["error"]) == (404, "not_found")
+
+
+def test_a_known_key_keeps_queueing_while_the_database_is_down(
+    isolated_redis_url: str, database_url: str, engine: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Queueing needs only Redis: a key the gateway saw lately still counts after its cache
+    # entry expires, while the database cannot be asked (SLUICE_KEY_CACHE_STALE_S).
+    import sqlalchemy.exc
+    from sqlalchemy import Engine
+
+    assert isinstance(engine, Engine)
+    workspace = create_workspace(engine, "outage")
+    settings = Settings(redis_url=isolated_redis_url, database_url=database_url, key_cache_ttl_s=0)
+    with TestClient(create_app(settings)) as client:
+        client.auth = (workspace.write_key, "")
+        assert client.post("/v1/track", json={"userId": "u", "event": "E"}).status_code == 200
+
+        def database_down(_key: str) -> None:
+            raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("connection refused"))
+
+        keys = client.app.state.gateway.keys  # type: ignore[attr-defined]
+        monkeypatch.setattr(keys, "_lookup", database_down)
+        answer = client.post("/v1/track", json={"userId": "u", "event": "E2"})
+        assert answer.status_code == 200, answer.text
+        assert redis.Redis.from_url(isolated_redis_url).llen("sluice.ingest") == 2
+        unknown = client.post(
+            "/v1/track", json={"userId": "u", "event": "E3"}, auth=("sk_live_never_seen", "")
+        )
+        assert (unknown.status_code, unknown.json()["error"]) == (503, "database_unavailable")

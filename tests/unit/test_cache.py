@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sluice.gateway.cache import TtlCache
 
 
@@ -42,3 +44,32 @@ def test_expired_entries_are_loaded_again_and_the_cache_stays_bounded() -> None:
     for key in range(10):
         small.get(key, Loader("v"))
     assert len(small._entries) <= 3
+
+
+class DatabaseDown(Exception):
+    pass
+
+
+def failing() -> str | None:
+    raise DatabaseDown("connection refused")
+
+
+def test_an_expired_answer_stands_in_while_the_source_is_down_within_its_stale_window() -> None:
+    cache: TtlCache[str, str] = TtlCache(
+        ttl_s=0, cache_misses=True, stale_s=60, stale_if=(DatabaseDown,)
+    )
+    assert cache.get("k", Loader("ws-1")) == "ws-1"
+    assert cache.get("k", failing) == "ws-1"  # expired, the source is down: the last answer
+    with pytest.raises(DatabaseDown):
+        cache.get("never-seen", failing)
+    with pytest.raises(ZeroDivisionError):  # only the named errors are covered
+        cache.get("k", lambda: str(1 / 0))
+
+
+def test_past_the_stale_window_the_error_is_the_answer() -> None:
+    cache: TtlCache[str, str] = TtlCache(
+        ttl_s=0, cache_misses=True, stale_s=0, stale_if=(DatabaseDown,)
+    )
+    cache.get("k", Loader("ws-1"))
+    with pytest.raises(DatabaseDown):
+        cache.get("k", failing)
