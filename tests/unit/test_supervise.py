@@ -15,7 +15,7 @@ def test_a_child_dying_young_waits_longer_each_time_and_a_healthy_one_not_at_all
     supervisor = Supervisor([DIES], os.environ)
     [child] = supervisor._children
     supervisor._spawn(child)
-    delays = []
+    delays: list[float] = []
     for _ in range(7):
         assert child.process is not None
         child.process.wait(timeout=30)
