@@ -59,6 +59,17 @@ def read_stat(pid: int) -> ProcStat | None:
     return ProcStat(name=name, ppid=int(rest[1]), ticks=utime + stime + cutime + cstime)
 
 
+def children_of(parent: int) -> list[int]:
+    """The live processes whose parent is ``parent``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = read_stat(int(entry.name))
+            if stat is not None and stat.ppid == parent:
+                found.append(int(entry.name))
+    return found
+
+
 def tree_ticks(roots: Sequence[int]) -> int:
     """Clock ticks of the roots and all their live descendants."""
     stats = {

@@ -67,6 +67,7 @@ from sluice.worker.db.engine import make_engine
 from sluice.worker.db.schema import dead_letters, events, order_claims, outcomes, repeats
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cputime import children_of
 from throughput import machine
 
 PG_VERSION = "15"
@@ -201,19 +202,6 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 class Service:

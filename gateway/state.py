@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import redis
@@ -37,6 +37,7 @@ from sluice.worker.db.engine import make_engine, ping
 from sluice.worker.settings import Settings
 
 T = TypeVar("T")
+DEFINITION_CACHE_TTL_S = 30.0
 
 
 @dataclass
@@ -50,11 +51,7 @@ class Gateway:
     marks: PendingMarks
     redis: redis.Redis
     depth: QueueDepth
-    definitions: TtlCache[Hashable, Definition] = field(
-        default_factory=lambda: TtlCache(
-            ttl_s=30.0, cache_misses=False, stale_s=600.0, stale_if=(SQLAlchemyError,)
-        )
-    )
+    definitions: TtlCache[Hashable, Definition]
     committer: GroupCommitter | None = None
 
     async def workspace_from_basic_auth(self, request: Request) -> str:
@@ -218,6 +215,13 @@ def build_gateway(settings: Settings) -> Gateway:
         marks=marks,
         redis=client,
         committer=committer,
+        # Found definitions for 30 s (misses not: one added a moment ago works at once).
+        definitions=TtlCache(
+            ttl_s=DEFINITION_CACHE_TTL_S,
+            cache_misses=False,
+            stale_s=settings.key_cache_stale_s,
+            stale_if=(SQLAlchemyError,),
+        ),
         depth=QueueDepth(
             client if settings.broker_url == settings.redis_url else None,
             limit=settings.max_queue_depth,

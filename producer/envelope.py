@@ -19,7 +19,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sluice.producer.events import Event, order_key, utc_now
+from sluice.producer.events import Event, order_under_unique_key, utc_now
 from sluice.producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER
 
 ENVELOPE_VERSION = 1
@@ -104,9 +104,7 @@ def _from_older_producers(fields: dict[str, Any]) -> dict[str, Any]:
     in the queue (or come back from a retry) after an upgrade."""
     if fields.get("source") != "bento" or "creates_user" in fields:
         return fields
-    details = (fields.get("properties") or {}).get("details")
-    unique = details.get("unique") if isinstance(details, dict) else None
-    key = order_key(unique.get("key")) if isinstance(unique, dict) else None
+    key = order_under_unique_key((fields.get("properties") or {}).get("details"))
     return {**fields, "creates_user": True, **({"order_id": key} if key is not None else {})}
 
 

@@ -53,6 +53,13 @@ def order_key(value: object) -> str | None:
     return None
 
 
+def order_under_unique_key(details: object) -> str | None:
+    """The order Bento names in ``details.unique.key`` (its adapter's reading, and that of
+    envelopes queued before the adapter set ``order_id``)."""
+    unique = details.get("unique") if isinstance(details, dict) else None
+    return order_key(unique.get("key")) if isinstance(unique, dict) else None
+
+
 def _unset(value: object) -> bool:
     return value is None
 

@@ -21,7 +21,7 @@ The engine reads each port once per batch and makes one claim call.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
@@ -181,7 +181,7 @@ class RulesEngine:
                 )
             refused = decided[index]
             assert refused is not None
-            decided[index] = Decided(events[index], verdict, refused.user_policy)
+            decided[index] = replace(refused, verdict=verdict, order_id=None)
 
 
 def _claim_for(event: Event, policy: RulePolicy) -> Claim | None:

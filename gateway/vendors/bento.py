@@ -27,7 +27,7 @@ from sluice.gateway.vendors.common import (
 )
 from sluice.gateway.vendors.openapi import BENTO_BODY, BENTO_ERRORS
 from sluice.producer.envelope import describe_validation_error
-from sluice.producer.events import Event, EventKind, order_key, utc_now
+from sluice.producer.events import Event, EventKind, order_under_unique_key, utc_now
 
 router = APIRouter(prefix="/compat/bento", tags=["bento"])
 
@@ -109,7 +109,6 @@ def _to_event(raw: dict[str, Any], workspace_id: str, received_at: Any) -> Event
     ``details.unique.key``."""
     kind = EventKind.CONFIRMATION if raw["type"] == PURCHASE else EventKind.CUSTOM
     details = raw.get("details") or {}
-    unique = details.get("unique") if isinstance(details, dict) else None
     return Event.model_validate(
         {
             "workspace_id": workspace_id,
@@ -120,7 +119,7 @@ def _to_event(raw: dict[str, Any], workspace_id: str, received_at: Any) -> Event
             "properties": {"details": details} if details else {},
             "received_at": received_at,
             "source": "bento",
-            "order_id": order_key(unique.get("key")) if isinstance(unique, dict) else None,
+            "order_id": order_under_unique_key(details),
             "creates_user": True,
         }
     )

@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class _Child:
     started_at: float = 0.0
     delay_s: float = 0.0
     due_at: float = 0.0  # when a dead child is started again
-    restarts: int = field(default=0)
+    restarts: int = 0
 
 
 class Supervisor:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from sluice.cli.embedded_redis import free_port
-from tests.processes import sluice_executable
+from tests.processes import children_of, sluice_executable
 from tests.receiver import Reply, running_receiver
 
 
@@ -63,11 +63,11 @@ def test_sluice_dev_runs_the_whole_stack_with_nothing_installed(tmp_path: Path) 
         assert status == "accepted"
         # A worker that dies (here: killed with its pool, as the kernel's OOM killer would)
         # is started again, and the stack goes on deciding events.
-        [ingest] = _children(dev.pid, "--queues=sluice.ingest")
-        for pid in [*_children(ingest), ingest]:
+        [ingest] = children_of(dev.pid, "--queues=sluice.ingest")
+        for pid in [*children_of(ingest), ingest]:
             os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while _children(dev.pid, "--queues=sluice.ingest") in ([], [ingest]):
+        while children_of(dev.pid, "--queues=sluice.ingest") in ([], [ingest]):
             assert time.monotonic() < deadline, (tmp_path / "dev.log").read_text()[-3000:]
             time.sleep(0.2)
         again = httpx.post(
@@ -119,22 +119,6 @@ def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> Non
             pass
         time.sleep(0.2)
     pytest.fail(f"sluice dev did not become healthy:\n{log.read_text()[-3000:]}")
-
-
-def _children(parent: int, marker: str = "") -> list[int]:
-    """The processes whose parent is ``parent`` and whose command line holds ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-        if ppid == parent and marker in cmdline:
-            found.append(int(entry.name))
-    return sorted(found)
 
 
 def _wait_decided(url: str, auth: tuple[str, str]) -> str:

@@ -25,7 +25,7 @@ from sluice.producer.envelope import Envelope
 from sluice.producer.transport import BrokerTransport
 from sluice.worker.db.schema import contacts, events, order_claims, outcomes
 from tests.conftest import CRASH_DB_OFFSET, Stack, sluice_env
-from tests.processes import WORKER_COMMAND, SluiceProcess, sluice_executable
+from tests.processes import WORKER_COMMAND, SluiceProcess, children_of, sluice_executable
 from tests.services import redis_db_of, with_redis_db
 
 EVENT_TIME = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -154,19 +154,6 @@ def database_write_lock(database_url: str) -> Iterator[None]:
             yield
         finally:
             conn.rollback()
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:

@@ -6,6 +6,7 @@ and how one delivery attempt goes."""
 from __future__ import annotations
 
 from sluice.worker.actions.base import (
+    Action,
     ActionType,
     Attempt,
     AttemptResult,
@@ -13,7 +14,6 @@ from sluice.worker.actions.base import (
     Target,
 )
 from sluice.worker.actions.bulletin import BulletinAction
-from sluice.worker.actions.kinds import Action
 from sluice.worker.actions.task import TaskAction
 from sluice.worker.actions.webhook import WebhookAction
 

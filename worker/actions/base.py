@@ -10,6 +10,14 @@ import httpx
 from celery import Celery
 
 
+class Action(StrEnum):
+    """An action type's name, as stored in ``automations.action``."""
+
+    WEBHOOK = "webhook"
+    TASK = "task"
+    BULLETIN = "bulletin"
+
+
 class AttemptResult(StrEnum):
     DELIVERED = "delivered"
     RETRY = "retry"  # 5xx, 429, timeout, connection error
