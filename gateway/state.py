@@ -27,9 +27,10 @@ from sluice.gateway.prefer import applied, requested_wait_s, verdicts
 from sluice.producer.envelope import MAX_ENVELOPE_EVENTS
 from sluice.producer.errors import PublishError
 from sluice.producer.events import Event
+from sluice.producer.journal import BatchJournal
 from sluice.producer.pending import PendingMarks
 from sluice.producer.publisher import Publisher
-from sluice.producer.transport import BrokerTransport
+from sluice.producer.transport import BrokerTransport, is_redis_url
 from sluice.producer.wire import INGEST_QUEUE
 from sluice.worker.admin.definitions import Definition, find_definition
 from sluice.worker.admin.workspaces import workspace_for_key
@@ -199,7 +200,8 @@ def build_gateway(settings: Settings) -> Gateway:
         timeout_s=settings.publish_timeout_s,
         visibility_timeout_s=settings.visibility_timeout_s,
     )
-    publisher = Publisher(transport, marks=marks, batch_events=MAX_ENVELOPE_EVENTS)
+    journal = BatchJournal(client) if is_redis_url(settings.broker_url) else None
+    publisher = Publisher(transport, marks=marks, journal=journal, batch_events=MAX_ENVELOPE_EVENTS)
     committer = None
     if settings.group_commit_ms > 0:
         committer = GroupCommitter(publisher.publish, window_s=settings.group_commit_ms / 1000)

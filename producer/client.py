@@ -12,9 +12,10 @@ from pydantic import ValidationError
 from sluice.producer.envelope import describe_validation_error
 from sluice.producer.errors import InvalidEventError
 from sluice.producer.events import Event, utc_now
+from sluice.producer.journal import BatchJournal
 from sluice.producer.pending import PendingMarks
 from sluice.producer.publisher import DEFAULT_BATCH_EVENTS, Publisher
-from sluice.producer.transport import BrokerTransport, Transport
+from sluice.producer.transport import BrokerTransport, Transport, is_redis_url
 
 EventInput = Event | Mapping[str, Any]
 
@@ -35,6 +36,8 @@ class EventClient:
 
     ``redis_url`` (default: ``broker_url`` if it is a Redis URL) is where events are marked
     as queued, so ``GET /v1/events/{id}`` answers ``queued`` until a worker decides them.
+    With a Redis broker, each batch is also journaled there until a worker has committed it
+    (``sluice.producer.journal``): give the workers' ``SLUICE_REDIS_URL``.
     """
 
     def __init__(
@@ -53,18 +56,22 @@ class EventClient:
             if broker_url is None:
                 raise ValueError("EventClient needs broker_url or transport")
             transport = BrokerTransport(broker_url, timeout_s=timeout_s)
-        if redis_url is None and broker_url is not None and broker_url.startswith("redis"):
+        if redis_url is None and is_redis_url(broker_url):
             redis_url = broker_url
-        marks = None
+        marks = journal = None
         self._redis: redis.Redis | None = None
         if redis_url is not None:
             self._redis = redis.Redis.from_url(
                 redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
             )
             marks = PendingMarks(self._redis, ttl_s=pending_ttl_s)
+            if is_redis_url(broker_url):  # the broker that can lose a message in flight
+                journal = BatchJournal(self._redis)
         self.workspace_id = workspace_id
         self._source = source
-        self._publisher = Publisher(transport, marks=marks, batch_events=batch_events)
+        self._publisher = Publisher(
+            transport, marks=marks, journal=journal, batch_events=batch_events
+        )
 
     def send(self, event: EventInput) -> str:
         """Queue one event; return its ``message_id``."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Literal
 
 import orjson
@@ -36,20 +37,27 @@ class Envelope(BaseModel):
     created_at: datetime = Field(default_factory=utc_now)
     events: list[Event] = Field(min_length=1, max_length=MAX_ENVELOPE_EVENTS)
 
-    def to_wire(self) -> orjson.Fragment:
-        """The envelope as pre-encoded JSON, embedded as is by the queue serializer."""
-        return orjson.Fragment(self.model_dump_json())
+    @cached_property
+    def wire(self) -> bytes:
+        """The envelope's JSON, encoded once (for the queue and the journal)."""
+        return self.model_dump_json().encode()
 
     def task_message(self) -> dict[str, Any]:
-        """``send_task`` arguments that queue this envelope for the ingest task; the task
-        id is the batch id, so Flower and the delivery counter name batches alike."""
-        return {
-            "name": INGEST_TASK,
-            "args": [self.to_wire()],
-            "task_id": self.batch_id,
-            "queue": INGEST_QUEUE,
-            "serializer": SERIALIZER,
-        }
+        """``send_task`` arguments that queue this envelope for the ingest task."""
+        return task_message(self.batch_id, self.wire)
+
+
+def task_message(batch_id: str, wire: bytes) -> dict[str, Any]:
+    """``send_task`` arguments that queue an envelope's JSON ``wire`` for the ingest task,
+    embedded as is by the queue serializer. The task id is the batch id, so Flower, the
+    delivery counter and the journal name batches alike."""
+    return {
+        "name": INGEST_TASK,
+        "args": [orjson.Fragment(wire)],
+        "task_id": batch_id,
+        "queue": INGEST_QUEUE,
+        "serializer": SERIALIZER,
+    }
 
 
 class _Shell(BaseModel):

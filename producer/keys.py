@@ -33,3 +33,21 @@ def email_opens(workspace_id: str, user_key: str) -> str:
 def trigger_sweep_lock() -> str:
     """Held by the worker that sweeps for stuck triggers this interval (string, expires)."""
     return f"{PREFIX}:trigger-sweep"
+
+
+def journal() -> str:
+    """Every queued batch until a worker has committed it (hash: batch id → the envelope's
+    JSON, zlib-compressed; docs/reliability.md #1)."""
+    return f"{PREFIX}:journal"
+
+
+def journal_seen() -> str:
+    """When each journaled batch was last published or taken by a worker (sorted set: batch
+    id scored by Unix time)."""
+    return f"{PREFIX}:journal:seen"
+
+
+def journal_sweep_lock() -> str:
+    """Held by the worker that sweeps the journal for lost batches this interval (string,
+    expires)."""
+    return f"{PREFIX}:journal-sweep"

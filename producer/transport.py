@@ -21,6 +21,10 @@ from sluice.producer.wire import INGEST_QUEUE, SERIALIZER, register_serializer
 log = logging.getLogger(__name__)
 
 
+def is_redis_url(url: str | None) -> bool:
+    return url is not None and url.startswith(("redis://", "rediss://", "redis+socket://"))
+
+
 class Transport(Protocol):
     def publish(self, envelope: Envelope) -> None:
         """Return only once the envelope is durable in the queue; raise PublishError else."""

@@ -17,7 +17,7 @@ from sluice.producer.wire import (
     TRIGGERS_QUEUE,
     register_serializer,
 )
-from sluice.worker.bootsteps import sweep_step
+from sluice.worker.bootsteps import sweep_steps
 from sluice.worker.runtime import Runtime
 from sluice.worker.settings import Settings
 from sluice.worker.tasks import register_tasks
@@ -92,7 +92,8 @@ def create_app(settings: Settings) -> Celery:
     app.conf.update(celery_config(settings))
     runtime = Runtime(settings)
     register_tasks(app, runtime)
-    app.steps["worker"].add(sweep_step(runtime))
+    for step in sweep_steps(runtime):
+        app.steps["worker"].add(step)
 
     def _fresh_connections(**_: Any) -> None:
         runtime.reset()

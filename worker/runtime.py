@@ -8,6 +8,7 @@ from functools import cached_property
 import httpx
 import redis
 
+from sluice.producer.journal import BatchJournal
 from sluice.producer.pending import PendingMarks
 from sluice.rules.bots import BotDetector
 from sluice.rules.engine import RulePolicy, RulesEngine
@@ -29,7 +30,7 @@ class Runtime:
     @cached_property
     def store(self) -> EventStore:
         return EventStore(
-            make_engine(self.settings.database_url),
+            make_engine(self.settings.database_url, pre_ping=False),
             trigger_max_age_s=self.settings.trigger_max_age_s,
         )
 
@@ -54,6 +55,10 @@ class Runtime:
     @cached_property
     def marks(self) -> PendingMarks:
         return PendingMarks(self.redis, ttl_s=self.settings.pending_ttl_s)
+
+    @cached_property
+    def journal(self) -> BatchJournal:
+        return BatchJournal(self.redis)
 
     @cached_property
     def deliverer(self) -> Deliverer:

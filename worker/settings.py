@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     max_deliveries: PositiveInt = 5
     publish_timeout_s: PositiveFloat = 5.0
     pending_ttl_s: PositiveInt = 86_400
+    journal_grace_s: float = Field(
+        default=0,
+        ge=0,
+        description="a queued batch no worker took or committed for this long is published "
+        "again (docs/reliability.md #1); 0: the visibility timeout plus a minute",
+    )
+    journal_sweep_s: PositiveFloat = Field(default=30.0, description="how often to look")
 
     # HTTP gateway.
     gateway_host: str = "127.0.0.1"
@@ -96,6 +103,11 @@ class Settings(BaseSettings):
     def max_retry_delay_s(self) -> float:
         """The longest countdown a delivery may wait: never near the visibility timeout."""
         return float(min(self.webhook_max_backoff_s, self.visibility_timeout_s // 2))
+
+    def lost_batch_after_s(self) -> float:
+        """How long a queued batch may go untouched before it counts as lost: longer than a
+        killed worker's message takes to come back, a retry's countdown or a time limit."""
+        return self.journal_grace_s or float(self.visibility_timeout_s + 60)
 
     def rule_policy(self) -> RulePolicy:
         """The rule defaults every workspace starts from."""

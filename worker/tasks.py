@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import traceback
 from typing import Any, NoReturn
 
@@ -26,6 +27,7 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from sluice.producer import keys
 from sluice.producer.envelope import Envelope, PoisonEnvelopeError, decode_envelope
 from sluice.producer.events import Event, utc_now
+from sluice.producer.journal import seen_now
 from sluice.producer.wire import DELIVER_TASK, INGEST_TASK, SERIALIZER
 from sluice.rules import Reason, Verdict
 from sluice.worker.delivery.deliverer import handle_delivery
@@ -79,7 +81,7 @@ def handle_batch(task: Task, runtime: Runtime, envelope: Any) -> None:
 def _process(
     task: Task, runtime: Runtime, envelope: Any, batch_id: str | None, retries: int
 ) -> None:
-    deliveries = _count_delivery(runtime, task.request.id or str(batch_id), retries)
+    deliveries = _count_delivery(runtime, task.request.id or str(batch_id), batch_id, retries)
     if deliveries > runtime.settings.max_deliveries:
         _give_up(
             runtime, batch_id, envelope, f"delivered {deliveries} times without finishing", None
@@ -115,8 +117,8 @@ def _process(
     if report.triggers:
         dispatch(task.app, report.triggers)  # after the commit: the triggers exist
     if report.deferred:
-        _defer(task, report)
-    _clear_marks(runtime, report.decisions)
+        _defer(task, runtime, report)
+    _settled(runtime, report.batch_id, report.decisions)
 
 
 def _retry(
@@ -155,16 +157,18 @@ def _give_up(
         if item.workspace_id is not None and item.message_id is not None
     ]
     runtime.store.record_outcomes_only(batch.batch_id, rejected, now)
-    _clear_marks(runtime, rejected)
+    _settled(runtime, batch.batch_id, rejected)
 
 
-def _defer(task: Task, report: IngestReport) -> None:
+def _defer(task: Task, runtime: Runtime, report: IngestReport) -> None:
     """Queue the events waiting for their user again, to be decided when their grace
     period ends. The batch id is derived from this one, so a redelivery of this batch
-    publishes the same deferred batch and its verdicts replay instead of repeating."""
+    publishes the same deferred batch and its verdicts replay instead of repeating. It is
+    journaled like any batch, its grace period starting when it is due."""
     retry_at = max(d.retry_at for d in report.deferred if d.retry_at is not None)
     envelope = Envelope(batch_id=f"{report.batch_id}.d", events=[d.event for d in report.deferred])
     delay_s = max((retry_at - utc_now()).total_seconds(), 0.0) + DEFER_SLACK_S
+    runtime.journal.record(envelope.batch_id, envelope.wire, not_before=time.time() + delay_s)
     task.app.send_task(**envelope.task_message(), countdown=delay_s)
     log.info(
         "batch %s: %d events wait %.1fs for their users",
@@ -179,17 +183,25 @@ def _batch_id_of(envelope: Any) -> str | None:
     return value[:MAX_BATCH_ID_CHARS] if isinstance(value, str) and value else None
 
 
-def _count_delivery(runtime: Runtime, message_key: str, retries: int) -> int:
+def _count_delivery(runtime: Runtime, message_key: str, batch_id: str | None, retries: int) -> int:
+    """Count this delivery of the message; and, in the same round trip, restart the batch's
+    grace period in the journal (a worker has it)."""
     key = keys.deliveries(message_key[:MAX_BATCH_ID_CHARS], retries)
     pipe = runtime.redis.pipeline(transaction=False)
     pipe.incr(key)
     pipe.expire(key, DELIVERY_COUNTER_TTL_S)
-    count, _ = pipe.execute()
+    if batch_id is not None:
+        seen_now(pipe, batch_id)
+    count = pipe.execute()[0]
     return int(count)
 
 
-def _clear_marks(runtime: Runtime, decisions: list[Decision]) -> None:
+def _settled(runtime: Runtime, batch_id: str, decisions: list[Decision]) -> None:
+    """The batch's outcomes are committed: forget its journal copy and its pending marks.
+    If Redis does not answer, the marks expire by themselves and the journal sweep publishes
+    the batch again, which replays its verdicts."""
     try:
+        runtime.journal.forget([batch_id])
         runtime.marks.clear((d.workspace_id, d.message_id) for d in decisions)
-    except Exception as exc:  # the marks expire by themselves
-        log.warning("could not clear pending marks: %s", exc)
+    except Exception as exc:
+        log.warning("batch %s: could not forget its journal copy and marks: %s", batch_id, exc)

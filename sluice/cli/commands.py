@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -345,7 +346,10 @@ def worker(celery_args: tuple[str, ...]) -> None:
     args = list(celery_args)
     if not any(arg.startswith(("--loglevel", "-l")) for arg in args):
         args.append("--loglevel=INFO")
-    app.worker_main(["worker", *args])
+    # ``app.start`` returns the worker's exit status, which ``worker_main`` drops: a worker
+    # that stops on an error must exit non-zero, so that a supervisor sees a failure.
+    status = app.start(["worker", *args])
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 @main.command()

@@ -418,7 +418,9 @@ def test_the_sweep_publishes_stuck_triggers_once_per_interval_across_workers(
     settings = Settings(redis_url=isolated_redis_url, database_url=database_url)
     app = create_app(settings)
     runtime = Runtime(settings)
-    assert "TriggerSweep" in {step.__name__ for step in app.steps["worker"]}
+    assert {"sluice stuck-trigger sweep", "sluice journal sweep"} <= {
+        step.name for step in app.steps["worker"]
+    }
     client = redis.Redis.from_url(isolated_redis_url)
     with writing(engine) as conn:  # its task message is long gone
         conn.execute(

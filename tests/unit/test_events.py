@@ -64,7 +64,7 @@ def test_an_envelope_round_trips_through_its_wire_form() -> None:
             for i in range(3)
         ]
     )
-    decoded = decode_envelope(orjson.loads(orjson.dumps([envelope.to_wire()]))[0])
+    decoded = decode_envelope(orjson.loads(orjson.dumps([orjson.Fragment(envelope.wire)]))[0])
     assert decoded.batch_id == envelope.batch_id
     assert decoded.items == envelope.events
 

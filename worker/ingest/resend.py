@@ -1,0 +1,70 @@
+"""The journal sweep: publishes again the batches that were queued and never committed
+(docs/reliability.md #1: Redis can lose a message between a worker's ``BRPOP`` and kombu's
+bookkeeping). Runs in every worker; a Redis lock elects one sweeper per interval.
+
+A batch is lost when nobody has published or taken it for ``grace_s``, which is longer than
+anything a live batch waits for: the visibility timeout (a killed worker's message comes
+back after it), a retry's countdown, a task's time limit. A backlog waits longer than that,
+so while the ingest queue is not empty only batches older than its oldest message count:
+they cannot be waiting in it. A batch published twice replays its first verdicts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+import redis
+from celery import Celery
+
+from sluice.producer import keys
+from sluice.producer.envelope import task_message
+from sluice.producer.journal import BatchJournal
+from sluice.producer.wire import INGEST_QUEUE
+
+log = logging.getLogger(__name__)
+
+RESEND_LIMIT = 200  # batches per sweep; the rest wait for the next one
+
+
+def resend_lost_batches(
+    app: Celery, client: redis.Redis, journal: BatchJournal, *, grace_s: float, every_s: float
+) -> list[str]:
+    """One sweep, if no other worker swept this interval: the ids of the batches published
+    again."""
+    if not client.set(keys.journal_sweep_lock(), "1", nx=True, px=max(1, int(every_s * 1000))):
+        return []
+    now = time.time()
+    cutoff = now - grace_s
+    oldest = _oldest_queued(client)
+    if oldest is not None:
+        seen = journal.last_seen(oldest)
+        if seen is not None:
+            cutoff = min(cutoff, seen)
+    lost = journal.stale(cutoff, RESEND_LIMIT)
+    for batch_id, wire in lost:
+        app.send_task(**task_message(batch_id, wire))
+    ids = [batch_id for batch_id, _ in lost]
+    if ids:
+        journal.touch(ids, now)
+        log.warning(
+            "published %d batches again that no worker committed within %.0fs "
+            "(their messages were lost): %s",
+            len(ids),
+            grace_s,
+            ", ".join(ids[:10]),
+        )
+    return ids
+
+
+def _oldest_queued(client: redis.Redis) -> str | None:
+    """The batch id of the next message a worker will take from the ingest queue."""
+    raw = client.lindex(INGEST_QUEUE, -1)
+    if raw is None:
+        return None
+    try:
+        task_id = orjson.loads(raw)["headers"]["id"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return task_id if isinstance(task_id, str) else None
