@@ -58,7 +58,7 @@ from sluice.producer.events import Event, EventKind
 from sluice.rules import Reason, Status
 from sluice.rules.bots import BotDetector
 from sluice.rules.engine import order_id_of
-from sluice.worker.db.engine import insert_ignoring_conflicts, make_engine, writing
+from sluice.worker.db.engine import make_engine, writing
 
 QUEUE = "naive.events"
 TASK = "naive.ingest_event"
@@ -211,9 +211,15 @@ def store(conn: Connection, event: Event, status: Status, reason: Reason | None)
             "payload": event.model_dump(mode="json"),
             "received_at": event.received_at,
         }
-        insert_ignoring_conflicts(conn, naive_events, [row])
+        _insert(conn, naive_events, [row])
     outcome = {**key, "status": str(status), "reason": reason, "decided_at": datetime.now(UTC)}
-    insert_ignoring_conflicts(conn, naive_outcomes, [outcome])
+    _insert(conn, naive_outcomes, [outcome])
+
+
+def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """What a team writes first: the ORM's insert, skipping rows whose key exists."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(insert(table).on_conflict_do_nothing(), rows)
 
 
 def ingest_event(payload: dict[str, Any]) -> None:
@@ -236,7 +242,7 @@ def seed_contacts(engine: Engine, workspace_id: str, users: Sequence[str]) -> No
     """Contacts that exist before the timed run (Sluice's run gets them from logins)."""
     rows = [{"workspace_id": workspace_id, "user_id": user, "traits": {}} for user in users]
     with writing(engine) as conn:
-        insert_ignoring_conflicts(conn, naive_contacts, rows)
+        _insert(conn, naive_contacts, rows)
 
 
 def start_workers(

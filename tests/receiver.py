@@ -73,6 +73,9 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             receiver.record(item)
             reply = receiver.next_reply(self.path)
             time.sleep(reply.delay_s)
+            # Before the answer leaves: the client may send its next request before this
+            # thread runs again, and that request must not count as overlapping this one.
+            item.answered_at = time.monotonic()
             try:
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
@@ -81,7 +84,6 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
             except OSError:
                 pass  # the client gave up (a timeout test)
-            item.answered_at = time.monotonic()
 
         def log_message(self, format: str, *args: object) -> None:
             pass

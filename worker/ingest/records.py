@@ -14,7 +14,8 @@ from sluice.rules.engine import Decided
 from sluice.rules.users import UserPolicy
 
 RAW_LIMIT_BYTES = 4096
-_HINTS = {"order_id", "creates_user"}
+_HINTS = {"order_id", "creates_user"}  # for the rules; not columns of ``events``
+_STORED_FIELDS = tuple(name for name in Event.model_fields if name not in _HINTS)
 
 
 def truncate(data: bytes, limit: int) -> str:
@@ -53,9 +54,11 @@ class Decision:
 
 
 def event_row(decision: Decision, batch_id: str, now: datetime) -> dict[str, Any]:
-    assert decision.event is not None
-    row = decision.event.model_dump()
-    row["kind"] = str(decision.event.kind)
+    event = decision.event
+    assert event is not None
+    # The validated fields as they are (a model_dump would copy each of them again).
+    row = {name: getattr(event, name) for name in _STORED_FIELDS}
+    row["kind"] = str(event.kind)
     row["batch_id"] = batch_id
     row["stored_at"] = now
     row["is_bot"] = decision.bot

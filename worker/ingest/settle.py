@@ -3,6 +3,7 @@ Redis is the fast path, the unique constraints decide)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 from datetime import datetime
 
@@ -57,18 +58,25 @@ def settle_order_claims(
 
 
 def settle_message_ids(
-    conn: Connection, decisions: list[Decision], batch_id: str
+    conn: Connection,
+    decisions: list[Decision],
+    batch_id: str,
+    inserted: Collection[tuple[str, str]],
 ) -> list[Decision]:
-    """Which batch owns each message id's outcome now. Another batch deciding the same
-    message id concurrently (both found no prior outcome) wins if it committed first;
-    ours are then repeats. (PostgreSQL: our insert waited for theirs; SQLite: serialised.)"""
-    keys = [
+    """Which batch owns each message id's outcome now, given the outcome keys our insert
+    ``inserted``. Another batch deciding the same message id concurrently (both found no
+    prior outcome) wins if it committed first; ours are then repeats. (PostgreSQL: our
+    insert waited for theirs; SQLite: serialised.) Only the keys our insert skipped are
+    looked up: one of them may be ours after all, written by a concurrent delivery of this
+    same batch."""
+    skipped = [
         (d.workspace_id, d.message_id)
         for d in decisions
         if d.verdict.reason is not Reason.DUPLICATE_MESSAGE
+        and (d.workspace_id, d.message_id) not in inserted
     ]
     lost: set[tuple[str, str]] = set()
-    for workspace_id, message_ids in by_workspace(keys).items():
+    for workspace_id, message_ids in by_workspace(skipped).items():
         query = select(outcomes.c.message_id).where(
             outcomes.c.workspace_id == workspace_id,
             matches_any(conn.dialect, outcomes.c.message_id, message_ids),

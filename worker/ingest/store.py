@@ -146,10 +146,13 @@ class EventStore:
             apply_trait_writes(conn, _trait_writes(accepted), now)
             insert_ignoring_conflicts(conn, events, [event_row(d, batch_id, now) for d in accepted])
             decided = [d for d in fresh if d.verdict.reason is not Reason.DUPLICATE_MESSAGE]
-            insert_ignoring_conflicts(
-                conn, outcomes, [outcome_row(d, batch_id, now) for d in decided]
+            inserted = insert_ignoring_conflicts(
+                conn,
+                outcomes,
+                [outcome_row(d, batch_id, now) for d in decided],
+                returning=("workspace_id", "message_id"),
             )
-            fresh = settle_message_ids(conn, fresh, batch_id)
+            fresh = settle_message_ids(conn, fresh, batch_id, {(ws, m) for ws, m in inserted})
             insert_ignoring_conflicts(
                 conn,
                 repeats,
