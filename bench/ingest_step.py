@@ -72,7 +72,8 @@ def main() -> None:
 
     client = redis.Redis.from_url(args.redis_url)
     client.flushdb()
-    engine = make_engine(args.database_url)  # untagged: its backend is the one measured
+    # As the worker makes it (no pre-ping); untagged, so its backend is the one measured.
+    engine = make_engine(args.database_url, pre_ping=False)
     upgrade(engine)
     workspace = create_workspace(engine, f"step-{int(time.time())}")
     payloads = envelopes(workspace.workspace_id, args.mix, args.batches, args.batch)

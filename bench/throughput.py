@@ -27,20 +27,23 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import naive
+import orjson
 import redis
 from celery import Celery
-from cputime import CpuWindow, measure, tagged_url
+from cputime import CLOCK_TICKS, CpuWindow, measure, tagged_url, tree_ticks
 from sqlalchemy import Engine, func, select
 
-from sluice.cli.embedded_redis import EmbeddedRedis
+from sluice.cli.embedded_redis import EmbeddedRedis, free_port
 from sluice.producer import EventClient
-from sluice.worker.admin.workspaces import create_workspace
+from sluice.worker.admin.workspaces import NewWorkspace, create_workspace
 from sluice.worker.db.engine import make_engine
 from sluice.worker.db.migrate import upgrade
 from sluice.worker.db.schema import outcomes
@@ -150,6 +153,7 @@ class Timed:
     cpu: CpuWindow
     redis_commands: dict[str, int]  # calls of each command during the window
     published_s: float | None = None
+    gateway_s: float | None = None  # CPU of the gateway process (``--via http``)
 
     @property
     def events_per_s(self) -> float:
@@ -164,16 +168,102 @@ def command_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, in
     }
 
 
-def start_sluice_workers(
-    count: int, concurrency: int, redis_url: str, database_url: str
-) -> list[subprocess.Popen[bytes]]:
-    env = {
+def sluice_env(redis_url: str, database_url: str) -> dict[str, str]:
+    return {
         **os.environ,
         "SLUICE_REDIS_URL": redis_url,
         "SLUICE_BROKER_URL": redis_url,
         "SLUICE_DATABASE_URL": database_url,
+        "SLUICE_MAX_QUEUE_DEPTH": "1000000",  # measure throughput, not backpressure
     }
-    sluice = str(Path(sys.executable).with_name("sluice"))
+
+
+SLUICE = str(Path(sys.executable).with_name("sluice"))
+
+
+def start_gateway(redis_url: str, database_url: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    gateway = subprocess.Popen(
+        [SLUICE, "gateway", "--host", "127.0.0.1", "--port", str(port)],
+        env=sluice_env(redis_url, database_url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return gateway, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or gateway.poll() is not None:
+            raise SystemExit("the gateway did not come up")
+        time.sleep(0.1)
+
+
+def segment_call(index: int, fields: dict[str, object]) -> dict[str, object]:
+    """The workload's event as a call of the native (Segment-compatible) API."""
+    kind = fields["kind"]
+    call: dict[str, object] = {"messageId": f"http-{index}", "userId": fields["user_id"]}
+    if kind == "login":
+        call.update(type="identify", traits=fields.get("traits", {}))
+    elif kind == "update":
+        call.update(type="update", traits=fields.get("traits", {}))
+    else:
+        names = {"confirmation": "Order Completed", "email_open": "Email Opened"}
+        call.update(
+            type="track",
+            event=names.get(str(kind), fields.get("name")),
+            properties=fields.get("properties", {}),
+            context=fields.get("context", {}),
+        )
+    timestamp = fields.get("timestamp")
+    if isinstance(timestamp, datetime):
+        call["timestamp"] = timestamp.isoformat()
+    return call
+
+
+def send_over_http(url: str, write_key: str, bodies: list[bytes], senders: int) -> None:
+    """POST every body to ``/v1/batch`` from ``senders`` threads; a 429 or 503 is sent again."""
+    pending = iter(bodies)
+    lock = threading.Lock()
+    failures: list[str] = []
+
+    def sender() -> None:
+        with httpx.Client(auth=(write_key, ""), timeout=60) as http:
+            while True:
+                with lock:
+                    body = next(pending, None)
+                if body is None:
+                    return
+                while True:
+                    answer = http.post(
+                        f"{url}/v1/batch",
+                        content=body,
+                        headers={"content-type": "application/json"},
+                    )
+                    if answer.status_code not in (429, 503):
+                        break
+                    time.sleep(0.05)
+                if answer.status_code != 200:
+                    failures.append(f"{answer.status_code} {answer.text[:200]}")
+                    return
+
+    threads = [threading.Thread(target=sender) for _ in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise SystemExit(f"the gateway refused a batch: {failures[0]}")
+
+
+def start_sluice_workers(
+    count: int, concurrency: int, redis_url: str, database_url: str
+) -> list[subprocess.Popen[bytes]]:
+    env = sluice_env(redis_url, database_url)
+    sluice = SLUICE
     return [
         subprocess.Popen(
             [
@@ -215,22 +305,43 @@ def send_logins_first(engine: Engine, workspace_id: str, redis_url: str, timeout
 
 
 def run_sluice(
-    args: argparse.Namespace, engine: Engine, workspace_id: str, redis_url: str, database_url: str
+    args: argparse.Namespace,
+    engine: Engine,
+    workspace: NewWorkspace,
+    redis_url: str,
+    database_url: str,
 ) -> Timed:
+    workspace_id = workspace.workspace_id
     workers = start_sluice_workers(args.workers, args.concurrency, redis_url, database_url)
+    gateway, gateway_url = (
+        start_gateway(redis_url, database_url) if args.via == "http" else (None, "")
+    )
     try:
         wait_for_workers(redis_url, args.workers)  # not part of the measurement
         events = workload(args.mix, args.events)
+        bodies = (
+            [  # encoded before the clock starts, as a client would have them
+                orjson.dumps({"batch": [segment_call(start + i, e) for i, e in enumerate(chunk)]})
+                for start in range(0, len(events), args.batch)
+                for chunk in [events[start : start + args.batch]]
+            ]
+            if gateway
+            else []
+        )
         if args.mix == "rules":
             send_logins_first(engine, workspace_id, redis_url, args.timeout)
         monitor = redis.Redis.from_url(redis_url)
         before = command_counts(monitor)
         baseline = persisted(engine, workspace_id)
         client = EventClient(workspace_id, broker_url=redis_url, batch_events=args.batch)
+        gateway_ticks = tree_ticks([gateway.pid]) if gateway else 0
         with measure([worker.pid for worker in workers], database_url) as cpu:
             started = time.perf_counter()
-            for start in range(0, len(events), args.batch):
-                client.send_batch(events[start : start + args.batch])
+            if gateway:
+                send_over_http(gateway_url, workspace.write_key, bodies, args.senders)
+            else:
+                for start in range(0, len(events), args.batch):
+                    client.send_batch(events[start : start + args.batch])
             published_s = time.perf_counter() - started
             deadline = started + args.timeout
             while (done := persisted(engine, workspace_id) - baseline) < args.events:
@@ -238,11 +349,12 @@ def run_sluice(
                     raise SystemExit(f"timed out with {done}/{args.events} persisted")
                 time.sleep(0.05)
             total_s = time.perf_counter() - started
+        gateway_s = (tree_ticks([gateway.pid]) - gateway_ticks) / CLOCK_TICKS if gateway else None
         client.close()
         commands = command_delta(before, command_counts(monitor))
     finally:
-        stop_workers(workers)
-    return Timed(args.events, total_s, cpu, commands, published_s)
+        stop_workers(workers + ([gateway] if gateway else []))
+    return Timed(args.events, total_s, cpu, commands, published_s, gateway_s)
 
 
 def run_naive(
@@ -285,14 +397,16 @@ def summary(sluice: Timed, baseline: Timed | None) -> str:
 
     def cells(run: Timed | None) -> list[str]:
         if run is None:
-            return ["-"] * 6
+            return ["-"] * 7
         us = run.cpu.per_event_us(run.events)
         per_event = sum(run.redis_commands.values()) / run.events
+        gateway = "-" if run.gateway_s is None else f"{run.gateway_s * 1e6 / run.events:,.0f}"
         return [
             f"{run.events:,}",
             f"{run.events_per_s:,.0f}",
             f"{us['workers']:,.0f}",
             "n/a" if us["postgres"] is None else f"{us['postgres']:,.0f}",
+            gateway,
             f"{us['bench']:,.0f}",
             f"{per_event:,.2f}",
         ]
@@ -302,6 +416,7 @@ def summary(sluice: Timed, baseline: Timed | None) -> str:
         "end to end events/s",
         "CPU µs/event, workers (+children)",
         "CPU µs/event, PostgreSQL backends",
+        "CPU µs/event, gateway",
         "CPU µs/event, bench process",
         "Redis commands/event",
     ]
@@ -343,6 +458,13 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--mix", choices=["custom", "rules"], default="custom")
     parser.add_argument(
+        "--via",
+        choices=["client", "http"],
+        default="client",
+        help="EventClient.send_batch, or POST /v1/batch to a sluice gateway",
+    )
+    parser.add_argument("--senders", type=int, default=4, help="HTTP client threads (--via http)")
+    parser.add_argument(
         "--naive-events",
         type=int,
         default=5000,
@@ -353,8 +475,9 @@ def main() -> None:
     scratch, embedded, redis_url, database_url = services(args.redis_url, args.database_url)
     try:
         engine = make_engine(tagged_url(database_url))  # left out of the backends' CPU
-        workspace_id = create_workspace(engine, "bench").workspace_id
-        ours = run_sluice(args, engine, workspace_id, redis_url, database_url)
+        workspace = create_workspace(engine, "bench")
+        workspace_id = workspace.workspace_id
+        ours = run_sluice(args, engine, workspace, redis_url, database_url)
         theirs = None
         if args.naive_events > 0:
             theirs = run_naive(args, engine, workspace_id, redis_url, database_url)
@@ -370,6 +493,7 @@ def main() -> None:
         json.dumps(
             {
                 "bench": "send_batch_to_persisted",
+                "via": args.via,
                 "mix": args.mix,
                 "events": args.events,
                 "batch": args.batch,
@@ -383,6 +507,9 @@ def main() -> None:
                     name: round(calls / batches, 2) for name, calls in ours.redis_commands.items()
                 },
                 "cpu_us_per_event": ours.cpu.per_event_us(args.events),
+                "gateway_cpu_us_per_event": (
+                    None if ours.gateway_s is None else round(ours.gateway_s * 1e6 / args.events, 1)
+                ),
                 "naive": naive_fields(theirs),
                 "sluice_vs_naive_events_per_s": (
                     None if theirs is None else round(ours.events_per_s / theirs.events_per_s, 2)
