@@ -112,7 +112,7 @@ def run_mode(
     }
     sluice = str(Path(sys.executable).with_name("sluice"))
     gateway = subprocess.Popen(
-        [sluice, "gateway", "--port", str(port)],
+        [sluice, "gateway", "--port", str(port), "--workers", str(args.gateway_workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -169,6 +169,7 @@ def main() -> None:
         help="wrk (apt-get install wrk) when present, else httpx",
     )
     parser.add_argument("--seconds", type=int, default=15, help="wrk run length per mode")
+    parser.add_argument("--gateway-workers", type=int, default=1, help="sluice gateway --workers")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="sluice-gw-bench-"))
@@ -190,6 +191,7 @@ def main() -> None:
         json.dumps(
             {
                 "bench": "gateway_single_event",
+                "gateway_workers": args.gateway_workers,
                 "requests": args.requests,
                 "concurrency": args.concurrency,
                 "modes": modes,

@@ -30,6 +30,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Event ingestion: a Segment-compatible native API and five vendor formats.",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry hooks ask the OTel API for its providers on every
+        # request, a tenth of the gateway's CPU under load (bench/RESULTS.md): off.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.gateway = gateway
     app.add_exception_handler(ApiError, render_api_error)
