@@ -12,6 +12,7 @@ from sluice.gateway.errors import ApiError, render_api_error
 from sluice.gateway.state import build_gateway
 from sluice.gateway.vendors import bento, bunce, clevertap, platformly, userevent
 from sluice.gateway.vendors.common import VendorError, render_vendor_error
+from sluice.worker.collector import tune_collector
 from sluice.worker.settings import Settings
 
 
@@ -20,6 +21,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        tune_collector()  # in each gateway process, once it has started
         yield
         if gateway.committer is not None:
             await gateway.committer.drain()

@@ -18,6 +18,7 @@ from sluice.producer.wire import (
     register_serializer,
 )
 from sluice.worker.bootsteps import sweep_steps
+from sluice.worker.collector import tune_collector
 from sluice.worker.runtime import Runtime
 from sluice.worker.settings import Settings
 from sluice.worker.tasks import register_tasks
@@ -97,6 +98,7 @@ def create_app(settings: Settings) -> Celery:
 
     def _fresh_connections(**_: Any) -> None:
         runtime.reset()
+        tune_collector()
 
     worker_process_init.connect(_fresh_connections, weak=False)
     return app

@@ -367,6 +367,7 @@ def gateway(host: str | None, port: int | None, workers: int, access_log: bool) 
 def worker(celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker; extra options go to `celery worker` (e.g. --concurrency 4)."""
     from sluice.worker.celery_app import create_app
+    from sluice.worker.collector import tune_collector
 
     app = create_app(Settings())
     args = list(celery_args)
@@ -374,6 +375,7 @@ def worker(celery_args: tuple[str, ...]) -> None:
         args.append("--loglevel=INFO")
     # ``app.start`` returns the worker's exit status, which ``worker_main`` drops: a worker
     # that stops on an error must exit non-zero, so that a supervisor sees a failure.
+    tune_collector()  # the main process; pool processes again after their fork
     status = app.start(["worker", *args])
     sys.exit(status if isinstance(status, int) else 0)
 

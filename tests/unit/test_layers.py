@@ -33,6 +33,7 @@ LAYERS: list[tuple[int, str]] = [
     (2, "sluice.worker.settings"),
     (2, "sluice.worker.failures"),
     (2, "sluice.worker.retries"),
+    (2, "sluice.worker.collector"),
     # The worker's shell, module by module: a new sub-package must be placed above.
     (6, "sluice.worker.celery_app"),
     (6, "sluice.worker.tasks"),
