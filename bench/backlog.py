@@ -104,6 +104,7 @@ def main() -> None:
             "peak": round(max(samples, default=0.0), 1),
             "final": round(final, 1),
             "processes": 1 + args.concurrency,
+            "every_10_s": [round(sample, 1) for sample in samples[::10]],
         },
         "drained_redis": drained,
         "drain_events_per_s": round(args.events / drain_s),
@@ -113,7 +114,7 @@ def main() -> None:
     rss = result["worker_rss_mb"]
     print(
         f"worker (main + {args.concurrency} pool) RSS MB: first {rss['first']}, "
-        f"peak {rss['peak']}, final {rss['final']}; "
+        f"peak {rss['peak']}, final {rss['final']} (every 10 s: {rss['every_10_s']}); "
         f"drained at {result['drain_events_per_s']:,} events/s; Redis after: {drained}",
         file=sys.stderr,
     )

@@ -161,6 +161,40 @@ def _recordset_insert(
     return statement
 
 
+def update_by_key(
+    conn: Connection, table: Table, key: str, rows: Iterable[Mapping[str, Any]]
+) -> None:
+    """For each row, ``UPDATE table SET <its other columns> WHERE key = row[key]``. On
+    PostgreSQL one statement for all rows (as ``insert_ignoring_conflicts``); on SQLite an
+    ``executemany``. Every row must have the same keys."""
+    rows = list(rows)
+    if not rows:
+        return
+    keys = rows[0].keys()
+    if any(row.keys() != keys for row in rows):
+        raise ValueError(f"{table.name}: rows with different columns in one update")
+    if conn.dialect.name == "postgresql":
+        statement = _recordset_update(conn.dialect, table, key, tuple(keys))
+        conn.exec_driver_sql(statement, (orjson.dumps(rows).decode(),))
+        return
+    values: dict[str, Any] = {name: bindparam(f"new_{name}") for name in keys if name != key}
+    update = table.update().where(table.c[key] == bindparam(f"new_{key}")).values(values)
+    conn.execute(update, [{f"new_{name}": value for name, value in row.items()} for row in rows])
+
+
+@lru_cache(maxsize=64)
+def _recordset_update(dialect: Dialect, table: Table, key: str, columns: tuple[str, ...]) -> str:
+    quote = dialect.identifier_preparer.quote
+    assignments = ", ".join(f"{quote(name)} = r.{quote(name)}" for name in columns if name != key)
+    typed = ", ".join(
+        f"{quote(name)} {table.c[name].type.compile(dialect=dialect)}" for name in columns
+    )
+    return (
+        f"UPDATE {quote(table.name)} AS t SET {assignments} "
+        f"FROM jsonb_to_recordset(%s::jsonb) AS r({typed}) WHERE t.{quote(key)} = r.{quote(key)}"
+    )
+
+
 def by_workspace(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     """Group (workspace_id, key) pairs, for ``workspace_id = ? AND key IN (...)`` queries:
     an index range scan, where a row-value ``IN`` of hundreds of pairs is planned as a

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Dialect, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Dialect, and_, or_, select
 
 from sluice.producer.events import Event
-from sluice.worker.db.engine import insert_ignoring_conflicts, matches_any
+from sluice.worker.db.engine import insert_ignoring_conflicts, matches_any, update_by_key
 from sluice.worker.db.schema import contacts
 
 
@@ -64,31 +64,22 @@ def _apply(conn: Connection, workspace_id: str, writes: list[TraitWrite], now: d
             continue  # required users were checked by the rules; a racing delete lands here
         if _merge(row, write, loaded):
             changed[row["id"]] = row
-    if changed:
-        statement = (
-            update(contacts)
-            .where(contacts.c.id == bindparam("contact_id"))
-            .values(
-                user_id=bindparam("new_user_id"),
-                email=bindparam("new_email"),
-                attributes=bindparam("new_attributes"),
-                attribute_times=bindparam("new_times"),
-                updated_at=now,
-            )
-        )
-        conn.execute(
-            statement,
-            [
-                {
-                    "contact_id": row["id"],
-                    "new_user_id": row["user_id"],
-                    "new_email": row["email"],
-                    "new_attributes": row["attributes"],
-                    "new_times": row["attribute_times"],
-                }
-                for row in changed.values()
-            ],
-        )
+    update_by_key(
+        conn,
+        contacts,
+        "id",
+        [
+            {
+                "id": row["id"],
+                "user_id": row["user_id"],
+                "email": row["email"],
+                "attributes": row["attributes"],
+                "attribute_times": row["attribute_times"],
+                "updated_at": now,
+            }
+            for row in changed.values()
+        ],
+    )
 
 
 def identified(
