@@ -12,6 +12,7 @@ its own, so one bad event is rejected with a reason while its siblings go on.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -36,6 +37,20 @@ class Envelope(BaseModel):
     batch_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     created_at: datetime = Field(default_factory=utc_now)
     events: list[Event] = Field(min_length=1, max_length=MAX_ENVELOPE_EVENTS)
+
+    @classmethod
+    def of(cls, events: Sequence[Event], batch_id: str | None = None) -> Envelope:
+        """An envelope of events that are ``Event`` objects already: built without
+        validating each of them again (pydantic re-runs an event's model validators when
+        it is given to a model field, a third of what publishing a batch cost)."""
+        if not 1 <= len(events) <= MAX_ENVELOPE_EVENTS:
+            raise ValueError(f"an envelope holds 1 to {MAX_ENVELOPE_EVENTS} events")
+        if not all(isinstance(event, Event) for event in events):
+            raise TypeError("Envelope.of takes Event objects")
+        fields: dict[str, Any] = {"events": list(events)}
+        if batch_id is not None:
+            fields["batch_id"] = batch_id
+        return cls.model_construct(**fields)
 
     @cached_property
     def wire(self) -> bytes:

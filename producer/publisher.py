@@ -44,7 +44,7 @@ class Publisher:
         for start in range(0, len(events), self._batch_events):
             chunk = list(events[start : start + self._batch_events])
             try:
-                self._publish(Envelope(events=chunk))
+                self._publish(Envelope.of(chunk))
             except PublishError as exc:
                 exc.queued_message_ids = queued
                 raise

@@ -166,7 +166,7 @@ def _defer(task: Task, runtime: Runtime, report: IngestReport) -> None:
     publishes the same deferred batch and its verdicts replay instead of repeating. It is
     journaled like any batch, its grace period starting when it is due."""
     retry_at = max(d.retry_at for d in report.deferred if d.retry_at is not None)
-    envelope = Envelope(batch_id=f"{report.batch_id}.d", events=[d.event for d in report.deferred])
+    envelope = Envelope.of([d.event for d in report.deferred], batch_id=f"{report.batch_id}.d")
     delay_s = max((retry_at - utc_now()).total_seconds(), 0.0) + DEFER_SLACK_S
     runtime.journal.record(envelope.batch_id, envelope.wire, not_before=time.time() + delay_s)
     task.app.send_task(**envelope.task_message(), countdown=delay_s)

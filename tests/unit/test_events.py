@@ -69,6 +69,24 @@ def test_an_envelope_round_trips_through_its_wire_form() -> None:
     assert decoded.items == envelope.events
 
 
+def test_an_envelope_of_validated_events_is_the_same_on_the_wire() -> None:
+    import orjson
+
+    events = [Event(workspace_id=WS, kind="custom", name=f"E{i}") for i in range(3)]
+    built, validated = Envelope.of(events, batch_id="b-1"), Envelope(batch_id="b-1", events=events)
+    assert orjson.loads(built.wire) | {"created_at": None} == orjson.loads(validated.wire) | {
+        "created_at": None
+    }
+    assert len(Envelope.of(events).batch_id) == 32  # generated when not given
+    assert decode_envelope(orjson.loads(built.wire)).items == events
+    with pytest.raises(ValueError, match="1 to 1000 events"):
+        Envelope.of([])
+    with pytest.raises(ValueError, match="1 to 1000 events"):
+        Envelope.of(events * 334)
+    with pytest.raises(TypeError):
+        Envelope.of([{"kind": "custom"}])  # type: ignore[list-item]
+
+
 def test_one_bad_event_does_not_spoil_its_batch() -> None:
     good = Event(workspace_id=WS, kind="custom", name="E").model_dump(mode="json")
     decoded = decode_envelope({"v": 1, "batch_id": "b", "events": [good, {"kind": "custom"}]})
