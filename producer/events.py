@@ -72,9 +72,11 @@ def _has_nul(value: Any) -> bool:
 
 def _encoded(value: Any) -> bytes:
     """``value`` as JSON, or a ``ValueError`` that says why it cannot be: nested deeper
-    than the encoder goes (about 250 levels), or holding something JSON has no form for."""
+    than the encoder goes (about 250 levels, less the two a stored row adds around it:
+    the worker sends a batch's rows as one JSON list of objects), or holding something
+    JSON has no form for."""
     try:
-        return orjson.dumps(value)
+        return orjson.dumps([[value]])[2:-2]
     except orjson.JSONEncodeError as exc:
         if "recursion" in str(exc).lower():
             raise ValueError("is nested too deeply to store as JSON") from exc

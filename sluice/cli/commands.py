@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -373,11 +373,24 @@ def worker(celery_args: tuple[str, ...]) -> None:
     args = list(celery_args)
     if not any(arg.startswith(("--loglevel", "-l")) for arg in args):
         args.append("--loglevel=INFO")
-    # ``app.start`` returns the worker's exit status, which ``worker_main`` drops: a worker
-    # that stops on an error must exit non-zero, so that a supervisor sees a failure.
     tune_collector()  # the main process; pool processes again after their fork
-    status = app.start(["worker", *args])
-    sys.exit(status if isinstance(status, int) else 0)
+    sys.exit(run_celery(app, ["worker", *args]))
+
+
+def run_celery(app: Any, argv: list[str]) -> int:
+    """Run a ``celery`` command for ``app``; its exit status. ``app.worker_main`` and
+    ``app.start`` drop the status the worker command ends with (``ctx.exit(exitcode)``),
+    and a worker that stops on an error must exit non-zero so that a supervisor sees it."""
+    from celery.bin.celery import celery
+
+    celery.params[0].default = app  # what ``app.start`` does: the ``--app`` default
+    try:
+        status = celery.main(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exit_:
+        status = exit_.exit_code
+    finally:
+        celery.params[0].default = None
+    return status if isinstance(status, int) else 0
 
 
 @main.command()

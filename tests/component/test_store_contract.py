@@ -23,7 +23,7 @@ from sluice.producer.events import Event
 from sluice.rules.bots import BotDetector
 from sluice.rules.engine import RulePolicy, RulesEngine
 from sluice.rules.memory import MemoryClaimStore
-from sluice.worker.db.engine import make_engine, writing
+from sluice.worker.db.engine import insert_ignoring_conflicts, make_engine, writing
 from sluice.worker.db.migrate import upgrade
 from sluice.worker.db.schema import (
     automations,
@@ -35,6 +35,7 @@ from sluice.worker.db.schema import (
     trigger_deliveries,
     workspaces,
 )
+from sluice.worker.failures import is_unstorable
 from sluice.worker.ingest.batch import ingest
 from sluice.worker.ingest.store import EventStore
 
@@ -112,6 +113,8 @@ def batches(workspace_id: str) -> list[dict[str, Any]]:
         event(15, kind="custom", name="Bot", context={"user_agent": "Googlebot/2.1"}),
     ]
     second = [
+        # As deep as an event may be nested: the rows around it must still encode.
+        event(26, kind="custom", name="Page Viewed", user_id="u5", properties=nested(251)),
         # What the Bento adapter sets beside the columns: the rules read it, nothing stores it.
         event(25, kind="confirmation", user_id="u9", order_id="o-25", creates_user=True),
         event(20, kind="update", user_id="u1", traits={"plan": "team", "seats": 3}),
@@ -126,6 +129,13 @@ def batches(workspace_id: str) -> list[dict[str, Any]]:
         {"v": 1, "batch_id": "b-2", "created_at": NOW.isoformat(), "events": second},
         {"v": 1, "batch_id": "b-1", "created_at": NOW.isoformat(), "events": first},
     ]
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
 
 
 def forgotten_order(workspace_id: str) -> dict[str, Any]:
@@ -184,5 +194,45 @@ def test_both_backends_store_the_same_rows(engines: dict[str, Engine]) -> None:
             backend: rows_of(engine, table, workspace_id) for backend, engine in engines.items()
         }
         assert stored["postgresql"] == stored["sqlite"], table.name
-    assert len(rows_of(engines["sqlite"], trigger_deliveries, workspace_id)) == 2 * 5
+    assert len(rows_of(engines["sqlite"], trigger_deliveries, workspace_id)) == 2 * 6
     assert len(rows_of(engines["sqlite"], repeats, workspace_id)) == 1
+
+
+def test_large_batches_go_to_postgresql_in_documents_that_fit(
+    engines: dict[str, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sluice.worker.db.engine.MAX_DOCUMENT_BYTES", 2_000)
+    workspace_id = f"split-{uuid.uuid4().hex[:8]}"
+    rows = [
+        {
+            "workspace_id": workspace_id,
+            "message_id": f"m-{i}",
+            "status": "accepted",
+            "batch_id": "b-split",
+            "decided_at": NOW,
+        }
+        for i in range(50)
+    ]
+    engine = engines["postgresql"]
+    with writing(engine) as conn:
+        inserted = insert_ignoring_conflicts(
+            conn, outcomes, rows, returning=("workspace_id", "message_id")
+        )
+        again = insert_ignoring_conflicts(conn, outcomes, rows, returning=("message_id",))
+    assert sorted(inserted) == sorted((workspace_id, row["message_id"]) for row in rows)
+    assert again == []  # every row exists: nothing inserted, nothing returned
+    assert len(rows_of(engine, outcomes, workspace_id)) == 50
+
+
+def test_a_row_json_cannot_hold_is_a_row_the_database_refuses(engines: dict[str, Engine]) -> None:
+    row = {
+        "workspace_id": "w",
+        "message_id": "m",
+        "status": "accepted",
+        "batch_id": "b",
+        "decided_at": NOW,
+        "detail": 2**70,
+    }  # orjson holds 64-bit integers at most
+    with pytest.raises(Exception) as raised, writing(engines["postgresql"]) as conn:
+        insert_ignoring_conflicts(conn, outcomes, [row])
+    assert is_unstorable(raised.value)

@@ -26,8 +26,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import StatementError
 
 SQLITE_BUSY_TIMEOUT_S = 30
+MAX_DOCUMENT_BYTES = 64 * 2**20  # rows sent to PostgreSQL in one JSON parameter
 WRITE_OPTION = "sluice_write"
 _JSON_CODEC: dict[str, Any] = {
     "json_serializer": lambda value: orjson.dumps(value).decode(),
@@ -135,12 +137,34 @@ def insert_ignoring_conflicts(
         if any(row.keys() != keys for row in rows):
             raise ValueError(f"{table.name}: rows with different columns in one insert")
         statement = _recordset_insert(conn.dialect, table, tuple(keys), tuple(returning))
-        result = conn.exec_driver_sql(statement, (orjson.dumps(rows).decode(),))
-    else:
-        insert = sqlite_insert(table).on_conflict_do_nothing()
-        returned = [table.c[name] for name in returning]
-        result = conn.execute(insert.returning(*returned) if returned else insert, rows)
+        found: list[tuple[Any, ...]] = []
+        for document in _documents(statement, rows):
+            result = conn.exec_driver_sql(statement, (document,))
+            found += [tuple(row) for row in result] if returning else []
+        return found
+    insert = sqlite_insert(table).on_conflict_do_nothing()
+    returned = [table.c[name] for name in returning]
+    result = conn.execute(insert.returning(*returned) if returned else insert, rows)
     return [tuple(row) for row in result] if returning else []
+
+
+def _documents(statement: str, rows: list[Mapping[str, Any]]) -> Iterator[str]:
+    """The rows as JSON documents of at most ``MAX_DOCUMENT_BYTES`` each (PostgreSQL takes
+    no value over 1 GB and its JSON parser less), halving a batch until it fits.
+
+    A row JSON cannot hold raises ``StatementError``, which the worker treats as a row the
+    database refuses (``sluice.worker.failures.is_unstorable``): the batch is then stored
+    event by event. JSON ``null`` in a JSON column is stored as SQL ``NULL`` here."""
+    try:
+        document = orjson.dumps(rows)
+    except orjson.JSONEncodeError as exc:
+        raise StatementError(f"a row cannot be sent as JSON: {exc}", statement, None, exc) from exc
+    if len(document) <= MAX_DOCUMENT_BYTES or len(rows) == 1:
+        yield document.decode()
+        return
+    half = len(rows) // 2
+    yield from _documents(statement, rows[:half])
+    yield from _documents(statement, rows[half:])
 
 
 @lru_cache(maxsize=64)
@@ -175,7 +199,8 @@ def update_by_key(
         raise ValueError(f"{table.name}: rows with different columns in one update")
     if conn.dialect.name == "postgresql":
         statement = _recordset_update(conn.dialect, table, key, tuple(keys))
-        conn.exec_driver_sql(statement, (orjson.dumps(rows).decode(),))
+        for document in _documents(statement, rows):
+            conn.exec_driver_sql(statement, (document,))
         return
     values: dict[str, Any] = {name: bindparam(f"new_{name}") for name in keys if name != key}
     update = table.update().where(table.c[key] == bindparam(f"new_{key}")).values(values)
