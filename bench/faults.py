@@ -806,9 +806,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--stall-s",
         type=float,
-        default=120,
-        help="stop waiting after no progress this long "
-        "(keep it above the visibility timeout: a killed worker's batch comes back after it)",
+        default=240,
+        help="stop waiting after no progress this long (keep it above the journal's grace "
+        "period plus a sweep: the visibility timeout + the time limit + 90 s; a lost batch "
+        "comes back after it)",
     )
     parser.add_argument("--drain-timeout-s", type=float, default=600)
     parser.add_argument("--keep-logs", type=Path, help="copy the process logs here")

@@ -21,7 +21,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        tune_collector()  # in each gateway process, once it has started
         yield
         if gateway.committer is not None:
             await gateway.committer.drain()
@@ -42,4 +41,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(native.router)
     for vendor in (bunce, userevent, clevertap, bento, platformly):
         app.include_router(vendor.router)
+    return app
+
+
+def create_server_app() -> FastAPI:
+    """The app of a gateway process (``sluice gateway``): the settings from the
+    environment, and the collector tuned for a server once the app exists. Tests that
+    build an app in their own process use ``create_app``, which leaves the collector be."""
+    app = create_app()
+    tune_collector()
     return app

@@ -200,7 +200,11 @@ def build_gateway(settings: Settings) -> Gateway:
         timeout_s=settings.publish_timeout_s,
         visibility_timeout_s=settings.visibility_timeout_s,
     )
-    journal = BatchJournal(client) if is_redis_url(settings.broker_url) else None
+    journal = (
+        BatchJournal(client, timeout_s=settings.publish_timeout_s)
+        if is_redis_url(settings.broker_url)
+        else None
+    )
     publisher = Publisher(transport, marks=marks, journal=journal, batch_events=MAX_ENVELOPE_EVENTS)
     committer = None
     if settings.group_commit_ms > 0:

@@ -66,7 +66,7 @@ class EventClient:
             )
             marks = PendingMarks(self._redis, ttl_s=pending_ttl_s)
             if is_redis_url(broker_url):  # the broker that can lose a message in flight
-                journal = BatchJournal(self._redis)
+                journal = BatchJournal(self._redis, timeout_s=timeout_s)
         self.workspace_id = workspace_id
         self._source = source
         self._publisher = Publisher(

@@ -24,8 +24,9 @@ RETRY_WAITS_S = (0.05, 0.1, 0.25, 0.5, 1.0)  # ride out a Redis restart, as publ
 
 
 class BatchJournal:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, timeout_s: float = 5.0) -> None:
         self._redis = client
+        self._timeout_s = timeout_s  # how long ``record`` keeps trying, in all
 
     def record(self, batch_id: str, wire: bytes, *, not_before: float | None = None) -> None:
         """Keep the envelope ``wire`` of ``batch_id``. ``not_before`` (Unix time, default now)
@@ -34,6 +35,7 @@ class BatchJournal:
         Raises ``PublishError`` when Redis does not take it: a batch that cannot be journaled
         is not published."""
         body = zlib.compress(wire, COMPRESSION_LEVEL)
+        deadline = time.monotonic() + self._timeout_s
         for wait_s in (*RETRY_WAITS_S, None):
             try:
                 pipe = self._redis.pipeline(transaction=True)
@@ -42,7 +44,11 @@ class BatchJournal:
                 pipe.execute()
                 return
             except redis.RedisError as exc:
-                if wait_s is None or not _is_connection_error(exc):
+                if (
+                    wait_s is None
+                    or time.monotonic() + wait_s > deadline
+                    or not _is_connection_error(exc)
+                ):
                     raise PublishError(f"the queue did not take the events: {exc}") from exc
                 time.sleep(wait_s)
 

@@ -61,6 +61,7 @@ def sweep_steps(runtime: Runtime) -> list[type[bootsteps.StartStopStep]]:
                 app,
                 runtime.redis,
                 runtime.journal,
+                runtime.broker_redis,
                 grace_s=settings.lost_batch_after_s(),
                 every_s=settings.journal_sweep_s,
             ),

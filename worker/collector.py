@@ -20,6 +20,7 @@ YOUNG_THRESHOLD = 50_000
 def tune_collector() -> None:
     """Freeze what exists now and collect young objects less often (call once the process
     has started, and again after a fork)."""
+    gc.collect()  # garbage frozen now would never be freed
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)

@@ -13,10 +13,14 @@ import kombu.exceptions
 import redis.exceptions
 import sqlalchemy.exc
 
+from sluice.producer.errors import PublishError
+
 _SQLITE_TRANSIENT = ("database is locked", "database table is locked", "busy")
 
 
 def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, PublishError) and exc.__cause__ is not None:
+        return is_transient(exc.__cause__)  # e.g. the journal's Redis restarting
     if isinstance(
         exc,
         redis.exceptions.ConnectionError

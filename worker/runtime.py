@@ -7,9 +7,11 @@ from functools import cached_property
 
 import httpx
 import redis
+from redis import Redis
 
 from sluice.producer.journal import BatchJournal
 from sluice.producer.pending import PendingMarks
+from sluice.producer.transport import is_redis_url
 from sluice.rules.bots import BotDetector
 from sluice.rules.engine import RulePolicy, RulesEngine
 from sluice.rules.redis_claims import RedisClaimStore
@@ -59,6 +61,16 @@ class Runtime:
     @cached_property
     def journal(self) -> BatchJournal:
         return BatchJournal(self.redis)
+
+    @cached_property
+    def broker_redis(self) -> Redis | None:
+        """The broker, when it is Redis (the journal sweep reads its queue)."""
+        url = self.settings.broker_url
+        if not is_redis_url(url):
+            return None
+        if url == self.settings.redis_url:
+            return self.redis
+        return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
 
     @cached_property
     def deliverer(self) -> Deliverer:

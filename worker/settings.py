@@ -69,7 +69,8 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         description="a queued batch no worker took or committed for this long is published "
-        "again (docs/reliability.md #1); 0: the visibility timeout plus a minute",
+        "again (docs/reliability.md #1); 0: the visibility timeout plus the task time limit "
+        "plus a minute; otherwise at least the visibility timeout",
     )
     journal_sweep_s: PositiveFloat = Field(default=30.0, description="how often to look")
 
@@ -107,7 +108,9 @@ class Settings(BaseSettings):
     def lost_batch_after_s(self) -> float:
         """How long a queued batch may go untouched before it counts as lost: longer than a
         killed worker's message takes to come back, a retry's countdown or a time limit."""
-        return self.journal_grace_s or float(self.visibility_timeout_s + 60)
+        return self.journal_grace_s or float(
+            self.visibility_timeout_s + self.task_time_limit_s + 60
+        )
 
     def rule_policy(self) -> RulePolicy:
         """The rule defaults every workspace starts from."""
@@ -116,6 +119,16 @@ class Settings(BaseSettings):
             unknown_user_grace_s=self.unknown_user_grace_s,
             bot_mode=self.bot_mode,
         )
+
+    @model_validator(mode="after")
+    def _grace_outlasts_redelivery(self) -> Settings:
+        # A shorter grace would publish again batches that are only waiting to come back
+        # from a killed worker (docs/reliability.md #1).
+        if 0 < self.journal_grace_s < self.visibility_timeout_s:
+            raise ValueError(
+                "SLUICE_JOURNAL_GRACE_S must be 0 (derived) or at least SLUICE_VISIBILITY_TIMEOUT_S"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -75,6 +75,7 @@ def handle_batch(task: Task, runtime: Runtime, envelope: Any) -> None:
         if is_transient(exc):
             _retry(task, runtime, exc, batch_id, retries)
         log.exception("batch %s: requeued after a failure it could not record", batch_id)
+        _touch(runtime, batch_id)  # it goes to the back of the queue
         raise Reject(exc, requeue=True) from exc
 
 
@@ -128,6 +129,7 @@ def _retry(
     log.warning(
         "batch %s: transient failure, retry %d in %.1fs: %s", batch_id, retries + 1, delay, exc
     )
+    _touch(runtime, batch_id)  # the retry is a new message at the back of the queue
     retry_or_requeue(task, exc, delay)
 
 
@@ -143,6 +145,8 @@ def _give_up(
     try:
         batch = decode_envelope(envelope)
     except PoisonEnvelopeError:
+        if batch_id is not None:  # no events to reject, but never publish it again
+            _settled(runtime, batch_id, [])
         return
     note = f"not processed: {reason}; the batch is in dead_letters"
     rejected = [
@@ -194,6 +198,18 @@ def _count_delivery(runtime: Runtime, message_key: str, batch_id: str | None, re
         seen_now(pipe, batch_id)
     count = pipe.execute()[0]
     return int(count)
+
+
+def _touch(runtime: Runtime, batch_id: str | None) -> None:
+    """Restart the batch's grace period in the journal: its message goes back to the end
+    of the queue, and the journal sweep's backlog rule reads a batch's place in the queue
+    from this time (``sluice.worker.ingest.resend``)."""
+    if batch_id is None:
+        return
+    try:
+        runtime.journal.touch([batch_id], time.time())
+    except Exception as exc:  # the sweep may copy it; the copy replays
+        log.warning("batch %s: could not touch its journal entry: %s", batch_id, exc)
 
 
 def _settled(runtime: Runtime, batch_id: str, decisions: list[Decision]) -> None:

@@ -337,13 +337,13 @@ def gateway(host: str | None, port: int | None, workers: int, access_log: bool) 
     """Run the HTTP gateway."""
     import uvicorn
 
-    from sluice.gateway import create_app
+    from sluice.gateway.app import create_server_app
 
     settings = Settings()
     bind_host, bind_port = host or settings.gateway_host, port or settings.gateway_port
     if workers == 1:
         uvicorn.run(
-            create_app(settings),
+            create_server_app(),
             host=bind_host,
             port=bind_port,
             log_level="info",
@@ -352,7 +352,7 @@ def gateway(host: str | None, port: int | None, workers: int, access_log: bool) 
         return
     # Each process builds its app from the environment, as this one read it.
     uvicorn.run(
-        "sluice.gateway.app:create_app",
+        "sluice.gateway.app:create_server_app",
         factory=True,
         workers=workers,
         host=bind_host,

@@ -3,10 +3,12 @@ Celery task object is replaced by its request data, which is all the handler rea
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pytest
 import sqlalchemy.exc
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
@@ -211,3 +213,31 @@ def test_backoff_stays_below_the_visibility_timeout() -> None:
     assert max(retry_delay_s(retries, 900) for retries in range(40)) <= 60
     assert max(retry_delay_s(retries, 40) for retries in range(40)) <= 10
     assert retry_delay_s(5000, 900) <= 60  # days into an outage: still a number
+
+
+def test_a_retried_or_requeued_batch_restarts_its_journal_clock(
+    runtime: Runtime, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its message goes to the back of the queue: the journal sweep's backlog rule must see
+    it as queued from now, not from when a worker first took it."""
+    wire = envelope_for(engine)
+    long_ago = time.time() - 3600
+    runtime.journal.record(wire["batch_id"], orjson.dumps(wire), not_before=long_ago)
+
+    def database_down(*_args: object, **_kwargs: object) -> None:
+        raise sqlalchemy.exc.OperationalError("INSERT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(runtime.store, "record_batch", database_down)
+    before = time.time()
+    with pytest.raises(Retry):
+        handle_batch(FakeTask(Request(id=wire["batch_id"])), runtime, wire)  # type: ignore[arg-type]
+    seen = runtime.journal.last_seen(wire["batch_id"])
+    assert seen is not None and seen >= before
+
+
+def test_a_poison_envelope_leaves_the_journal(runtime: Runtime) -> None:
+    poison = {"batch_id": "b-poison", "v": 99, "events": [{}]}
+    runtime.journal.record("b-poison", orjson.dumps(poison))
+    handle_batch(FakeTask(Request(id="b-poison")), runtime, poison)  # type: ignore[arg-type]
+    assert runtime.journal.last_seen("b-poison") is None
+    assert runtime.journal.size() == 0

@@ -15,8 +15,12 @@ from sluice.worker.admin.workspaces import create_workspace
 from tests.conftest import Stack, sluice_env
 from tests.processes import MIGRATE_COMMAND, WORKER_COMMAND, SluiceProcess
 
-GRACE_S = "2"
+# The grace must outlast a killed worker's redelivery, so the visibility timeout (and the
+# time limit under it) shrink with it.
+GRACE_S = "3"
 SWEEP_S = "1"
+VISIBILITY_TIMEOUT_S = "3"
+TIME_LIMIT_S = "1"
 
 
 def test_a_lost_batch_is_published_again_and_a_committed_one_forgotten(
@@ -27,6 +31,8 @@ def test_a_lost_batch_is_published_again_and_a_committed_one_forgotten(
         database_url,
         SLUICE_JOURNAL_GRACE_S=GRACE_S,
         SLUICE_JOURNAL_SWEEP_S=SWEEP_S,
+        SLUICE_VISIBILITY_TIMEOUT_S=VISIBILITY_TIMEOUT_S,
+        SLUICE_TASK_TIME_LIMIT_S=TIME_LIMIT_S,
     )
     SluiceProcess(MIGRATE_COMMAND, env, tmp_path / "migrate.log").run_to_completion()
     workspace = create_workspace(engine, "journal")

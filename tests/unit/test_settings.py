@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from sluice.worker.settings import Settings
 
@@ -46,3 +47,10 @@ def test_passwords_are_masked_in_repr() -> None:
     text = repr(settings)
     assert "s3cret" not in text and "hunter2" not in text
     assert "postgresql://sluice:***@db/sluice" in text
+
+
+def test_the_journal_grace_outlasts_a_redelivery() -> None:
+    assert Settings().lost_batch_after_s() == 900 + 150 + 60
+    assert Settings(journal_grace_s=1000).lost_batch_after_s() == 1000
+    with pytest.raises(ValidationError, match="SLUICE_JOURNAL_GRACE_S"):
+        Settings(journal_grace_s=60)

@@ -29,15 +29,25 @@ RESEND_LIMIT = 200  # batches per sweep; the rest wait for the next one
 
 
 def resend_lost_batches(
-    app: Celery, client: redis.Redis, journal: BatchJournal, *, grace_s: float, every_s: float
+    app: Celery,
+    client: redis.Redis,
+    journal: BatchJournal,
+    broker: redis.Redis | None,
+    *,
+    grace_s: float,
+    every_s: float,
 ) -> list[str]:
     """One sweep, if no other worker swept this interval: the ids of the batches published
-    again."""
+    again. ``client`` holds the journal and the lock; ``broker`` is the Redis broker whose
+    queue the backlog rule reads (None when the broker is not Redis: producers journal
+    nothing then)."""
+    if broker is None:
+        return []
     if not client.set(keys.journal_sweep_lock(), "1", nx=True, px=max(1, int(every_s * 1000))):
         return []
     now = time.time()
     cutoff = now - grace_s
-    oldest = _oldest_queued(client)
+    oldest = _oldest_queued(broker)
     if oldest is not None:
         seen = journal.last_seen(oldest)
         if seen is not None:
