@@ -170,7 +170,8 @@ def _defer(task: Task, runtime: Runtime, report: IngestReport) -> None:
     publishes the same deferred batch and its verdicts replay instead of repeating. It is
     journaled like any batch, its grace period starting when it is due."""
     retry_at = max(d.retry_at for d in report.deferred if d.retry_at is not None)
-    envelope = Envelope.of([d.event for d in report.deferred], batch_id=f"{report.batch_id}.d")
+    deferred_id = deferred_batch_id(report.batch_id)
+    envelope = Envelope.of([d.event for d in report.deferred], batch_id=deferred_id)
     delay_s = max((retry_at - utc_now()).total_seconds(), 0.0) + DEFER_SLACK_S
     runtime.journal.record(envelope.batch_id, envelope.wire, not_before=time.time() + delay_s)
     task.app.send_task(**envelope.task_message(), countdown=delay_s)
@@ -180,6 +181,16 @@ def _defer(task: Task, runtime: Runtime, report: IngestReport) -> None:
         len(report.deferred),
         delay_s,
     )
+
+
+def deferred_batch_id(batch_id: str) -> str:
+    """The id of a batch's deferred part: ``<id>.d``, then ``<id>.d2``, ``<id>.d3``… Derived
+    from the batch, so a redelivery defers under the same id; bounded, so a batch deferred
+    again and again never outgrows the 64 characters a batch id may have."""
+    base, marker, count = batch_id.rpartition(".d")
+    if marker and (count == "" or count.isdigit()):
+        return f"{base}.d{int(count or 1) + 1}"
+    return f"{batch_id}.d"
 
 
 def _batch_id_of(envelope: Any) -> str | None:

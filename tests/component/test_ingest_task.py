@@ -20,7 +20,7 @@ from sluice.worker.admin.workspaces import create_workspace
 from sluice.worker.db.schema import dead_letters, outcomes
 from sluice.worker.runtime import Runtime
 from sluice.worker.settings import Settings
-from sluice.worker.tasks import handle_batch
+from sluice.worker.tasks import deferred_batch_id, handle_batch
 
 
 @dataclass
@@ -241,3 +241,15 @@ def test_a_poison_envelope_leaves_the_journal(runtime: Runtime) -> None:
     handle_batch(FakeTask(Request(id="b-poison")), runtime, poison)  # type: ignore[arg-type]
     assert runtime.journal.last_seen("b-poison") is None
     assert runtime.journal.size() == 0
+
+
+def test_a_batch_deferred_again_and_again_keeps_a_short_id() -> None:
+    first = deferred_batch_id("0f" * 16)
+    assert first == "0f" * 16 + ".d"
+    chain = [first]
+    for _ in range(40):
+        chain.append(deferred_batch_id(chain[-1]))
+    assert chain[1:3] == ["0f" * 16 + ".d2", "0f" * 16 + ".d3"]
+    assert len(set(chain)) == len(chain)  # each deferral its own batch
+    assert max(map(len, chain)) <= 64
+    assert deferred_batch_id(chain[-1]) == deferred_batch_id(chain[-1])  # a redelivery
