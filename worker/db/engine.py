@@ -133,10 +133,8 @@ def insert_ignoring_conflicts(
     if not rows:
         return []
     if conn.dialect.name == "postgresql":
-        keys = rows[0].keys()
-        if any(row.keys() != keys for row in rows):
-            raise ValueError(f"{table.name}: rows with different columns in one insert")
-        statement = _recordset_insert(conn.dialect, table, tuple(keys), tuple(returning))
+        keys = _shared_keys(table, rows)
+        statement = _recordset_insert(conn.dialect, table, keys, tuple(returning))
         found: list[tuple[Any, ...]] = []
         for document in _documents(statement, rows):
             result = conn.exec_driver_sql(statement, (document,))
@@ -167,18 +165,33 @@ def _documents(statement: str, rows: list[Mapping[str, Any]]) -> Iterator[str]:
     yield from _documents(statement, rows[half:])
 
 
+def _shared_keys(table: Table, rows: list[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The columns of the rows, which must all have the same (a missing key would be
+    stored as NULL by ``jsonb_to_recordset``)."""
+    keys = rows[0].keys()
+    if any(row.keys() != keys for row in rows):
+        raise ValueError(f"{table.name}: rows with different columns in one statement")
+    return tuple(keys)
+
+
+def _recordset(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> str:
+    """``jsonb_to_recordset(%s::jsonb) AS r(<column> <type>, …)`` over ``table``'s types."""
+    quote = dialect.identifier_preparer.quote
+    typed = ", ".join(
+        f"{quote(name)} {table.c[name].type.compile(dialect=dialect)}" for name in columns
+    )
+    return f"jsonb_to_recordset(%s::jsonb) AS r({typed})"
+
+
 @lru_cache(maxsize=64)
 def _recordset_insert(
     dialect: Dialect, table: Table, columns: tuple[str, ...], returning: tuple[str, ...]
 ) -> str:
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(name) for name in columns)
-    typed = ", ".join(
-        f"{quote(name)} {table.c[name].type.compile(dialect=dialect)}" for name in columns
-    )
     statement = (
         f"INSERT INTO {quote(table.name)} ({names}) SELECT {names} "
-        f"FROM jsonb_to_recordset(%s::jsonb) AS r({typed}) ON CONFLICT DO NOTHING"
+        f"FROM {_recordset(dialect, table, columns)} ON CONFLICT DO NOTHING"
     )
     if returning:
         statement += " RETURNING " + ", ".join(quote(name) for name in returning)
@@ -194,11 +207,9 @@ def update_by_key(
     rows = list(rows)
     if not rows:
         return
-    keys = rows[0].keys()
-    if any(row.keys() != keys for row in rows):
-        raise ValueError(f"{table.name}: rows with different columns in one update")
+    keys = _shared_keys(table, rows)
     if conn.dialect.name == "postgresql":
-        statement = _recordset_update(conn.dialect, table, key, tuple(keys))
+        statement = _recordset_update(conn.dialect, table, key, keys)
         for document in _documents(statement, rows):
             conn.exec_driver_sql(statement, (document,))
         return
@@ -211,12 +222,9 @@ def update_by_key(
 def _recordset_update(dialect: Dialect, table: Table, key: str, columns: tuple[str, ...]) -> str:
     quote = dialect.identifier_preparer.quote
     assignments = ", ".join(f"{quote(name)} = r.{quote(name)}" for name in columns if name != key)
-    typed = ", ".join(
-        f"{quote(name)} {table.c[name].type.compile(dialect=dialect)}" for name in columns
-    )
     return (
         f"UPDATE {quote(table.name)} AS t SET {assignments} "
-        f"FROM jsonb_to_recordset(%s::jsonb) AS r({typed}) WHERE t.{quote(key)} = r.{quote(key)}"
+        f"FROM {_recordset(dialect, table, columns)} WHERE t.{quote(key)} = r.{quote(key)}"
     )
 
 
