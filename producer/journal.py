@@ -54,12 +54,9 @@ class BatchJournal:
 
     def forget(self, batch_ids: Iterable[str]) -> None:
         """Drop committed batches (one round trip)."""
-        ids = list(batch_ids)
-        if ids:
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.hdel(keys.journal(), *ids)
-            pipe.zrem(keys.journal_seen(), *ids)
-            pipe.execute()
+        pipe = self._redis.pipeline(transaction=True)
+        forget_on(pipe, batch_ids)
+        pipe.execute()
 
     def touch(self, batch_ids: Iterable[str], when: float) -> None:
         """Restart the grace period of journaled batches (those not in it stay out)."""
@@ -95,6 +92,14 @@ class BatchJournal:
 
     def size(self) -> int:
         return int(self._redis.hlen(keys.journal()))
+
+
+def forget_on(pipe: redis.client.Pipeline, batch_ids: Iterable[str]) -> None:
+    """Queue on ``pipe``: drop these batches from the journal (committed, or given up)."""
+    ids = list(batch_ids)
+    if ids:
+        pipe.hdel(keys.journal(), *ids)
+        pipe.zrem(keys.journal_seen(), *ids)
 
 
 def seen_now(pipe: redis.client.Pipeline, batch_id: str) -> None:

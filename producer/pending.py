@@ -51,9 +51,16 @@ class PendingMarks:
 
     def clear(self, ids: Iterable[tuple[str, str]]) -> None:
         """Forget the marks of decided ``(workspace_id, message_id)`` pairs, one round trip."""
-        names = [keys.pending(workspace_id, message_id) for workspace_id, message_id in ids]
-        if names:
-            self._redis.unlink(*names)
+        pipe = self._redis.pipeline(transaction=False)
+        clear_on(pipe, ids)
+        pipe.execute()
 
     def is_pending(self, workspace_id: str, message_id: str) -> bool:
         return bool(self._redis.exists(keys.pending(workspace_id, message_id)))
+
+
+def clear_on(pipe: redis.client.Pipeline, ids: Iterable[tuple[str, str]]) -> None:
+    """Queue on ``pipe``: forget the marks of decided ``(workspace_id, message_id)`` pairs."""
+    names = [keys.pending(workspace_id, message_id) for workspace_id, message_id in ids]
+    if names:
+        pipe.unlink(*names)

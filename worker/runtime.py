@@ -10,7 +10,6 @@ import redis
 from redis import Redis
 
 from sluice.producer.journal import BatchJournal
-from sluice.producer.pending import PendingMarks
 from sluice.producer.transport import is_redis_url
 from sluice.rules.bots import BotDetector
 from sluice.rules.engine import RulePolicy, RulesEngine
@@ -53,10 +52,6 @@ class Runtime:
     def rules(self) -> RulesEngine:
         claims = RedisClaimStore(self.redis, retention_s=self.settings.claim_retention_s)
         return RulesEngine(claims, BotDetector(self.settings.bot_networks))
-
-    @cached_property
-    def marks(self) -> PendingMarks:
-        return PendingMarks(self.redis, ttl_s=self.settings.pending_ttl_s)
 
     @cached_property
     def journal(self) -> BatchJournal:

@@ -27,7 +27,8 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from sluice.producer import keys
 from sluice.producer.envelope import Envelope, PoisonEnvelopeError, decode_envelope
 from sluice.producer.events import Event, utc_now
-from sluice.producer.journal import seen_now
+from sluice.producer.journal import forget_on, seen_now
+from sluice.producer.pending import clear_on
 from sluice.producer.wire import DELIVER_TASK, INGEST_TASK, SERIALIZER
 from sluice.rules import Reason, Verdict
 from sluice.worker.delivery.deliverer import handle_delivery
@@ -227,8 +228,10 @@ def _settled(runtime: Runtime, batch_id: str, decisions: list[Decision]) -> None
     """The batch's outcomes are committed: forget its journal copy and its pending marks.
     If Redis does not answer, the marks expire by themselves and the journal sweep publishes
     the batch again, which replays its verdicts."""
-    try:
-        runtime.journal.forget([batch_id])
-        runtime.marks.clear((d.workspace_id, d.message_id) for d in decisions)
+    try:  # one round trip: the journal and the marks live in the same Redis
+        pipe = runtime.redis.pipeline(transaction=True)
+        forget_on(pipe, [batch_id])
+        clear_on(pipe, ((d.workspace_id, d.message_id) for d in decisions))
+        pipe.execute()
     except Exception as exc:
         log.warning("batch %s: could not forget its journal copy and marks: %s", batch_id, exc)
