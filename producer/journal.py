@@ -86,6 +86,11 @@ class BatchJournal:
             if body is not None
         ]
 
+    def elect_sweeper(self, every_s: float) -> bool:
+        """True for the one caller per ``every_s`` across the cluster that sweeps the journal."""
+        lock = keys.journal_sweep_lock()
+        return bool(self._redis.set(lock, "1", nx=True, px=max(1, int(every_s * 1000))))
+
     def last_seen(self, batch_id: str) -> float | None:
         score = self._redis.zscore(keys.journal_seen(), batch_id)
         return None if score is None else float(score)

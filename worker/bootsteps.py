@@ -59,7 +59,6 @@ def sweep_steps(runtime: Runtime) -> list[type[bootsteps.StartStopStep]]:
             settings.journal_sweep_s,
             lambda app: resend_lost_batches(
                 app,
-                runtime.redis,
                 runtime.journal,
                 runtime.broker_redis,
                 grace_s=settings.lost_batch_after_s(),

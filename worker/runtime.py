@@ -37,12 +37,7 @@ class Runtime:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(
-            self.settings.redis_url,
-            socket_timeout=10,
-            socket_connect_timeout=5,
-            health_check_interval=30,
-        )
+        return _redis_client(self.settings.redis_url)
 
     @cached_property
     def rule_policy(self) -> RulePolicy:
@@ -65,7 +60,7 @@ class Runtime:
             return None
         if url == self.settings.redis_url:
             return self.redis
-        return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        return _redis_client(url)
 
     @cached_property
     def deliverer(self) -> Deliverer:
@@ -96,3 +91,9 @@ class Runtime:
         for name, attribute in vars(type(self)).items():
             if isinstance(attribute, cached_property):
                 self.__dict__.pop(name, None)
+
+
+def _redis_client(url: str) -> Redis:
+    return Redis.from_url(
+        url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+    )

@@ -92,7 +92,7 @@ def test_the_sweep_publishes_untouched_batches_again_once_per_interval(
     now = time.time()
     for batch_id, age_s in (("b-old", 300), ("b-older", 600), ("b-young", 5)):
         journal.record(batch_id, envelope(batch_id).wire, not_before=now - age_s)
-    resent = resend_lost_batches(app, client, journal, client, grace_s=GRACE_S, every_s=30)
+    resent = resend_lost_batches(app, journal, client, grace_s=GRACE_S, every_s=30)
     assert resent == ["b-older", "b-old"]
     assert queued_batch_ids(client) == ["b-older", "b-old"]
     oldest = client.lindex(INGEST_QUEUE, -1)
@@ -101,9 +101,9 @@ def test_the_sweep_publishes_untouched_batches_again_once_per_interval(
     body = base64.b64decode(message["body"])  # kombu's Redis transport encodes bodies
     assert orjson.loads(body)[0][0]["batch_id"] == "b-older"  # the envelope as it was
     # Another worker in the same interval does nothing; the next interval finds them touched.
-    assert resend_lost_batches(app, client, journal, client, grace_s=GRACE_S, every_s=30) == []
+    assert resend_lost_batches(app, journal, client, grace_s=GRACE_S, every_s=30) == []
     client.delete(keys.journal_sweep_lock())
-    assert resend_lost_batches(app, client, journal, client, grace_s=GRACE_S, every_s=30) == []
+    assert resend_lost_batches(app, journal, client, grace_s=GRACE_S, every_s=30) == []
     assert client.llen(INGEST_QUEUE) == 2
     journal.forget(["b-older", "b-old", "b-young"])
     assert client.hlen(keys.journal()) == client.zcard(keys.journal_seen()) == 0
@@ -119,14 +119,12 @@ def test_during_a_backlog_only_batches_older_than_the_queue_are_published_again(
     # Workers are ten minutes behind: b-waiting and b-behind-it are still in the queue.
     for batch_id in ("b-waiting", "b-behind-it"):
         app.send_task(**task_message(batch_id, envelope(batch_id).wire))
-    assert resend_lost_batches(app, client, journal, client, grace_s=GRACE_S, every_s=30) == [
-        "b-lost"
-    ]
+    assert resend_lost_batches(app, journal, client, grace_s=GRACE_S, every_s=30) == ["b-lost"]
     assert queued_batch_ids(client) == ["b-waiting", "b-behind-it", "b-lost"]
 
 
 def test_without_a_redis_broker_there_is_nothing_to_sweep(app: Celery, client: redis.Redis) -> None:
     journal = BatchJournal(client)
     journal.record("b-x", envelope("b-x").wire, not_before=time.time() - 3600)
-    assert resend_lost_batches(app, client, journal, None, grace_s=GRACE_S, every_s=30) == []
+    assert resend_lost_batches(app, journal, None, grace_s=GRACE_S, every_s=30) == []
     assert client.llen(INGEST_QUEUE) == 0

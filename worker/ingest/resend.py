@@ -18,7 +18,6 @@ import orjson
 import redis
 from celery import Celery
 
-from sluice.producer import keys
 from sluice.producer.envelope import task_message
 from sluice.producer.journal import BatchJournal
 from sluice.producer.wire import INGEST_QUEUE
@@ -30,7 +29,6 @@ RESEND_LIMIT = 200  # batches per sweep; the rest wait for the next one
 
 def resend_lost_batches(
     app: Celery,
-    client: redis.Redis,
     journal: BatchJournal,
     broker: redis.Redis | None,
     *,
@@ -38,12 +36,9 @@ def resend_lost_batches(
     every_s: float,
 ) -> list[str]:
     """One sweep, if no other worker swept this interval: the ids of the batches published
-    again. ``client`` holds the journal and the lock; ``broker`` is the Redis broker whose
-    queue the backlog rule reads (None when the broker is not Redis: producers journal
-    nothing then)."""
-    if broker is None:
-        return []
-    if not client.set(keys.journal_sweep_lock(), "1", nx=True, px=max(1, int(every_s * 1000))):
+    again. ``broker`` is the Redis broker whose queue the backlog rule reads (None when the
+    broker is not Redis: producers journal nothing then)."""
+    if broker is None or not journal.elect_sweeper(every_s):
         return []
     now = time.time()
     cutoff = now - grace_s
