@@ -1,31 +1,43 @@
-"""Faults under load: nothing acknowledged is lost, nothing is stored twice and no order is
-accepted twice while workers are killed, Redis restarts and PostgreSQL goes away.
+"""Faults under load: nothing acknowledged is lost, nothing is stored twice, no order is
+accepted twice and every accepted event an automation matches gets its webhook, while workers
+and the deliverer are killed, Redis restarts and PostgreSQL goes away.
 
 Starts services of its own and never touches shared ones: a PostgreSQL 15 cluster
 (``pg_createcluster`` on a free port from 5499, trust on loopback, dropped at the end; needs
 root and postgresql-common), a Redis server with AOF (``appendfsync everysec``) in a scratch
 directory on a free port, then ``sluice migrate``, two ``sluice worker --queues sluice.ingest
---concurrency 2`` processes and a ``sluice gateway``. Two producers run side by side for
-``--seconds``: ``EventClient.send_batch`` and HTTP ``POST /v1/batch``, page views and
-"Order Completed" confirmations whose order ids repeat on purpose. A failed send (503, 429,
+--concurrency 2`` processes, a deliverer (``DELIVERER_ARGS``) and a ``sluice gateway``. Two
+producers run side by side for ``--seconds``: ``EventClient.send_batch`` and HTTP ``POST
+/v1/batch``, page views, "Order Completed" confirmations whose order ids repeat on purpose,
+and a share (``--probe-share``) of custom "Fault Probe" events. A failed send (503, 429,
 ``PublishError``) is retried with the same message ids; only acknowledged ids count.
 
+A webhook automation on "Fault Probe" posts to an HTTP/1.1 keep-alive receiver in this
+process, which answers 204 and records each request's ``webhook-id`` and the event's message
+id. Before the load, a warm-up event in a workspace of its own goes through the whole chain
+(ingest worker, deliverer, receiver): the deliverer is ready when its webhook has arrived.
+
 Meanwhile, on a fixed plan: a worker's main process and its pool are killed with SIGKILL
-(as ``docker kill`` would) ``--kills`` times; Redis is stopped (SIGTERM, or SIGKILL with
-``--redis-crash``) and started again on the same directory and port; the PostgreSQL cluster
-is stopped (``pg_ctlcluster … stop -m fast``) for ``--postgres-down-s``. A worker or
-the gateway that exits, killed or by itself (docs/reliability.md #11), is started again
-after a second, as a supervisor would.
+(as ``docker kill`` would) ``--kills`` times, the deliverer ``--deliverer-kills`` times;
+Redis is stopped (SIGTERM, or SIGKILL with ``--redis-crash``) and started again on the same
+directory and port; the PostgreSQL cluster is stopped (``pg_ctlcluster … stop -m fast``) for
+``--postgres-down-s``. A worker, the deliverer or the gateway that exits, killed or by itself
+(docs/reliability.md #11), is started again after a second, as a supervisor would.
 
 Afterwards it waits until every acknowledged event has its outcome, or nothing moves for
-``--stall-s``, and checks the database: lost, stored twice, accepted twice.
+``--stall-s``, and checks the database: lost, stored twice, accepted twice. Then it waits
+until every acknowledged, accepted "Fault Probe" has its webhook and no trigger is still
+open (or, again, nothing moves for ``--stall-s``), and checks the webhooks: missing, repeated
+(a webhook-id received again: allowed, delivery is at least once), and events whose webhooks
+came with more than one webhook-id.
 
     python bench/faults.py                                   # 20 000 events over 120 s
     python bench/faults.py --events 600 --seconds 30 --kills 1 --postgres-down-s 10
     python bench/faults.py --no-postgres-outage --redis-crash --keep-logs /tmp/faults
 
 Results: a readable summary, then one JSON line. The exit status is 1 when an acknowledged
-event was lost or something was stored or accepted twice.
+event was lost, something was stored or accepted twice, an acknowledged and accepted probe
+never got its webhook, or an event's webhooks came with more than one webhook-id.
 """
 
 from __future__ import annotations
@@ -50,6 +62,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +75,18 @@ from sluice.cli.embedded_redis import free_port
 from sluice.producer import EventClient, PublishError
 from sluice.producer.events import as_utc
 from sluice.producer.wire import INGEST_QUEUE
+from sluice.worker.actions import Action
+from sluice.worker.admin.automations import OPEN, add_automation
 from sluice.worker.admin.workspaces import NewWorkspace, create_workspace
 from sluice.worker.db.engine import make_engine
-from sluice.worker.db.schema import dead_letters, events, order_claims, outcomes, repeats
+from sluice.worker.db.schema import (
+    dead_letters,
+    events,
+    order_claims,
+    outcomes,
+    repeats,
+    trigger_deliveries,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cputime import children_of
@@ -74,7 +96,21 @@ PG_VERSION = "15"
 FIRST_PG_PORT = 5499
 DATABASE = "sluice"
 TRUST_ON_LOOPBACK = "local all all trust\nhost all all 127.0.0.1/32 trust\n"
-WORKER_ARGS = ["worker", "--queues", INGEST_QUEUE, "--concurrency", "2", "--loglevel", "INFO"]
+WORKER_ARGS = [
+    "worker",
+    "--no-deliver",
+    "--queues",
+    INGEST_QUEUE,
+    "--concurrency",
+    "2",
+    "--loglevel",
+    "INFO",
+]
+# The trigger deliverer's ``sluice`` arguments; it is started, killed and restarted like
+# the workers, and ready once a warm-up webhook has arrived.
+DELIVERER_ARGS = ["deliverer"]
+PROBE_EVENT = "Fault Probe"  # the automation's event name
+WARM_UP_TIMEOUT_S = 90
 RESTART_DELAY_S = 1.0
 RETRY_SLEEP_S = 0.5
 GIVE_UP_AFTER_S = 120  # past the load's end, a send still failing is abandoned (unsent)
@@ -322,41 +358,139 @@ class Supervisor:
                         service.start()
 
 
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One webhook request as the receiver saw it."""
+
+    webhook_id: str  # the header
+    message_id: str  # data.event.message_id
+    workspace_id: str  # data.workspace_id
+    trigger_id: str  # data.trigger_id
+    at: float  # wall clock
+
+
+class Receiver:
+    """The webhook endpoint: a threaded HTTP/1.1 server (keep-alive, as real receivers do)
+    in its own thread, answering 204 to every POST and recording it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.arrivals: list[Arrival] = []
+        self.malformed = 0  # requests without a webhook-id or the payload's ids
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="receiver", daemon=True
+        )
+
+    def start(self) -> Receiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.server.shutdown()
+        self.server.server_close()
+
+    def record(self, webhook_id: str, body: bytes) -> None:
+        try:
+            payload = json.loads(body)
+            data = payload["data"]
+            arrival = Arrival(
+                webhook_id,
+                str(data["event"]["message_id"]),
+                str(data["workspace_id"]),
+                str(data["trigger_id"]),
+                time.time(),
+            )
+        except (ValueError, KeyError, TypeError):
+            with self.lock:
+                self.malformed += 1
+            return
+        with self.lock:
+            if webhook_id:
+                self.arrivals.append(arrival)
+            else:
+                self.malformed += 1
+
+    def of(self, workspace_id: str) -> list[Arrival]:
+        with self.lock:
+            return [a for a in self.arrivals if a.workspace_id == workspace_id]
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                receiver.record(self.headers.get("webhook-id") or "", body)
+                self.send_response(204)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
 # --- load ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Spec:
-    """One event to send: a page view, or a confirmation of ``order_id``."""
+    """One event to send: a page view, a probe (``PROBE_EVENT``, which fires the webhook
+    automation), or a confirmation of ``order_id``."""
 
     message_id: str
     user_id: str
     order_id: str | None
     n: int
+    probe: bool = False
+
+    @property
+    def kind(self) -> str:
+        if self.order_id is not None:
+            return "confirmation"
+        return "probe" if self.probe else "page_view"
+
+    @property
+    def name(self) -> str:
+        if self.order_id is not None:
+            return "Order Completed"
+        return PROBE_EVENT if self.probe else "Page Viewed"
 
 
-def make_specs(prefix: str, count: int, orders: int, seed: int) -> list[Spec]:
-    rng = random.Random(seed)
+def make_specs(prefix: str, count: int, orders: int, seed: int, probe_share: float) -> list[Spec]:
+    """Confirmations and users drawn as before probes existed; probes (``probe_share`` of
+    all events) replace page views, drawn from a generator of their own."""
+    rng, probes = random.Random(seed), random.Random(f"probes-{seed}")
     made = []
     for n in range(count):
         order = None
         if rng.random() < CONFIRMATION_SHARE:
             order = f"order-{rng.randrange(orders)}"
-        made.append(Spec(f"{prefix}-{n:07d}", f"user-{rng.randrange(2000)}", order, n))
+        probe = probes.random() < probe_share / (1 - CONFIRMATION_SHARE) and order is None
+        made.append(Spec(f"{prefix}-{n:07d}", f"user-{rng.randrange(2000)}", order, n, probe))
     return made
 
 
 def properties_of(spec: Spec) -> dict[str, Any]:
-    if spec.order_id is None:
-        return {"path": f"/p/{spec.n % 97}", "n": spec.n}
-    return {"orderId": spec.order_id, "total": 42}
+    if spec.order_id is not None:
+        return {"orderId": spec.order_id, "total": 42}
+    if spec.probe:
+        return {"n": spec.n}
+    return {"path": f"/p/{spec.n % 97}", "n": spec.n}
 
 
 def client_event(spec: Spec) -> dict[str, Any]:
     return {
         "message_id": spec.message_id,
         "kind": "custom" if spec.order_id is None else "confirmation",
-        "name": "Page Viewed" if spec.order_id is None else "Order Completed",
+        "name": spec.name,
         "user_id": spec.user_id,
         "properties": properties_of(spec),
     }
@@ -368,7 +502,7 @@ def segment_call(spec: Spec) -> dict[str, Any]:
         "type": "track",
         "messageId": spec.message_id,
         "userId": spec.user_id,
-        "event": "Page Viewed" if spec.order_id is None else "Order Completed",
+        "event": spec.name,
         "properties": properties_of(spec),
     }
 
@@ -513,22 +647,31 @@ def in_thread(name: str, target: Callable[[], None], errors: list[str]) -> threa
 
 @dataclass
 class Fault:
-    kind: str  # worker_kill | redis_restart | postgres_outage
+    kind: str  # worker_kill | deliverer_kill | redis_restart | postgres_outage
     at_s: float  # planned, from the start of the load
-    target: str = ""
+    target: str = ""  # the service a kill is for
     started: float = 0.0  # wall clock
-    ended: float = 0.0  # wall clock: the service is back (a killed worker: at once)
+    ended: float = 0.0  # wall clock: the service is back (a killed process: at once)
     unacked: int | None = None  # messages held by workers at the start (Redis's view)
 
 
 def fault_plan(args: argparse.Namespace) -> list[Fault]:
     """Worker kills spread from 10% to 85% of the load (with the defaults the second falls in
-    the PostgreSQL outage, while the workers hold retrying batches), Redis at 25%,
-    PostgreSQL at 40%."""
+    the PostgreSQL outage, while the workers hold retrying batches), deliverer kills from
+    20% to 90% (the first while webhooks flow steadily, before the outages stop them),
+    Redis at 25%, PostgreSQL at 40%."""
     seconds = args.seconds
     plan = [
         Fault("worker_kill", seconds * (0.1 + 0.75 * i / max(1, args.kills - 1)), f"worker{i % 2}")
         for i in range(args.kills)
+    ]
+    plan += [
+        Fault(
+            "deliverer_kill",
+            seconds * (0.2 + 0.7 * i / max(1, args.deliverer_kills - 1)),
+            "deliverer",
+        )
+        for i in range(args.deliverer_kills)
     ]
     if not args.no_redis_restart:
         plan.append(Fault("redis_restart", seconds * 0.25))
@@ -541,7 +684,7 @@ def fault_plan(args: argparse.Namespace) -> list[Fault]:
 class Stage:
     """What the faults act on."""
 
-    workers: list[Service]
+    services: list[Service]  # the kills' targets, by name
     supervisor: Supervisor
     redis: RedisServer
     postgres: PostgresCluster
@@ -554,8 +697,8 @@ def inject(fault: Fault, stage: Stage, started: float) -> None:
     time.sleep(max(0.0, started + fault.at_s - time.monotonic()))
     fault.unacked = broker_state(stage.redis.url).get("unacked")
     fault.started = time.time()
-    if fault.kind == "worker_kill":
-        stage.supervisor.kill(next(w for w in stage.workers if w.name == fault.target))
+    if fault.kind in ("worker_kill", "deliverer_kill"):
+        stage.supervisor.kill(next(s for s in stage.services if s.name == fault.target))
     elif fault.kind == "redis_restart":
         stage.redis.stop(crash=stage.redis_crash)
         time.sleep(stage.redis_down_s)
@@ -694,7 +837,7 @@ def verdict_checks(ledger: Ledger, rows: Rows) -> dict[str, Any]:
     unexpected = 0
     for message_id in acked & rows.outcomes.keys():
         status, reason, _ = rows.outcomes[message_id]
-        kind = "confirmation" if ledger.sent[message_id].order_id else "page_view"
+        kind = ledger.sent[message_id].kind
         verdicts[f"{kind} {status}" + (f" {reason}" if reason else "")] += 1
         expected: set[tuple[str, str | None]] = {("accepted", None)}
         if kind == "confirmation":
@@ -723,15 +866,20 @@ def verdict_checks(ledger: Ledger, rows: Rows) -> dict[str, Any]:
 
 
 def recovery(
-    plan: list[Fault], ledger: Ledger, rows: Rows, load_started: float
+    plan: list[Fault], ledger: Ledger, rows: Rows, load_started: float, hooks: Webhooks
 ) -> list[dict[str, Any]]:
     """Per fault: seconds from its start until every event acknowledged before it was
-    decided (the outcomes' ``decided_at``)."""
+    decided (the outcomes' ``decided_at``), and until every expected probe acknowledged
+    before it had its first webhook."""
     report = []
+    first = hooks.first_arrival()
     for fault in plan:
         before = [m for m, at in ledger.acked.items() if at <= fault.started]
         times = [rows.outcomes[m][2].timestamp() for m in before if m in rows.outcomes]
         cleared = max(times, default=fault.started) - fault.started
+        probes = [m for m in hooks.expected if ledger.acked[m] <= fault.started]
+        arrived = [first[m] for m in probes if m in first]
+        hooked = max(arrived, default=fault.started) - fault.started
         report.append(
             {
                 "fault": fault.kind,
@@ -741,6 +889,8 @@ def recovery(
                 "unacked_at_start": fault.unacked,
                 "backlog_decided_after_s": round(max(0.0, cleared), 1),
                 "backlog_undecided": len(before) - len(times),
+                "webhook_backlog_received_after_s": round(max(0.0, hooked), 1),
+                "webhook_backlog_missing": len(probes) - len(arrived),
             }
         )
     return report
@@ -789,6 +939,212 @@ def broker_state(redis_url: str) -> dict[str, int]:
         client.close()
 
 
+# --- webhooks -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRow:
+    id: str
+    message_id: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+
+
+@dataclass
+class Webhooks:
+    """What the automation's triggers did, and what the receiver got."""
+
+    expected: set[str]  # acknowledged, accepted probes: each must have its webhook
+    arrivals: list[Arrival]  # requests for the benchmark's workspace
+    triggers: dict[str, TriggerRow]  # message id -> its trigger (one per event and automation)
+    malformed: int  # requests the receiver could not read
+    decided: dict[str, float]  # expected probe -> its outcome's decided_at (wall clock)
+
+    def first_arrival(self) -> dict[str, float]:
+        first: dict[str, float] = {}
+        for arrival in self.arrivals:
+            first[arrival.message_id] = min(arrival.at, first.get(arrival.message_id, arrival.at))
+        return first
+
+    def ids_by_message(self) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = defaultdict(set)
+        for arrival in self.arrivals:
+            found[arrival.message_id].add(arrival.webhook_id)
+        return found
+
+    def requests_by_id(self) -> Counter[str]:
+        return Counter(arrival.webhook_id for arrival in self.arrivals)
+
+    def delays_s(self) -> dict[str, float]:
+        """Expected probe -> seconds from its verdict to its first webhook."""
+        first = self.first_arrival()
+        return {m: first[m] - self.decided[m] for m in self.expected if m in first}
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+    at = {"p50": 0.5, "p99": 0.99}
+    cuts = {k: ordered[min(len(ordered) - 1, int(q * len(ordered)))] for k, q in at.items()}
+    return {k: round(v, 2) for k, v in {**cuts, "max": ordered[-1]}.items()}
+
+
+def expected_probes(ledger: Ledger, rows: Rows) -> set[str]:
+    return {
+        m
+        for m in ledger.acked
+        if ledger.sent[m].probe and m in rows.outcomes and rows.outcomes[m][0] == "accepted"
+    }
+
+
+def open_triggers(engine: Engine, automation_id: str) -> int:
+    query = (
+        select(func.count())
+        .select_from(trigger_deliveries)
+        .where(
+            trigger_deliveries.c.automation_id == automation_id,
+            trigger_deliveries.c.status.in_(OPEN),
+        )
+    )
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def wait_for_webhooks(
+    engine: Engine,
+    automation_id: str,
+    received: Callable[[], set[str]],
+    expected: set[str],
+    timeout_s: float,
+    stall_s: float,
+) -> float:
+    """Poll until every expected probe has its webhook and none of the automation's
+    triggers is open (a webhook that arrived but whose attempt was never recorded is sent
+    again: that repeat belongs to the result), nothing moves for ``stall_s`` or
+    ``timeout_s`` passes; return the seconds waited."""
+    started = last_progress = time.monotonic()
+    fewest_missing = fewest_open = len(expected) + 1
+    while True:
+        missing = len(expected - received())
+        try:
+            still_open = open_triggers(engine, automation_id)
+        except Exception:
+            still_open = fewest_open  # the database is not answering: no progress there
+        now = time.monotonic()
+        if missing < fewest_missing or still_open < fewest_open:
+            last_progress = now
+            fewest_missing = min(fewest_missing, missing)
+            fewest_open = min(fewest_open, still_open)
+        done = not missing and not still_open
+        if done or now - last_progress > stall_s or now - started > timeout_s:
+            return now - started
+        time.sleep(POLL_S)
+
+
+def read_triggers(engine: Engine, automation_id: str) -> dict[str, TriggerRow]:
+    t = trigger_deliveries.c
+    query = select(
+        t.id, t.message_id, t.status, t.attempts, t.last_status_code, t.last_error
+    ).where(t.automation_id == automation_id)
+    with engine.connect() as conn:
+        return {row.message_id: TriggerRow(*row) for row in conn.execute(query)}
+
+
+def webhook_checks(hooks: Webhooks) -> dict[str, Any]:
+    received = hooks.ids_by_message()
+    trigger_ids = {m: t.id for m, t in hooks.triggers.items()}
+    return {
+        "triggers": len(hooks.triggers),
+        "trigger_statuses": dict(Counter(t.status for t in hooks.triggers.values())),
+        "webhooks_expected": len(hooks.expected),
+        "webhooks_received": len(hooks.expected & received.keys()),
+        "webhooks_missing": len(hooks.expected - received.keys()),
+        "webhook_requests": len(hooks.arrivals),
+        "webhooks_repeated": sum(n - 1 for n in hooks.requests_by_id().values()),
+        "webhook_ids_per_event_over_1": sum(1 for ids in received.values() if len(ids) > 1),
+        # accepted probes whose send was not acknowledged (a retried send that had got
+        # through) fire too; anything else here is a webhook nothing asked for
+        "webhooks_not_expected": len(received.keys() - hooks.expected),
+        "webhook_id_not_its_trigger": sum(
+            1
+            for a in hooks.arrivals
+            if a.webhook_id != a.trigger_id or a.webhook_id != trigger_ids.get(a.message_id)
+        ),
+        "expected_without_trigger": len(hooks.expected - hooks.triggers.keys()),
+        "malformed_requests": hooks.malformed,
+        "verdict_to_webhook_s": spread(list(hooks.delays_s().values())),
+    }
+
+
+def log_lines(logs: Mapping[str, str], needle: str, limit: int = 8) -> list[str]:
+    """The lines of every process's log that mention ``needle``: the first and the last
+    ones when there are more than ``limit`` (the first failure, the last attempt)."""
+    found = []
+    for name, text in logs.items():
+        found += [f"{name}: {line[:240]}" for line in text.splitlines() if needle in line]
+    if len(found) <= limit:
+        return found
+    head = limit // 2
+    return [*found[:head], f"… {len(found) - limit} more …", *found[head - limit :]]
+
+
+def webhook_detail(
+    hooks: Webhooks, services: Sequence[Service], load_started: float, limit: int = 5
+) -> dict[str, list[dict[str, Any]]]:
+    """A few missing and repeated webhooks, events whose webhooks came with more than one
+    webhook-id, and the slowest webhooks after their verdicts, each with its trigger's row,
+    the requests received (by webhook-id), when (from the start of the load) it was decided
+    and first received, and the log lines that name its trigger."""
+    received = hooks.ids_by_message()
+    requests = hooks.requests_by_id()
+    first = hooks.first_arrival()
+    delays = hooks.delays_s()
+    logs = {service.name: service.log_text() for service in services}
+
+    def since_load(at: float | None) -> float | None:
+        return None if at is None else round(at - load_started, 1)
+
+    def about(message_id: str) -> dict[str, Any]:
+        trigger = hooks.triggers.get(message_id)
+        ids = sorted(received.get(message_id, set()))
+        return {
+            "message_id": message_id,
+            "decided_at_s": since_load(hooks.decided.get(message_id)),
+            "first_webhook_at_s": since_load(first.get(message_id)),
+            "trigger": None
+            if trigger is None
+            else {
+                "id": trigger.id,
+                "status": trigger.status,
+                "attempts": trigger.attempts,
+                "last_status_code": trigger.last_status_code,
+                "last_error": trigger.last_error,
+            },
+            "requests": {webhook_id: requests[webhook_id] for webhook_id in ids},
+            "log": [] if trigger is None else log_lines(logs, trigger.id),
+        }
+
+    repeated = sorted({a.message_id for a in hooks.arrivals if requests[a.webhook_id] > 1})
+    return {
+        "missing": [about(m) for m in sorted(hooks.expected - received.keys())[:limit]],
+        "repeated": [about(m) for m in repeated[:limit]],
+        "many_ids": [about(m) for m, ids in sorted(received.items()) if len(ids) > 1][:limit],
+        "slowest": [about(m) for m in sorted(delays, key=delays.__getitem__, reverse=True)[:limit]],
+    }
+
+
+def webhook_timeline(hooks: Webhooks, load_started: float) -> list[int]:
+    """Expected probes whose first webhook arrived per ``TIMELINE_BUCKET_S``."""
+    buckets: Counter[int] = Counter()
+    for message_id, at in hooks.first_arrival().items():
+        if message_id in hooks.expected:
+            buckets[max(0, int((at - load_started) // TIMELINE_BUCKET_S))] += 1
+    return [buckets[i] for i in range(max(buckets, default=-1) + 1)]
+
+
 # --- the run ------------------------------------------------------------------------------
 
 
@@ -797,6 +1153,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=20_000, help="total, both producers")
     parser.add_argument("--seconds", type=float, default=120, help="load duration")
     parser.add_argument("--kills", type=int, default=3, help="worker SIGKILLs")
+    parser.add_argument("--deliverer-kills", type=int, default=1, help="deliverer SIGKILLs")
+    parser.add_argument(
+        "--probe-share",
+        type=float,
+        default=0.1,
+        help=f'share of the events that are "{PROBE_EVENT}" (each fires a webhook)',
+    )
     parser.add_argument("--no-redis-restart", action="store_true")
     parser.add_argument("--redis-down-s", type=float, default=5)
     parser.add_argument("--redis-crash", action="store_true", help="SIGKILL Redis, not SIGTERM")
@@ -809,7 +1172,8 @@ def parse_args() -> argparse.Namespace:
         default=240,
         help="stop waiting after no progress this long (keep it above the journal's grace "
         "period plus a sweep: the visibility timeout + the time limit + 90 s; a lost batch "
-        "comes back after it)",
+        "comes back after it; and above a deliverer's lease (3 x the webhook timeout + 30 s), "
+        "after which a killed deliverer's triggers are attempted again)",
     )
     parser.add_argument("--drain-timeout-s", type=float, default=600)
     parser.add_argument("--keep-logs", type=Path, help="copy the process logs here")
@@ -826,6 +1190,7 @@ def sluice_env(redis_url: str, database_url: str, visibility_timeout_s: int) -> 
         "SLUICE_DATABASE_URL": database_url,
         "SLUICE_VISIBILITY_TIMEOUT_S": str(visibility_timeout_s),
         "SLUICE_TASK_TIME_LIMIT_S": str(max(1, visibility_timeout_s // 3)),
+        "SLUICE_ALLOW_PRIVATE_WEBHOOKS": "true",  # the receiver is on 127.0.0.1
     }
 
 
@@ -834,6 +1199,7 @@ class Stack:
     scratch: Path
     postgres: PostgresCluster
     redis: RedisServer
+    receiver: Receiver
     services: list[Service] = field(default_factory=list)
     supervisor: Supervisor | None = None
 
@@ -841,11 +1207,16 @@ class Stack:
     def workers(self) -> list[Service]:
         return [s for s in self.services if s.name.startswith("worker")]
 
+    @property
+    def deliverer(self) -> Service:
+        return next(s for s in self.services if s.name == "deliverer")
+
     def close(self, keep_logs: Path | None) -> None:
         if self.supervisor is not None:
             self.supervisor.stop()
         for service in self.services:
             service.stop()
+        self.receiver.stop()
         self.redis.stop()
         try:
             self.postgres.drop()
@@ -859,7 +1230,8 @@ class Stack:
 
 
 def start_sluice(stack: Stack, env: dict[str, str]) -> str:
-    """Migrate, then two ingest workers and a gateway; return the gateway's URL."""
+    """Migrate, then two ingest workers, the deliverer and a gateway; return the gateway's
+    URL. The deliverer is ready once ``warm_up`` has had its webhook."""
     migrate = Service("migrate", ["migrate"], env, stack.scratch / "migrate.log").start()
     assert migrate.process is not None
     if migrate.process.wait(timeout=120) != 0:
@@ -869,6 +1241,8 @@ def start_sluice(stack: Stack, env: dict[str, str]) -> str:
     for i in range(2):
         args = [*WORKER_ARGS, "--hostname", f"faults{i}@%h"]
         stack.services.append(Service(f"worker{i}", args, env, stack.scratch / f"worker{i}.log"))
+    deliverer_log = stack.scratch / "deliverer.log"
+    stack.services.append(Service("deliverer", DELIVERER_ARGS, env, deliverer_log))
     gateway_args = ["gateway", "--host", "127.0.0.1", "--port", str(port)]
     stack.services.append(Service("gateway", gateway_args, env, stack.scratch / "gateway.log"))
     for service in stack.services:
@@ -878,6 +1252,33 @@ def start_sluice(stack: Stack, env: dict[str, str]) -> str:
     stack.services[-1].wait_until(gateway_ready(url), "200 from /healthz")
     stack.supervisor = Supervisor(stack.services).start()
     return url
+
+
+def warm_up(engine: Engine, stack: Stack) -> None:
+    """One probe, in a workspace of its own with its own automation to the receiver,
+    through the ingest worker and the deliverer: wait for its webhook (whatever command
+    the deliverer runs, this says it is serving)."""
+    workspace = create_workspace(engine, "faults-warm-up")
+    add_automation(
+        engine,
+        workspace.workspace_id,
+        PROBE_EVENT,
+        Action.WEBHOOK,
+        target=stack.receiver.url,
+        allow_private_webhooks=True,
+    )
+    client = EventClient(workspace.workspace_id, broker_url=stack.redis.url)
+    try:
+        client.send_batch(
+            [{"message_id": "warm-up", "kind": "custom", "name": PROBE_EVENT, "user_id": "u"}]
+        )
+    finally:
+        client.close()
+    stack.deliverer.wait_until(
+        lambda: bool(stack.receiver.of(workspace.workspace_id)),
+        "webhook for the warm-up event",
+        WARM_UP_TIMEOUT_S,
+    )
 
 
 @dataclass
@@ -900,7 +1301,7 @@ def run_load(
     client = EventClient(workspace.workspace_id, broker_url=stack.redis.url)
     http = httpx.Client(base_url=url, auth=(workspace.write_key, ""), timeout=15)
     stage = Stage(
-        stack.workers,
+        stack.services,
         stack.supervisor,
         stack.redis,
         stack.postgres,
@@ -911,10 +1312,15 @@ def run_load(
     started, wall_started = time.monotonic(), time.time()
     pace = Pace(started, args.seconds, started + args.seconds + GIVE_UP_AFTER_S)
     producers = [
-        ("client", make_specs("cli", half, orders, 1), CLIENT_BATCH, client_sender(client)),
+        (
+            "client",
+            make_specs("cli", half, orders, 1, args.probe_share),
+            CLIENT_BATCH,
+            client_sender(client),
+        ),
         (
             "gateway",
-            make_specs("gw", args.events - half, orders, 2),
+            make_specs("gw", args.events - half, orders, 2, args.probe_share),
             HTTP_BATCH,
             gateway_sender(http),
         ),
@@ -931,8 +1337,25 @@ def run_load(
     return Load(ledger, wall_started, time.monotonic() - started, errors)
 
 
+def webhook_summary(result: dict[str, Any]) -> str:
+    w, detail = result["webhooks"], result["webhook_detail"]
+    line = (
+        f'webhooks ("{PROBE_EVENT}"): expected {w["webhooks_expected"]}, received '
+        f"{w['webhooks_received']}, MISSING {w['webhooks_missing']}; requests "
+        f"{w['webhook_requests']}, repeated {w['webhooks_repeated']} (at least once: "
+        f"allowed); events with more than one webhook-id {w['webhook_ids_per_event_over_1']}; "
+        f"not expected {w['webhooks_not_expected']}; webhook-id not its trigger's "
+        f"{w['webhook_id_not_its_trigger']}; expected without a trigger "
+        f"{w['expected_without_trigger']}; malformed {w['malformed_requests']}; "
+        f"verdict to webhook s: {w['verdict_to_webhook_s']}"
+    )
+    for what, samples in detail.items():
+        line += "".join(f"\n  {what}: {json.dumps(sample)}" for sample in samples)
+    return line
+
+
 def summary(result: dict[str, Any]) -> str:
-    c = result["checks"]
+    c, w = result["checks"], result["webhooks"]
     lines = [
         f"events sent {c['events_sent']}, acknowledged {c['events_acknowledged']}, "
         f"decided {c['events_decided']}, LOST {c['lost']} {result['lost'] if c['lost'] else ''}",
@@ -941,6 +1364,8 @@ def summary(result: dict[str, Any]) -> str:
         f"{c['events_row_but_not_accepted']}; accepted without events row "
         f"{c['accepted_without_events_row']}; unexpected verdicts {c['unexpected_verdicts']}",
         f"orders: {result['orders']}",
+        webhook_summary(result),
+        f"triggers {w['triggers']}, by status: {w['trigger_statuses']}",
         f"verdicts: {c['verdicts']}",
         f"redelivered repeats recorded {c['repeats_recorded']}, dead letters "
         f"{c['dead_letters']}, unacknowledged but decided {c['unacknowledged_but_decided']}",
@@ -950,9 +1375,10 @@ def summary(result: dict[str, Any]) -> str:
     ]
     lines += [f"fault: {fault}" for fault in result["faults"]]
     lines += [
-        f"load {result['load_s']} s, then waited {result['drain_s']} s for outcomes; "
-        f"broker left: {result['broker_left']}",
+        f"load {result['load_s']} s, then waited {result['drain_s']} s for outcomes, "
+        f"{result['webhook_wait_s']} s for webhooks; broker left: {result['broker_left']}",
         f"decided per {TIMELINE_BUCKET_S} s: {result['decided_timeline']}",
+        f"first webhooks per {TIMELINE_BUCKET_S} s: {result['webhook_timeline']}",
         f"log errors: {json.dumps(result['log_errors'], indent=1)}",
         f"thread errors: {result['thread_errors']}",
         f"total {result['total_s']} s",
@@ -965,6 +1391,15 @@ def measure(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     url = start_sluice(stack, env)
     engine = make_engine(stack.postgres.url)
     workspace = create_workspace(engine, "faults")
+    automation = add_automation(
+        engine,
+        workspace.workspace_id,
+        PROBE_EVENT,
+        Action.WEBHOOK,
+        target=stack.receiver.url,
+        allow_private_webhooks=True,
+    )
+    warm_up(engine, stack)
     plan = fault_plan(args)
     load = run_load(args, stack, url, workspace, plan)
     ledger, load_started = load.ledger, load.wall_started
@@ -973,14 +1408,29 @@ def measure(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         engine, workspace.workspace_id, acked, args.drain_timeout_s, args.stall_s
     )
     rows = read_rows(engine, workspace.workspace_id)
+    expected = expected_probes(ledger, rows)
+    receiver, ws = stack.receiver, workspace.workspace_id
+    webhook_wait_s = wait_for_webhooks(
+        engine,
+        automation.id,
+        lambda: {a.message_id for a in receiver.of(ws)},
+        expected,
+        args.drain_timeout_s,
+        args.stall_s,
+    )
+    triggers = read_triggers(engine, automation.id)
     engine.dispose()
+    decided = {m: rows.outcomes[m][2].timestamp() for m in expected}
+    hooks = Webhooks(expected, receiver.of(ws), triggers, receiver.malformed, decided)
     assert stack.supervisor is not None
     exits = stack.supervisor.exits
     return {
         "bench": "faults",
         "checks": verdict_checks(ledger, rows),
         "orders": order_checks(ledger, rows),
+        "webhooks": webhook_checks(hooks),
         "lost": lost_detail(ledger, rows, load_started),
+        "webhook_detail": webhook_detail(hooks, stack.services, load_started),
         "restarts": {
             "killed_on_purpose": sum(e.on_purpose for e in exits),
             "exited_by_themselves": [
@@ -992,17 +1442,23 @@ def measure(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         "send_failures": dict(ledger.failures),
         "unsent": dict(ledger.unsent),
         "longest_producer_outage_s": {k: round(v, 1) for k, v in ledger.longest_outage_s.items()},
-        "faults": recovery(plan, ledger, rows, load_started),
+        "faults": recovery(plan, ledger, rows, load_started, hooks),
         "drain_s": round(drain_s, 1),
+        "webhook_wait_s": round(webhook_wait_s, 1),
         "load_s": round(load.seconds, 1),
         "broker_left": broker_state(stack.redis.url),
         "decided_timeline": timeline(rows, load_started, acked),
+        "webhook_timeline": webhook_timeline(hooks, load_started),
         "log_errors": log_errors(stack.services),
         "thread_errors": load.errors,
         "settings": {
             "events": args.events,
             "seconds": args.seconds,
             "visibility_timeout_s": args.visibility_timeout_s,
+            "kills": args.kills,
+            "deliverer_kills": args.deliverer_kills,
+            "probe_share": args.probe_share,
+            "deliverer": " ".join(DELIVERER_ARGS),
             "redis_crash": args.redis_crash,
             "postgres_down_s": None if args.no_postgres_outage else args.postgres_down_s,
         },
@@ -1012,9 +1468,11 @@ def measure(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
 
 
 def failed(result: dict[str, Any]) -> bool:
-    c, orders = result["checks"], result["orders"]
+    c, orders, w = result["checks"], result["orders"], result["webhooks"]
     return bool(
         c["lost"]
+        or w["webhooks_missing"]
+        or w["webhook_ids_per_event_over_1"]
         or c["stored_twice_events"]
         or c["stored_twice_outcomes"]
         or c["events_row_but_not_accepted"]
@@ -1032,9 +1490,13 @@ def main() -> None:
     began = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix="sluice-faults-"))
     stack = Stack(
-        scratch, PostgresCluster(f"sluicefaults{os.getpid()}"), RedisServer(scratch / "redis")
+        scratch,
+        PostgresCluster(f"sluicefaults{os.getpid()}"),
+        RedisServer(scratch / "redis"),
+        Receiver(),
     )
     try:
+        stack.receiver.start()
         stack.redis.start()
         stack.postgres.create()
         result = measure(args, stack)

@@ -30,9 +30,10 @@ def email_opens(workspace_id: str, user_key: str) -> str:
     return f"{PREFIX}:{{{workspace_id}}}:opens:{user_key}"
 
 
-def trigger_sweep_lock() -> str:
-    """Held by the worker that sweeps for stuck triggers this interval (string, expires)."""
-    return f"{PREFIX}:trigger-sweep"
+def trigger_wakeups() -> str:
+    """The channel (publish/subscribe, nothing stored) on which a worker tells the
+    deliverers that it committed new triggers."""
+    return f"{PREFIX}:triggers:wakeup"
 
 
 def journal() -> str:

@@ -28,9 +28,3 @@ def _loads(payload: bytes | str) -> Any:
 def register_serializer() -> None:
     """Register the orjson serializer with kombu (idempotent)."""
     register(SERIALIZER, _dumps, _loads, content_type=CONTENT_TYPE, content_encoding="utf-8")
-
-
-# Fan-out (docs/architecture.md §6): trigger deliveries have their own queue, so that they
-# never wait behind ingest batches (and a thread-pool worker can serve them).
-DELIVER_TASK = "sluice.deliver_trigger"
-TRIGGERS_QUEUE = "sluice.triggers"

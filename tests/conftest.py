@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from sluice.cli.embedded_redis import EmbeddedRedis, free_port
-from sluice.producer.wire import INGEST_QUEUE, TRIGGERS_QUEUE
+from sluice.producer.wire import INGEST_QUEUE
 from sluice.worker.admin.workspaces import NewWorkspace, create_workspace
 from sluice.worker.db.engine import make_engine, normalise_url
 from sluice.worker.db.migrate import upgrade
@@ -201,7 +201,7 @@ class Stack:
         """Poll until the queue is empty and no message is unacked (all work finished)."""
         client = self.redis
         deadline = time.monotonic() + timeout_s
-        while client.llen(INGEST_QUEUE) or client.llen(TRIGGERS_QUEUE) or client.hlen("unacked"):
+        while client.llen(INGEST_QUEUE) or client.hlen("unacked"):
             if time.monotonic() > deadline:
                 pytest.fail("the worker did not drain the queue")
             time.sleep(0.1)
@@ -224,7 +224,7 @@ def stack(
     gateway = SluiceProcess(gateway_command, env, logs / "gateway.log").start()
     try:
         worker.wait_for_log(" ready.")
-        deliverer.wait_for_log(" ready.")
+        deliverer.wait_for_log("deliverer ready")
         gateway.wait_for_http(f"http://127.0.0.1:{port}/healthz")
         yield Stack(
             redis_url, database_url, f"http://127.0.0.1:{port}", engine, worker, gateway, deliverer

@@ -18,6 +18,7 @@ GATEWAY_COMMAND = ["sluice", "gateway", "--host", "0.0.0.0", "--port", "8000"]
 WORKER_COMMAND = [
     "sluice",
     "worker",
+    "--no-deliver",
     "--queues",
     "sluice.ingest",
     "--concurrency",
@@ -25,21 +26,9 @@ WORKER_COMMAND = [
     "--loglevel",
     "INFO",
 ]
-# Deliveries wait on other people's endpoints: threads, many of them, on their own queue.
-DELIVERY_WORKER_COMMAND = [
-    "sluice",
-    "worker",
-    "--queues",
-    "sluice.triggers",
-    "--pool",
-    "threads",
-    "--concurrency",
-    "16",
-    "--hostname",
-    "deliverer@%h",
-    "--loglevel",
-    "INFO",
-]
+# Deliveries wait on other people's endpoints: a deliverer of their own (the worker above
+# does not deliver).
+DELIVERY_WORKER_COMMAND = ["sluice", "deliverer"]
 
 
 def sluice_executable() -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from sluice.worker.delivery.sweep import SWEEP_EVERY_S, sweep_stuck_triggers
+from sluice.worker.delivery.service import DeliveryService, DeliveryThread
 from sluice.worker.ingest.resend import resend_lost_batches
 from sluice.worker.runtime import Runtime
 
@@ -45,24 +45,41 @@ def periodic_step(
     return Periodic
 
 
-def sweep_steps(runtime: Runtime) -> list[type[bootsteps.StartStopStep]]:
-    """The stuck-trigger sweep, and the journal sweep for lost batches."""
+def journal_sweep_step(runtime: Runtime) -> type[bootsteps.StartStopStep]:
+    """The journal sweep for lost batches (docs/reliability.md #1)."""
     settings = runtime.settings
-    return [
-        periodic_step(
-            "stuck-trigger sweep",
-            SWEEP_EVERY_S,
-            lambda app: sweep_stuck_triggers(app, runtime.redis, lambda: runtime.deliverer),
+    return periodic_step(
+        "journal sweep",
+        settings.journal_sweep_s,
+        lambda app: resend_lost_batches(
+            app,
+            runtime.journal,
+            runtime.broker_redis,
+            grace_s=settings.lost_batch_after_s(),
+            every_s=settings.journal_sweep_s,
         ),
-        periodic_step(
-            "journal sweep",
-            settings.journal_sweep_s,
-            lambda app: resend_lost_batches(
-                app,
-                runtime.journal,
-                runtime.broker_redis,
-                grace_s=settings.lost_batch_after_s(),
-                every_s=settings.journal_sweep_s,
-            ),
-        ),
-    ]
+    )
+
+
+def delivery_step(runtime: Runtime) -> type[bootsteps.StartStopStep]:
+    """A deliverer in a thread of the worker's main process, started once the pool is up
+    (so that no pool process is forked from a process running it), stopped with the
+    worker after its attempts under way."""
+
+    class Delivery(bootsteps.StartStopStep):  # type: ignore[misc]
+        requires = ("celery.worker.components:Pool",)
+        name = "sluice deliverer"
+
+        def __init__(self, worker: Any, **kwargs: Any) -> None:
+            super().__init__(worker, **kwargs)
+            self.thread: DeliveryThread | None = None
+
+        def start(self, worker: Any) -> None:
+            self.thread = DeliveryThread(DeliveryService(runtime.settings, worker.app))
+            self.thread.start()
+
+        def stop(self, worker: Any) -> None:
+            if self.thread is not None:
+                self.thread.stop(timeout_s=runtime.settings.webhook_timeout_s + 10)
+
+    return Delivery

@@ -9,15 +9,8 @@ from celery.signals import worker_process_init
 from kombu.entity import Queue
 
 from sluice.producer.transport import broker_transport_options, publish_retry_policy
-from sluice.producer.wire import (
-    DELIVER_TASK,
-    INGEST_QUEUE,
-    INGEST_TASK,
-    SERIALIZER,
-    TRIGGERS_QUEUE,
-    register_serializer,
-)
-from sluice.worker.bootsteps import sweep_steps
+from sluice.producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER, register_serializer
+from sluice.worker.bootsteps import delivery_step, journal_sweep_step
 from sluice.worker.collector import tune_collector
 from sluice.worker.runtime import Runtime
 from sluice.worker.settings import Settings
@@ -67,16 +60,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": max(1, int(hard_limit_s * 0.8)),
         "task_time_limit": hard_limit_s,
         # Named queues only: a typo in a route fails loudly instead of filling a new queue.
-        # Trigger deliveries have their own queue, so they never wait behind batches and
-        # can be served by a thread-pool worker (``-Q sluice.triggers -P threads``). Task
+        # Triggers need no queue: the deliverers take them from the database. Task
         # actions go to the queue their automation names (a ``Queue`` object, declared).
-        "task_queues": (Queue(INGEST_QUEUE), Queue(TRIGGERS_QUEUE)),
+        "task_queues": (Queue(INGEST_QUEUE),),
         "task_default_queue": INGEST_QUEUE,
         "task_create_missing_queues": False,
-        "task_routes": {
-            INGEST_TASK: {"queue": INGEST_QUEUE},
-            DELIVER_TASK: {"queue": TRIGGERS_QUEUE},
-        },
+        "task_routes": {INGEST_TASK: {"queue": INGEST_QUEUE}},
         # Flower: task events from workers, and "sent" events from producers.
         "worker_send_task_events": True,
         "task_send_sent_event": True,
@@ -87,14 +76,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_app(settings: Settings) -> Celery:
+def create_app(settings: Settings, *, deliver: bool = False) -> Celery:
+    """The app; its workers also deliver triggers when ``deliver`` is set."""
     register_serializer()
     app = Celery("sluice", set_as_current=True)
     app.conf.update(celery_config(settings))
     runtime = Runtime(settings)
     register_tasks(app, runtime)
-    for step in sweep_steps(runtime):
-        app.steps["worker"].add(step)
+    app.steps["worker"].add(journal_sweep_step(runtime))
+    if deliver:
+        app.steps["worker"].add(delivery_step(runtime))
 
     def _fresh_connections(**_: Any) -> None:
         runtime.reset()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from functools import cached_property
 
-import httpx
 import redis
 from redis import Redis
 
@@ -14,14 +13,9 @@ from sluice.producer.transport import is_redis_url
 from sluice.rules.bots import BotDetector
 from sluice.rules.engine import RulePolicy, RulesEngine
 from sluice.rules.redis_claims import RedisClaimStore
-from sluice.worker.actions.webhook import USER_AGENT
 from sluice.worker.db.engine import make_engine
-from sluice.worker.delivery.deliverer import Deliverer
-from sluice.worker.delivery.leases import DeliveryPolicy, TriggerStore
 from sluice.worker.ingest.store import EventStore
 from sluice.worker.settings import Settings
-
-BUSY_DELAY_S = 1.0  # an endpoint at its in-flight cap: look again this much later
 
 
 class Runtime:
@@ -61,30 +55,6 @@ class Runtime:
         if url == self.settings.redis_url:
             return self.redis
         return _redis_client(url)
-
-    @cached_property
-    def deliverer(self) -> Deliverer:
-        settings = self.settings
-        policy = DeliveryPolicy(
-            lease_s=settings.webhook_timeout_s * 3 + 30,  # connect + send + wait, with room
-            max_attempts=settings.webhook_max_attempts,
-            max_in_flight=settings.webhook_max_in_flight,
-            busy_delay_s=BUSY_DELAY_S,
-            disable_after_s=settings.webhook_disable_after_s,
-        )
-        http = httpx.Client(
-            timeout=settings.webhook_timeout_s,
-            follow_redirects=False,
-            trust_env=False,
-            headers={"user-agent": USER_AGENT},
-        )
-        return Deliverer(
-            TriggerStore(self.store.engine, policy),
-            http,
-            allow_private=settings.allow_private_webhooks,
-            backoff_base_s=settings.webhook_backoff_s,
-            max_delay_s=settings.max_retry_delay_s(),
-        )
 
     def reset(self) -> None:
         """Drop connections inherited across a fork; they are reopened on first use."""

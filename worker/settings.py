@@ -50,13 +50,17 @@ class Settings(BaseSettings):
     )
     webhook_max_backoff_s: PositiveInt = Field(
         default=300,
-        description="longest wait between attempts (at most half the visibility timeout)",
+        description="longest backoff between attempts (a longer Retry-After is honoured, "
+        "up to a day)",
     )
     webhook_disable_after_s: PositiveInt = Field(
         default=5 * 86_400, description="an endpoint failing this long is disabled"
     )
     webhook_max_in_flight: PositiveInt = Field(
-        default=4, description="attempts under way at once per automation"
+        default=64, description="attempts under way at once per automation, per deliverer"
+    )
+    delivery_concurrency: PositiveInt = Field(
+        default=256, description="attempts under way at once in one deliverer"
     )
 
     # Queue behaviour (docs/reliability.md).
@@ -100,10 +104,6 @@ class Settings(BaseSettings):
         for cidr in value:
             ip_network(cidr, strict=False)  # ValueError names the bad entry
         return value
-
-    def max_retry_delay_s(self) -> float:
-        """The longest countdown a delivery may wait: never near the visibility timeout."""
-        return float(min(self.webhook_max_backoff_s, self.visibility_timeout_s // 2))
 
     def lost_batch_after_s(self) -> float:
         """How long a queued batch may go untouched before it counts as lost: longer than a

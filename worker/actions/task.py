@@ -1,18 +1,21 @@
 """A Celery task for in-house consumers: ``send_task(NAME, args=[payload], queue=QUEUE)``
-with the payload a webhook would get, JSON-serialised. Delivered once the broker holds it."""
+with the payload a webhook would get, JSON-serialised. Delivered once the broker holds it.
+Publishing blocks, so it runs in a thread beside the deliverer's event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import orjson
 from kombu.entity import Queue
 
-from sluice.producer.wire import INGEST_QUEUE, TRIGGERS_QUEUE
+from sluice.producer.wire import INGEST_QUEUE
 from sluice.worker.actions.base import Attempt, AttemptResult, Outcome, Target
 
 DEFAULT_TASK_QUEUE = "sluice.automations"
-RESERVED_QUEUES = (INGEST_QUEUE, TRIGGERS_QUEUE)
+# Sluice's queues: ingestion, and the delivery queue of versions before the deliverer.
+RESERVED_QUEUES = (INGEST_QUEUE, "sluice.triggers")
 NAME_PATTERN = re.compile(r"^[A-Za-z_][\w.:-]{0,199}$")
 
 
@@ -30,7 +33,11 @@ class TaskAction:
             raise ValueError("sluice.* tasks and Sluice's own queues are not for automations")
         return Target(target, queue)
 
-    def attempt(self, attempt: Attempt) -> Outcome:
+    async def attempt(self, attempt: Attempt) -> Outcome:
+        return await asyncio.to_thread(self._publish, attempt)
+
+    @staticmethod
+    def _publish(attempt: Attempt) -> Outcome:
         payload = orjson.loads(attempt.body)  # JSON types, for Celery's json serializer
         name, queue = attempt.target.target or "", attempt.target.queue or ""
         try:

@@ -9,7 +9,8 @@ attempt, and what its answer means.
 - any other 4xx, and 3xx (redirects are not followed): failed, not retried.
 
 The URL is checked when the automation is added and again before every attempt
-(``sluice.worker.actions.webhook_urls``).
+(``sluice.worker.actions.webhook_urls``); the addresses its host resolves to are checked when
+the client connects (``sluice.worker.actions.webhook_client``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from __future__ import annotations
 import base64
 import secrets
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
+from ipaddress import ip_address
 
-import httpx
+import aiohttp
 from standardwebhooks import Webhook
 
 from sluice.producer.events import utc_now
@@ -31,8 +35,8 @@ from sluice.worker.actions.webhook_urls import (
     check_webhook_url,
 )
 
-USER_AGENT = "Sluice-Webhooks/1"
 SECRET_PREFIX = "whsec_"
+MAX_ANSWER_BYTES = 65_536  # an answer body up to this is read, so its connection is reused
 
 
 class WebhookAction:
@@ -45,19 +49,27 @@ class WebhookAction:
         check_webhook_url(target, allow_private=allow_private)
         return Target(target, None, new_secret())
 
-    def attempt(self, attempt: Attempt) -> Outcome:
+    async def attempt(self, attempt: Attempt) -> Outcome:
         url = attempt.target.target
         if not url:
             return Outcome(AttemptResult.FAILED, 0, error="nothing to deliver for webhook")
         try:
-            check_webhook_url(url, allow_private=attempt.allow_private)
-        except UnresolvableHostError as exc:
-            return Outcome(AttemptResult.RETRY, 0, error=str(exc))
+            # The syntax, and an IP address given as the host; names are checked by the
+            # client's resolver when it connects.
+            check_webhook_url(url, allow_private=attempt.allow_private, resolver=literal_address)
         except UnsafeWebhookUrlError as exc:
             return Outcome(AttemptResult.FAILED, 0, error=f"refused: {exc}")
         secret = attempt.target.secret or ""
         headers = signed_headers(secret, attempt.trigger_id, attempt.body, utc_now())
-        return post_webhook(attempt.http, url, attempt.body, headers, utc_now())
+        return await post_webhook(attempt.http, url, attempt.body, headers, utc_now())
+
+
+def literal_address(host: str, port: int) -> list[str]:
+    """The host when it is an IP address; nothing to check otherwise (no DNS lookup)."""
+    try:
+        return [str(ip_address(host.split("%", 1)[0]))]
+    except ValueError:
+        return []
 
 
 def new_secret() -> str:
@@ -65,8 +77,13 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
+@lru_cache(maxsize=1024)
+def _signer(secret: str) -> Webhook:
+    return Webhook(secret)
+
+
 def signed_headers(secret: str, webhook_id: str, body: bytes, now: datetime) -> dict[str, str]:
-    signature = Webhook(secret).sign(webhook_id, now, body.decode())
+    signature = _signer(secret).sign(webhook_id, now, body.decode())
     return {
         "webhook-id": webhook_id,
         "webhook-timestamp": str(int(now.timestamp())),
@@ -75,28 +92,39 @@ def signed_headers(secret: str, webhook_id: str, body: bytes, now: datetime) -> 
     }
 
 
-def post_webhook(
-    client: httpx.Client, url: str, body: bytes, headers: dict[str, str], now: datetime
+async def post_webhook(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    now: datetime,
 ) -> Outcome:
-    """POST once (the client's timeout applies) and classify the answer. The response body
-    is not read: only its status and headers matter."""
+    """POST once (the session's timeout applies) and classify the answer. Only the status
+    and headers matter; a short answer body is read so that the connection stays open."""
     started = time.perf_counter()
     try:
-        with client.stream("POST", url, content=body, headers=headers) as response:
-            status, answer_headers = response.status_code, response.headers
-    except httpx.TimeoutException as exc:
+        async with session.post(url, data=body, headers=headers, allow_redirects=False) as answer:
+            status, retry_after = answer.status, answer.headers.get("retry-after")
+            length = answer.content_length
+            if length is not None and length <= MAX_ANSWER_BYTES:
+                await answer.read()
+    except UnsafeWebhookUrlError as exc:  # from the resolver
+        return Outcome(AttemptResult.FAILED, _ms_since(started), error=f"refused: {exc}")
+    except TimeoutError as exc:
         return Outcome(
             AttemptResult.RETRY, _ms_since(started), error=f"timeout ({type(exc).__name__})"
         )
-    except httpx.HTTPError as exc:
+    except aiohttp.ClientConnectorDNSError as exc:
+        unresolved = UnresolvableHostError(f"{exc.host}: cannot be resolved ({exc.os_error})")
+        return Outcome(AttemptResult.RETRY, _ms_since(started), error=str(unresolved))
+    except (aiohttp.ClientError, OSError) as exc:
         return Outcome(
             AttemptResult.RETRY, _ms_since(started), error=f"{type(exc).__name__}: {exc}"
         )
     latency_ms = _ms_since(started)
     result = classify(status)
-    retry_after = retry_after_s(answer_headers.get("retry-after"), now)
     error = None if result is AttemptResult.DELIVERED else f"HTTP {status}"
-    return Outcome(result, latency_ms, status, error, retry_after)
+    return Outcome(result, latency_ms, status, error, retry_after_s(retry_after, now))
 
 
 def classify(status: int) -> AttemptResult:

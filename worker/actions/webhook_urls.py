@@ -6,7 +6,7 @@ again before every attempt (DNS may have changed)."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from urllib.parse import urlsplit
 
@@ -49,12 +49,18 @@ def check_webhook_url(url: str, *, allow_private: bool, resolver: Resolver = res
         addresses = resolver(parts.hostname, port)
     except OSError as exc:
         raise UnresolvableHostError(f"{parts.hostname}: cannot be resolved ({exc})") from exc
+    refuse_non_global(parts.hostname, addresses)
+
+
+def refuse_non_global(hostname: str, addresses: Iterable[str]) -> None:
+    """Raise ``UnsafeWebhookUrlError`` if one of the addresses ``hostname`` resolved to is
+    not globally routable (or leads to such an IPv4 address)."""
     for text in addresses:
         address = ip_address(text.split("%", 1)[0])
         for candidate in (address, *_embedded_ipv4(address)):
             if not candidate.is_global or candidate.is_multicast:
                 raise UnsafeWebhookUrlError(
-                    f"{parts.hostname} resolves to {address}, a loopback, private or reserved "
+                    f"{hostname} resolves to {address}, a loopback, private or reserved "
                     "address; set SLUICE_ALLOW_PRIVATE_WEBHOOKS=true to allow it"
                 )
 

@@ -38,7 +38,7 @@ class TriggerStatus(StrEnum):
 
 
 OPEN = (str(TriggerStatus.PENDING), str(TriggerStatus.RETRYING))
-Pending = tuple[str, str]  # (trigger id, automation id): a trigger to publish for delivery
+Pending = tuple[str, str]  # (trigger id, automation id): a trigger waiting for a deliverer
 
 
 @dataclass(frozen=True, slots=True)

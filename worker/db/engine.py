@@ -199,32 +199,46 @@ def _recordset_insert(
 
 
 def update_by_key(
-    conn: Connection, table: Table, key: str, rows: Iterable[Mapping[str, Any]]
+    conn: Connection,
+    table: Table,
+    key: str | tuple[str, ...],
+    rows: Iterable[Mapping[str, Any]],
 ) -> None:
-    """For each row, ``UPDATE table SET <its other columns> WHERE key = row[key]``. On
-    PostgreSQL one statement for all rows (as ``insert_ignoring_conflicts``); on SQLite an
-    ``executemany``. Every row must have the same keys."""
+    """For each row, ``UPDATE table SET <its other columns> WHERE <key columns> = the
+    row's``. On PostgreSQL one statement for all rows (as ``insert_ignoring_conflicts``);
+    on SQLite an ``executemany``. Every row must have the same keys."""
     rows = list(rows)
     if not rows:
         return
     keys = _shared_keys(table, rows)
+    matched = (key,) if isinstance(key, str) else key
     if conn.dialect.name == "postgresql":
-        statement = _recordset_update(conn.dialect, table, key, keys)
+        statement = _recordset_update(conn.dialect, table, matched, keys)
         for document in _documents(statement, rows):
             conn.exec_driver_sql(statement, (document,))
         return
-    values: dict[str, Any] = {name: bindparam(f"new_{name}") for name in keys if name != key}
-    update = table.update().where(table.c[key] == bindparam(f"new_{key}")).values(values)
-    conn.execute(update, [{f"new_{name}": value for name, value in row.items()} for row in rows])
+    values: dict[str, Any] = {
+        name: bindparam(f"new_{name}") for name in keys if name not in matched
+    }
+    where = [table.c[name] == bindparam(f"new_{name}") for name in matched]
+    conn.execute(
+        table.update().where(*where).values(values),
+        [{f"new_{name}": value for name, value in row.items()} for row in rows],
+    )
 
 
 @lru_cache(maxsize=64)
-def _recordset_update(dialect: Dialect, table: Table, key: str, columns: tuple[str, ...]) -> str:
+def _recordset_update(
+    dialect: Dialect, table: Table, matched: tuple[str, ...], columns: tuple[str, ...]
+) -> str:
     quote = dialect.identifier_preparer.quote
-    assignments = ", ".join(f"{quote(name)} = r.{quote(name)}" for name in columns if name != key)
+    assignments = ", ".join(
+        f"{quote(name)} = r.{quote(name)}" for name in columns if name not in matched
+    )
+    where = " AND ".join(f"t.{quote(name)} = r.{quote(name)}" for name in matched)
     return (
         f"UPDATE {quote(table.name)} AS t SET {assignments} "
-        f"FROM {_recordset(dialect, table, columns)} WHERE t.{quote(key)} = r.{quote(key)}"
+        f"FROM {_recordset(dialect, table, columns)} WHERE {where}"
     )
 
 

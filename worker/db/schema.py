@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -207,7 +208,14 @@ trigger_deliveries = Table(
     UniqueConstraint("message_id", "automation_id"),
     Index("ix_trigger_deliveries_workspace_message", "workspace_id", "message_id"),
     Index("ix_trigger_deliveries_automation_lease", "automation_id", "lease_until"),
-    Index("ix_trigger_deliveries_status_next_attempt", "status", "next_attempt_at"),
+    # The deliverers' work list: an automation's open triggers by due time (migration 0005).
+    Index(
+        "ix_trigger_deliveries_due",
+        "automation_id",
+        "next_attempt_at",
+        postgresql_where=text("status IN ('pending', 'retrying')"),
+        sqlite_where=text("status IN ('pending', 'retrying')"),
+    ),
     comment="exactly one trigger per (message, automation), with its delivery state",
 )
 

@@ -1,37 +1,47 @@
-"""The delivery task: claim a trigger, act once, record the attempt, schedule the next.
+"""The deliverer: one asyncio event loop that claims due triggers in batches, acts on many
+at once, and records the attempts in batches (docs/architecture.md §6).
 
-Retries wait with exponential backoff and jitter, at least ``Retry-After`` when the
-endpoint sent one, and never longer than half the broker's visibility timeout: a countdown
-longer than it would be delivered twice (docs/reliability.md #4). A trigger that is not due (a
-retry published early, a copy from a replayed batch, an attempt still leased, an endpoint
-at its in-flight cap) publishes itself again for when it is due; one that is settled does
-nothing. Any failure of the task itself (the database or the broker away) retries the
-task with backoff; the attempt cap still ends a trigger that keeps failing.
+- Claims: when woken (new triggers were committed, an attempt finished, or a poll
+  interval passed), it claims as many due triggers as it has room for: at most
+  ``concurrency`` attempts under way, and at most the in-flight cap of each automation
+  (``sluice.worker.delivery.leases``).
+- Attempts: each claimed trigger is one coroutine; a slow endpoint holds its own
+  coroutines and connections, never the loop. A finished attempt frees its room at once
+  and wakes the claimer.
+- Records: finished attempts are written together, as soon as the previous write is done.
+- Retries wait with exponential backoff and jitter, at least ``Retry-After`` when the
+  endpoint sent one (up to a day): the wait is the trigger's ``next_attempt_at``, so
+  nothing waits in a queue.
+- A failure of the database (a claim or a record) is logged and tried again; attempts
+  whose record is lost with the process are attempted again once their lease ends, with
+  the same ``webhook-id`` (at least once).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
-from datetime import datetime
-from typing import Any, NoReturn
+import time
+from collections import Counter
+from collections.abc import Callable
 
-import httpx
-from celery import Celery, Task
-from celery.exceptions import Reject
+import aiohttp
+from celery import Celery
 
 from sluice.producer.events import utc_now
-from sluice.producer.wire import DELIVER_TASK, TRIGGERS_QUEUE
 from sluice.worker.actions import ACTIONS, Attempt, AttemptResult, Outcome
-from sluice.worker.delivery.leases import Claimed, Later, Settled, TriggerStore
+from sluice.worker.delivery.leases import Attempted, Claimed, TriggerStore
 from sluice.worker.delivery.payload import trigger_body
-from sluice.worker.failures import is_transient
-from sluice.worker.retries import retry_or_requeue
 
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER_S = 86_400.0
-MAX_TASK_FAILURES = 10  # a delivery task failing this often for no transient cause stops
+CLAIM_BATCH = 200  # triggers claimed in one transaction at most
+POLL_S = 1.0  # look for due triggers (retries) at least this often
+HOUSEKEEPING_S = 30.0  # settle the triggers no claim will take this often
+DATABASE_BACKOFF_S = (0.5, 10.0)  # a failed claim or record: first and longest wait
 
 
 def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
@@ -42,107 +52,176 @@ def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
 
 def retry_delay_s(attempt: int, retry_after_s: float | None, base_s: float, cap_s: float) -> float:
     """The wait before the next attempt: the backoff (at most ``cap_s``), or ``Retry-After``
-    when the endpoint asks for longer (up to a day). A wait longer than ``cap_s`` is
-    bridged by tasks of at most ``cap_s`` that find the trigger not yet due."""
+    when the endpoint asks for longer (up to a day)."""
     asked_s = min(retry_after_s or 0.0, MAX_RETRY_AFTER_S)
     return max(backoff_s(attempt, base_s, cap_s), asked_s)
 
 
 class Deliverer:
-    """Everything one delivery needs; one per worker process (threads share it)."""
+    """Claims, attempts and records triggers until ``stop`` is called."""
 
     def __init__(
         self,
         triggers: TriggerStore,
-        http: httpx.Client,
+        http: aiohttp.ClientSession,
+        app: Celery,
         *,
+        concurrency: int,
         allow_private: bool,
         backoff_base_s: float,
-        max_delay_s: float,
+        max_backoff_s: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.triggers = triggers
         self.http = http
+        self.app = app
+        self.concurrency = concurrency
         self.allow_private = allow_private
         self.backoff_base_s = backoff_base_s
-        self.max_delay_s = max_delay_s
+        self.max_backoff_s = max_backoff_s
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._finished: list[Attempted] = []
+        self._to_record = asyncio.Event()
+        self._attempts: set[asyncio.Task[None]] = set()
+        self._under_way: Counter[str] = Counter()  # attempts by automation id
+        self._stopping = asyncio.Event()
+        self._closing = False
+        self.delivered = 0  # attempts recorded, for logs and tests
 
-    def deliver(self, app: Celery, trigger_id: str) -> float | None:
-        """One step for a trigger; the countdown before its task should run again (never
-        over ``max_delay_s``: a longer wait is bridged), or None when it is settled."""
-        now = utc_now()
-        claim = self.triggers.claim(trigger_id, now)
-        if isinstance(claim, Settled):
-            log.debug("trigger %s: nothing to do (%s)", trigger_id, claim.status)
-            return None
-        if isinstance(claim, Later):
-            wait_s: float | None = (claim.at - now).total_seconds()
-        else:
-            wait_s = self._attempt_and_record(app, claim, now)
-        return None if wait_s is None else min(max(wait_s, 0.0), self.max_delay_s)
+    def wake(self) -> None:
+        """Look for due triggers now (from the event loop's thread)."""
+        self._wake.set()
 
-    def _attempt_and_record(
-        self, app: Celery, claim: Claimed, started_at: datetime
-    ) -> float | None:
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self, grace_s: float) -> None:
+        """Deliver until stopped; then give the attempts under way ``grace_s`` to finish,
+        and record what finished."""
+        recorder = asyncio.create_task(self._record_loop())
         try:
-            outcome = self.attempt(app, claim)
+            await self._claim_loop()
+            if self._attempts:
+                await asyncio.wait(set(self._attempts), timeout=grace_s)
+        finally:
+            for attempt in set(self._attempts):
+                attempt.cancel()  # its lease runs out; it is attempted again then
+            if self._attempts:
+                await asyncio.wait(set(self._attempts))
+            self._closing = True
+            self._to_record.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(recorder), timeout=grace_s + 5)
+            except TimeoutError:
+                log.error("%d finished attempts could not be recorded", len(self._finished))
+                recorder.cancel()
+
+    async def _claim_loop(self) -> None:
+        housekeeping_at = self._clock()
+        failures = 0
+        while not self._stopping.is_set():
+            room = self.concurrency - len(self._attempts)
+            if room > 0:
+                try:
+                    claimed = await asyncio.to_thread(
+                        self.triggers.claim_due,
+                        utc_now(),
+                        min(room, CLAIM_BATCH),
+                        dict(self._under_way),
+                    )
+                    if self._clock() >= housekeeping_at:
+                        housekeeping_at = self._clock() + HOUSEKEEPING_S
+                        await asyncio.to_thread(self.triggers.close_abandoned, utc_now())
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    log.exception("claiming triggers failed; trying again")
+                    await self._pause(_database_backoff_s(failures))
+                    continue
+                for claim in claimed:
+                    self._under_way[claim.automation.id] += 1
+                    attempt = asyncio.create_task(self._attempt(claim))
+                    self._attempts.add(attempt)
+                    attempt.add_done_callback(self._attempts.discard)
+                if len(claimed) == min(room, CLAIM_BATCH):
+                    continue  # there may be more due right now
+            await self._pause(POLL_S)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` or until woken, whichever comes first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        self._wake.clear()
+
+    async def _attempt(self, claim: Claimed) -> None:
+        started_at = utc_now()
+        try:
+            outcome = await ACTIONS[claim.automation.action].attempt(self._attempt_of(claim))
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:  # recorded like any failed attempt, never lost in a crash
             log.exception("trigger %s: the attempt failed unexpectedly", claim.trigger_id)
             outcome = Outcome(AttemptResult.RETRY, 0, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._under_way[claim.automation.id] -= 1
+            if self._under_way[claim.automation.id] <= 0:
+                del self._under_way[claim.automation.id]
+            self.wake()  # room for another attempt
         delay_s = retry_delay_s(
-            claim.attempt, outcome.retry_after_s, self.backoff_base_s, self.max_delay_s
+            claim.attempt, outcome.retry_after_s, self.backoff_base_s, self.max_backoff_s
         )
-        wait_s = self.triggers.record(claim, outcome, started_at, delay_s, utc_now())
-        log.info(
-            "trigger %s attempt %d (%s %s): %s%s",
-            claim.trigger_id,
-            claim.attempt,
-            claim.automation.action,
-            claim.automation.id,
-            outcome.result,
-            f" ({outcome.error}); next in {wait_s:.1f}s" if wait_s is not None else "",
-        )
-        return wait_s
+        self._finished.append(Attempted(claim, outcome, started_at, delay_s))
+        self._to_record.set()
+        if outcome.result is not AttemptResult.DELIVERED:
+            log.info(
+                "trigger %s attempt %d (%s %s): %s (%s)",
+                claim.trigger_id,
+                claim.attempt,
+                claim.automation.action,
+                claim.automation.id,
+                outcome.result,
+                outcome.error,
+            )
 
-    def attempt(self, app: Celery, claim: Claimed) -> Outcome:
+    def _attempt_of(self, claim: Claimed) -> Attempt:
         automation = claim.automation
         body = trigger_body(claim.trigger_id, automation, claim.event, claim.created_at)
-        attempt = Attempt(
-            claim.trigger_id, automation.destination, body, app, self.http, self.allow_private
+        return Attempt(
+            claim.trigger_id, automation.destination, body, self.app, self.http, self.allow_private
         )
-        return ACTIONS[automation.action].attempt(attempt)
 
+    async def _record_loop(self) -> None:
+        """Record finished attempts as they come; once closing, until none is left."""
+        failures = 0
+        while True:
+            await self._to_record.wait()
+            self._to_record.clear()
+            if not await self._record_finished():
+                failures += 1
+                await asyncio.sleep(_database_backoff_s(failures))
+                self._to_record.set()
+                continue
+            failures = 0
+            if self._closing and not self._finished:
+                return
 
-def handle_delivery(task: Task, deliverer: Deliverer, ids: Any) -> None:
-    """Deliver the message's triggers one after the other (they share an automation)."""
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        log.error("dropped a delivery task without trigger ids: %r", ids)
-        return
-    for index, trigger_id in enumerate(ids):
+    async def _record_finished(self) -> bool:
+        """Record the attempts finished so far; False (they are kept) if that failed."""
+        batch, self._finished = self._finished, []
+        if not batch:
+            return True
         try:
-            again_in_s = deliverer.deliver(task.app, trigger_id)
-        except Exception as exc:
-            _retry_rest(task, deliverer, ids[index:], exc)
-        if again_in_s is not None:
-            schedule(task.app, trigger_id, again_in_s)
+            await asyncio.to_thread(self.triggers.record, batch, utc_now())
+        except Exception:
+            log.exception("recording %d attempts failed; trying again", len(batch))
+            self._finished = batch + self._finished
+            return False
+        self.delivered += len(batch)
+        return True
 
 
-def _retry_rest(task: Task, deliverer: Deliverer, rest: list[str], exc: Exception) -> NoReturn:
-    """The task failed at ``rest[0]``: retry it and the ones after it, with backoff."""
-    retries = task.request.retries or 0
-    if not is_transient(exc) and retries >= MAX_TASK_FAILURES:
-        # The stuck-trigger sweep brings them back later, after their idle period.
-        log.exception("triggers %s: the task keeps failing; left to the sweep", rest)
-        raise Reject(exc, requeue=False) from exc
-    delay = backoff_s(retries + 1, 1.0, min(60.0, deliverer.max_delay_s))
-    log.warning("trigger %s: the task failed (%s); again in %.1fs", rest[0], exc, delay)
-    retry_or_requeue(task, exc, delay, args=[rest])
-
-
-def schedule(app: Celery, trigger_id: str, delay_s: float) -> None:
-    """Publish the trigger's task for later; if that fails, put this message back rather
-    than lose the trigger (it will find itself not yet due and publish itself again)."""
-    try:
-        app.send_task(DELIVER_TASK, args=[[trigger_id]], queue=TRIGGERS_QUEUE, countdown=delay_s)
-    except Exception as exc:
-        log.warning("trigger %s: could not schedule the next attempt (%s)", trigger_id, exc)
-        raise Reject(exc, requeue=True) from exc
+def _database_backoff_s(failures: int) -> float:
+    first, longest = DATABASE_BACKOFF_S
+    return min(longest, first * 2.0 ** min(failures - 1, 10)) * random.uniform(0.5, 1.0)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sluice.producer.envelope import InvalidEvent, decode_envelope
 from sluice.producer.events import Event
-from sluice.rules import Reason, Status, Verdict
+from sluice.rules import Reason, Verdict
 from sluice.rules.engine import Decided, RulePolicy, RulesEngine
 from sluice.worker.admin.automations import Pending
 from sluice.worker.failures import is_unstorable
@@ -25,7 +25,7 @@ class IngestReport:
     decisions: list[Decision]
     unkeyed: list[InvalidEvent] = field(default_factory=list)
     deferred: list[Decided] = field(default_factory=list)  # decide again at ``retry_at``
-    triggers: list[Pending] = field(default_factory=list)  # to publish for delivery
+    triggers: list[Pending] = field(default_factory=list)  # the deliverers are woken for them
 
 
 def ingest(
@@ -80,13 +80,6 @@ def ingest(
         alone = [_record_alone(store, batch.batch_id, d, now) for d in decisions]
         final = [d for d, _ in alone]
         triggers = [t for _, some in alone for t in some]
-    replayed = [
-        (d.workspace_id, d.message_id)
-        for d in final
-        if d.replayed and d.verdict.status is Status.ACCEPTED
-    ]
-    if replayed:
-        triggers += store.undelivered_triggers(replayed)
     for decision in final:
         if decision.verdict.reason is not None and not decision.replayed:
             log.info(

@@ -1,12 +1,12 @@
-"""Fan-out (docs/architecture.md §6): which automations an accepted event fires, and handing the
-resulting triggers to the delivery queue.
+"""Fan-out (docs/architecture.md §6): which automations an accepted event fires.
 
 Triggers are rows of ``trigger_deliveries`` written in the transaction that stores their
-events (an outbox): they exist exactly when the event is committed, once per (message id,
-automation) by a unique constraint, and nothing is delivered before that commit, because
-delivery tasks are published only after it. A redelivered batch replays its verdicts and
-publishes its still-pending triggers again; the delivery task's claim makes that harmless.
-Bulletins need no delivery: they are counted, so their triggers are created delivered.
+events (an outbox, and the deliverers' work list): they exist exactly when the event is
+committed, once per (message id, automation) by a unique constraint, and nothing is
+delivered before that commit, because the deliverers only see committed rows. After the
+commit the worker wakes the deliverers; a redelivered batch wakes them again, which is
+harmless. Bulletins need no delivery: they are counted, so their triggers are created
+delivered.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from sluice.rules import Reason, Status, Verdict
 from sluice.rules.engine import RulePolicy
 from sluice.rules.ports import Identity, PriorOutcome
 from sluice.rules.users import UserPolicy
-from sluice.worker.admin.automations import Pending, TriggerStatus
+from sluice.worker.admin.automations import Pending
 from sluice.worker.db.engine import by_workspace, insert_ignoring_conflicts, matches_any, writing
 from sluice.worker.db.schema import (
     contacts,
@@ -168,21 +168,6 @@ class EventStore:
         settled = iter(fresh)  # same order as ``decisions`` without the replayed ones
         final = [d if d.replayed else next(settled) for d in decisions]
         return Recorded(final, deliverable(triggers))
-
-    def undelivered_triggers(self, keys: Iterable[tuple[str, str]]) -> list[Pending]:
-        """Triggers of these (workspace, message id) never attempted: what a replayed batch
-        publishes again, in case its first delivery stopped between commit and publish."""
-        found: list[Pending] = []
-        with self.engine.connect() as conn:
-            for workspace_id, message_ids in by_workspace(keys).items():
-                query = select(trigger_deliveries.c.id, trigger_deliveries.c.automation_id).where(
-                    trigger_deliveries.c.workspace_id == workspace_id,
-                    matches_any(conn.dialect, trigger_deliveries.c.message_id, message_ids),
-                    trigger_deliveries.c.status == str(TriggerStatus.PENDING),
-                    trigger_deliveries.c.attempts == 0,
-                )
-                found += [(row.id, row.automation_id) for row in conn.execute(query)]
-        return found
 
     def record_outcomes_only(
         self, batch_id: str, decisions: Sequence[Decision], now: datetime

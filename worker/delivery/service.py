@@ -1,0 +1,108 @@
+"""Running a deliverer: everything it needs, made from the settings, in an event loop of
+its own: in the foreground (``sluice deliverer``) or in a thread of a ``sluice worker``
+(``DeliveryThread``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+from celery import Celery
+
+from sluice.worker.actions.webhook_client import open_session
+from sluice.worker.db.engine import make_engine
+from sluice.worker.delivery.deliverer import Deliverer
+from sluice.worker.delivery.leases import DeliveryPolicy, TriggerStore
+from sluice.worker.delivery.wakeups import listen_for_wakeups
+from sluice.worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RESTART_S = 1.0
+
+
+def delivery_policy(settings: Settings) -> DeliveryPolicy:
+    return DeliveryPolicy(
+        # An attempt, then the time to record it, with room: a lease that ran out while
+        # its attempt still ran would let a second deliverer attempt the trigger.
+        lease_s=settings.webhook_timeout_s * 3 + 30,
+        max_attempts=settings.webhook_max_attempts,
+        max_in_flight=settings.webhook_max_in_flight,
+        disable_after_s=settings.webhook_disable_after_s,
+    )
+
+
+class DeliveryService:
+    """One deliverer; ``run`` it in an event loop, ``stop`` it from any thread."""
+
+    def __init__(self, settings: Settings, app: Celery) -> None:
+        self.settings = settings
+        self.app = app
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deliverer: Deliverer | None = None
+        self.stop_asked = False
+        self.ready = threading.Event()
+
+    async def run(self) -> None:
+        settings = self.settings
+        engine = make_engine(settings.database_url)
+        store = TriggerStore(engine, delivery_policy(settings))
+        concurrency = settings.delivery_concurrency
+        http = open_session(
+            timeout_s=settings.webhook_timeout_s,
+            max_connections=concurrency,
+            allow_private=settings.allow_private_webhooks,
+        )
+        deliverer = Deliverer(
+            store,
+            http,
+            self.app,
+            concurrency=concurrency,
+            allow_private=settings.allow_private_webhooks,
+            backoff_base_s=settings.webhook_backoff_s,
+            max_backoff_s=float(settings.webhook_max_backoff_s),
+        )
+        self._loop, self._deliverer = asyncio.get_running_loop(), deliverer
+        listener = asyncio.create_task(listen_for_wakeups(settings.redis_url, deliverer.wake))
+        if self.stop_asked:
+            deliverer.stop()
+        log.info("deliverer ready: up to %d attempts at once", concurrency)
+        self.ready.set()
+        try:
+            await deliverer.run(grace_s=settings.webhook_timeout_s)
+        finally:
+            listener.cancel()
+            await http.close()
+            engine.dispose()
+            log.info("deliverer stopped")
+
+    def stop(self) -> None:
+        """Stop claiming, let the attempts under way finish, record them (thread-safe)."""
+        self.stop_asked = True
+        if self._loop is not None and self._deliverer is not None:
+            self._loop.call_soon_threadsafe(self._deliverer.stop)
+
+
+class DeliveryThread:
+    """A deliverer in a thread of this process (a ``sluice worker`` that also delivers)."""
+
+    def __init__(self, service: DeliveryService) -> None:
+        self.service = service
+        self.thread = threading.Thread(target=self._main, name="sluice-deliverer", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout_s: float) -> None:
+        self.service.stop()
+        self.thread.join(timeout_s)
+
+    def _main(self) -> None:
+        while not self.service.stop_asked:
+            try:
+                asyncio.run(self.service.run())
+            except Exception:
+                log.exception("the deliverer stopped on an error; starting it again")
+                time.sleep(RESTART_S)
