@@ -1,5 +1,5 @@
-"""Webhook triggers, before and after: the same three measurements on two versions of the
-code, in one run, side by side.
+"""Webhook triggers, before and after: the same phases on two versions of the code, in one
+run, side by side.
 
 A leg is one version of the code in one deployment. Each leg gets a fresh database (schema
 from the current code's migrations; the older code works on it, newer migrations only add
@@ -16,32 +16,43 @@ Phases, in this order, each in a workspace of its own:
 1. throughput: ``--events`` "Signed Up" events at once (batches of ``--batch``), one webhook
    automation to ``/fast`` (204 at once). Triggers/s = events / (last webhook - first send);
    latency from the event's verdict (the outcome's ``decided_at``) to the webhook's arrival;
-   CPU per trigger of the leg's processes, of the deliverer alone and of PostgreSQL's
+   CPU per trigger of the leg's processes, of the deliverers alone and of PostgreSQL's
    backends (``bench/cputime.py``);
 2. steady rate: ``--rate`` events/s for ``--steady-s`` seconds, paced in batches of
    ``--steady-batch``: the same latency (it includes the time a batch's triggers take to go
    out), delivered/s and what the sender managed (sent/s). Delivered/s short of the rate
    with a low latency means the ingest lagged: the latency starts at the verdict;
-3. isolation: the same number of "Signed Up" events as in 1, interleaved with as many
-   others, half "Slow Thing" (automation to ``/slow``, 204 after 2 s) and half "Dead Thing"
-   (to ``/dead``: read, never answered, so every attempt times out). Only the "Signed Up"
-   webhooks are waited for (at most ``--isolation-timeout`` seconds): their triggers/s as a
-   share of phase 1's is how well one automation is kept apart from a slow and a dead one.
+3a. control: the same number of "Signed Up" events as in 1, each followed by an "Other
+   Thing", whose automation goes to ``/fast-other`` (204 at once, like ``/fast``). The
+   "Signed Up" triggers/s are measured as in 1 (events / (last ``/fast`` webhook - first
+   send)); then every ``/fast-other`` webhook is waited for too, so that none is left over;
+3b. isolation: as 3a, with the "Other Thing" replaced by "Slow Thing" (automation to
+   ``/slow``, 204 after 2 s) and "Dead Thing" (to ``/dead``: read, never answered, so every
+   attempt times out) in turn. Only the "Signed Up" webhooks are waited for (at most
+   ``--isolation-timeout`` seconds). The isolation share is 3b's "Signed Up" triggers/s over
+   3a's: the same events, the same ingest load, only the neighbours differ, so it says how
+   well one automation is kept apart from a slow and a dead one. Its share of phase 1's rate
+   is given too, but phase 1 ingests half as many events.
 
 Duplicates are requests whose ``webhook-id`` came before (0 expected, except on ``/dead``,
 where a repeat is a retry after a timeout).
 
 Deployments (``--deployment``): ``compose``, an ingest worker (``--queues sluice.ingest
---concurrency 2``) and a deliverer: the baseline's is a thread-pool worker on
-``sluice.triggers``, the current code's ``sluice deliverer`` (or the same thread-pool worker,
-with a warning, while the current code has no such command); ``single``, one
-``sluice worker --concurrency 2`` that ingests and delivers; ``both``, one after the other.
+--concurrency 2``) and deliverers: the baseline's is one thread-pool worker on
+``sluice.triggers`` (``--threads`` threads), the current code's ``--deliverers`` processes of
+``sluice deliverer`` (default 1; the ingest worker gets ``--no-deliver`` when it has it, as
+in docker-compose.yml), all of them in the deliverer CPU figure. ``--deliverers`` applies to
+the current code only; while it has no ``sluice deliverer`` command, a thread-pool worker
+delivers instead, with a warning. ``single``, one ``sluice worker --concurrency 2`` that
+ingests and delivers; ``both``, one after the other. Before the warm-up, a leg waits until
+each ``sluice deliverer`` listens for wake-ups (Redis publish/subscribe).
 
     python bench/triggers.py                                  # current code only, embedded
     python bench/triggers.py \\
         --database-url postgresql+psycopg://postgres@127.0.0.1:5432/bench_triggers \\
         --redis-url redis://127.0.0.1:6379/13 --baseline-ref 8e43906
     python bench/triggers.py --baseline-ref 8e43906 --events 500 --steady-s 3 --deployment both
+    python bench/triggers.py --baseline-ref 8e43906 --deliverers 2
 
 With ``--database-url`` for PostgreSQL, the databases ``<name>_before`` and ``<name>_after``
 are created on that server (through its ``postgres`` database) and dropped at the end; the
@@ -81,7 +92,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
 
 from sluice.cli.embedded_redis import EmbeddedRedis
-from sluice.producer import EventClient
+from sluice.producer import EventClient, keys
 from sluice.producer.events import as_utc
 from sluice.worker.actions import Action
 from sluice.worker.admin.automations import add_automation
@@ -211,7 +222,8 @@ def take_request(buffer: bytearray) -> Request | None:
 
 
 def behaviour(path: str) -> str:
-    """``fast``, ``slow`` or ``dead``: the first segment of the path (``fast`` otherwise)."""
+    """``slow`` or ``dead`` when that is the path's first segment, else ``fast`` (e.g.
+    ``/fast-other``)."""
     first = path.split("/", 2)[1] if path.startswith("/") else ""
     return first if first in ("slow", "dead") else "fast"
 
@@ -573,36 +585,54 @@ class Spec:
 
 
 def deployment_specs(
-    deployment: str, own_deliverer: bool, no_deliver: bool, threads: int
+    deployment: str, own_deliverers: int, no_deliver: bool, threads: int
 ) -> tuple[list[Spec], str]:
-    """The processes of a leg, and what delivers, in short. ``no_deliver``: the worker has
-    ``--no-deliver`` (it would deliver too otherwise), given to the ingest worker beside a
-    ``sluice deliverer`` as docker-compose.yml does."""
+    """The processes of a leg, and what delivers, in short. ``own_deliverers``: how many
+    ``sluice deliverer`` processes (0: a thread-pool worker delivers). ``no_deliver``: the
+    worker has ``--no-deliver`` (it would deliver too otherwise), given to the ingest worker
+    beside them as docker-compose.yml does."""
     quiet = "--loglevel=WARNING"
     if deployment == "single":
         worker = ["worker", "--concurrency=2", "--hostname=single@%h", quiet]
         return [Spec("worker", worker, True)], "the worker itself"
     ingest = ["worker", "--queues=sluice.ingest", "--concurrency=2", "--hostname=ingest@%h", quiet]
-    if own_deliverer:
+    if own_deliverers:
         only_ingest = ["worker", "--no-deliver", *ingest[1:]] if no_deliver else ingest
-        deliverer = Spec("deliverer", ["--log-level=WARNING", "deliverer"], False)
-        return [Spec("ingest", only_ingest, True), deliverer], "sluice deliverer"
+        deliverers = [
+            Spec(deliverer_name(i, own_deliverers), ["--log-level=WARNING", "deliverer"], False)
+            for i in range(own_deliverers)
+        ]
+        what = "sluice deliverer" if own_deliverers == 1 else f"{own_deliverers} sluice deliverers"
+        return [Spec("ingest", only_ingest, True), *deliverers], what
     pool = ["--pool=threads", f"--concurrency={threads}", "--hostname=deliverer@%h", quiet]
     deliverer = Spec("deliverer", ["worker", "--queues=sluice.triggers", *pool], True)
     return [Spec("ingest", ingest, True), deliverer], f"worker, {threads} threads"
 
 
+def deliverer_name(index: int, count: int) -> str:
+    """``deliverer``, or ``deliverer-1`` … ``deliverer-<count>`` when there are several."""
+    return "deliverer" if count == 1 else f"deliverer-{index + 1}"
+
+
+def is_deliverer(child: Child) -> bool:
+    return child.name == "deliverer" or child.name.startswith("deliverer-")
+
+
 def leg_specs(
-    name: str, code: Code, deployment: str, env: dict[str, str], cwd: Path, threads: int
+    name: str, code: Code, deployment: str, env: dict[str, str], cwd: Path, args: argparse.Namespace
 ) -> tuple[list[Spec], str]:
-    """``deployment_specs`` for a leg: the current code's compose deliverer is ``sluice
-    deliverer`` when it has that command."""
-    own_deliverer = deployment == "compose" and not code.baseline
-    if own_deliverer and cli_help(env, cwd, "deliverer") is None:
-        say(f"[{name}] warning: no `sluice deliverer` in this code; a thread-pool worker delivers")
-        own_deliverer = False
-    no_deliver = own_deliverer and "--no-deliver" in (cli_help(env, cwd, "worker") or "")
-    return deployment_specs(deployment, own_deliverer, no_deliver, threads)
+    """``deployment_specs`` for a leg: the current code's compose deliverers are
+    ``--deliverers`` processes of ``sluice deliverer`` when it has that command."""
+    own_deliverers = args.deliverers if deployment == "compose" and not code.baseline else 0
+    if own_deliverers and cli_help(env, cwd, "deliverer") is None:
+        ignored = f" (--deliverers {args.deliverers} ignored)" if args.deliverers != 1 else ""
+        say(
+            f"[{name}] warning: no `sluice deliverer` in this code; "
+            f"a thread-pool worker delivers{ignored}"
+        )
+        own_deliverers = 0
+    no_deliver = bool(own_deliverers) and "--no-deliver" in (cli_help(env, cwd, "worker") or "")
+    return deployment_specs(deployment, own_deliverers, no_deliver, args.threads)
 
 
 def wait_for_celery(broker_url: str, children: Sequence[Child], timeout_s: float = 90) -> None:
@@ -616,6 +646,26 @@ def wait_for_celery(broker_url: str, children: Sequence[Child], timeout_s: float
                 raise SystemExit("the workers did not come up")
     finally:
         app.close()
+
+
+def wait_for_deliverers(redis_url: str, children: Sequence[Child], timeout_s: float = 90) -> None:
+    """Until the Redis server counts a wake-up listener for each ``sluice deliverer`` (the
+    last thing one does before it claims). Channels are server-wide: listeners of another
+    run on the same server count too, so this waits at most too little, never forever."""
+    wanted = sum(1 for child in children if is_deliverer(child) and not child.celery)
+    if not wanted:
+        return
+    channel = keys.trigger_wakeups()
+    deadline = time.monotonic() + timeout_s
+    with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
+        while True:
+            counts = cast(list[tuple[bytes, int]], client.pubsub_numsub(channel))
+            if sum(count for _, count in counts) >= wanted:
+                return
+            check_alive(children)
+            if time.monotonic() > deadline:
+                raise SystemExit("the deliverers did not come up")
+            time.sleep(0.1)
 
 
 # --- phases ---------------------------------------------------------------------------------
@@ -666,13 +716,27 @@ class Steady:
 
 
 @dataclass(frozen=True, slots=True)
+class Control:
+    events: int  # "Signed Up" (as many "Other Thing" beside them)
+    delivered: int
+    complete: bool  # all of them arrived before --timeout
+    seconds: float
+    triggers_per_s: float
+    duplicates: int
+    other_received: int  # "Other Thing" webhooks, all waited for
+    other_complete: bool
+    other_duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
 class Isolation:
     events: int  # "Signed Up" (as many others beside them)
     delivered: int
     complete: bool  # all of them arrived before --isolation-timeout
     seconds: float
     triggers_per_s: float
-    share_of_solo: float | None
+    share_of_control: float | None  # of 3a's triggers/s: the isolation share
+    share_of_solo: float | None  # of phase 1's, which ingests half as many events
     duplicates: int
     slow_received: int
     slow_duplicates: int
@@ -688,6 +752,7 @@ class LegResult:
     processes: dict[str, str]
     throughput: Burst
     steady: Steady
+    control: Control
     isolation: Isolation
 
 
@@ -758,8 +823,9 @@ class Leg:
     @contextlib.contextmanager
     def cpu(self, spent: dict[str, float | None]) -> Iterator[None]:
         """Fills ``spent`` with CPU seconds of the leg's processes (and their children), of
-        the deliverer alone (``compose``) and of PostgreSQL's backends over the block."""
-        deliverer = [c.process.pid for c in self.children if c.name == "deliverer"]
+        the deliverers alone (``compose``: all of them) and of PostgreSQL's backends over the
+        block."""
+        deliverer = [c.process.pid for c in self.children if is_deliverer(c)]
         deliverer_ticks = tree_ticks(deliverer)
         with measure([c.process.pid for c in self.children], self.database_url) as window:
             yield
@@ -848,21 +914,53 @@ def steady_phase(leg: Leg) -> Steady:
     )
 
 
-def isolation_events(count: int) -> list[dict[str, Any]]:
-    """``count`` "Signed Up", each followed by a "Slow Thing" or a "Dead Thing" in turn."""
+def interleaved(count: int, prefix: str, other: Callable[[int], str]) -> list[dict[str, Any]]:
+    """``count`` "Signed Up", the i-th followed by an event named ``other(i)``."""
     made = []
     for i in range(count):
-        made.append(event("Signed Up", f"iso-{i}", i))
-        made.append(event("Dead Thing" if i % 2 else "Slow Thing", f"iso-other-{i}", i))
+        made.append(event("Signed Up", f"{prefix}-{i}", i))
+        made.append(event(other(i), f"{prefix}-other-{i}", i))
     return made
 
 
-def isolation_phase(leg: Leg, solo: Burst) -> Isolation:
+def share(rate: float, of: float) -> float | None:
+    return round(rate / of, 3) if of else None
+
+
+def control_phase(leg: Leg) -> Control:
+    """3a: "Signed Up" beside "Other Thing", whose automation is as fast as its own."""
+    args = leg.args
+    fast, other = leg.path("fast", "control"), leg.path("fast-other", "control")
+    workspace_id = leg.workspace("control", {"Signed Up": fast, "Other Thing": other})
+    events = interleaved(args.events, "ctl", lambda _: "Other Thing")
+    deadline = time.monotonic() + args.timeout
+    started, _ = leg.send(workspace_id, events, args.batch)
+    complete = leg.wait(fast, args.events, deadline - time.monotonic())
+    fast_log = leg.receiver.log(fast)
+    seconds = finished_at(fast_log, complete) - started  # before the wait for the others
+    other_complete = leg.wait(other, args.events, deadline - time.monotonic())
+    other_log = leg.receiver.log(other)
+    return Control(
+        events=args.events,
+        delivered=len(fast_log.first_at),
+        complete=complete,
+        seconds=round(seconds, 2),
+        triggers_per_s=round(len(fast_log.first_at) / seconds, 1),
+        duplicates=fast_log.duplicates,
+        other_received=len(other_log.first_at),
+        other_complete=other_complete,
+        other_duplicates=other_log.duplicates,
+    )
+
+
+def isolation_phase(leg: Leg, solo: Burst, control: Control) -> Isolation:
+    """3b: "Signed Up" beside "Slow Thing" and "Dead Thing" in turn."""
     args = leg.args
     paths = {kind: leg.path(kind, "isolation") for kind in ("fast", "slow", "dead")}
     hooks = {"Signed Up": paths["fast"], "Slow Thing": paths["slow"], "Dead Thing": paths["dead"]}
     workspace_id = leg.workspace("isolation", hooks)
-    started, _ = leg.send(workspace_id, isolation_events(args.events), args.batch)
+    events = interleaved(args.events, "iso", lambda i: "Dead Thing" if i % 2 else "Slow Thing")
+    started, _ = leg.send(workspace_id, events, args.batch)
     complete = leg.wait(paths["fast"], args.events, args.isolation_timeout)
     fast, slow, dead = (leg.receiver.log(paths[kind]) for kind in ("fast", "slow", "dead"))
     seconds = finished_at(fast, complete) - started
@@ -873,7 +971,8 @@ def isolation_phase(leg: Leg, solo: Burst) -> Isolation:
         complete=complete,
         seconds=round(seconds, 2),
         triggers_per_s=round(rate, 1),
-        share_of_solo=round(rate / solo.triggers_per_s, 3) if solo.triggers_per_s else None,
+        share_of_control=share(rate, control.triggers_per_s),
+        share_of_solo=share(rate, solo.triggers_per_s),
         duplicates=fast.duplicates,
         slow_received=len(slow.first_at),
         slow_duplicates=slow.duplicates,
@@ -905,7 +1004,7 @@ def run_leg(
     logs.mkdir()
     source = imported_from(code, env, logs)
     say(f"[{name}] {code.revision}: sluice from {source}")
-    specs, delivered_by = leg_specs(name, code, deployment, env, logs, args.threads)
+    specs, delivered_by = leg_specs(name, code, deployment, env, logs, args)
     processes = {spec.name: " ".join(spec.args) for spec in specs}
     children: list[Child] = []
     try:
@@ -916,27 +1015,45 @@ def run_leg(
             )
         leg = Leg(name, args, receiver, redis_url, database_url, engine, children)
         wait_for_celery(redis_url, children)
+        wait_for_deliverers(redis_url, children)
         warm_up(leg)
         say(f"[{name}] ready: {'; '.join(processes.values())}")
         solo = throughput_phase(leg)
         say(f"[{name}] throughput: {solo.triggers_per_s:,.0f} triggers/s")
         steady = steady_phase(leg)
         say(f"[{name}] steady: {steady.delivered_per_s:,.0f}/s, p99 {steady.latency.p99_ms} ms")
-        isolation = isolation_phase(leg, solo)
+        control = control_phase(leg)
+        say(f"[{name}] {control_sentence(control)}")
+        isolation = isolation_phase(leg, solo, control)
         say(f"[{name}] {isolation_sentence(isolation)}")
     finally:
         with uninterrupted():
             stop_children(children)
             engine.dispose()
-    return LegResult(code.revision, source, delivered_by, processes, solo, steady, isolation)
+    return LegResult(
+        code.revision, source, delivered_by, processes, solo, steady, control, isolation
+    )
+
+
+def percent(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0%}"
+
+
+def control_sentence(result: Control) -> str:
+    cut = "" if result.complete else f", cut off with {result.delivered}/{result.events}"
+    other = "" if result.other_complete else f"; only {result.other_received} of the others"
+    return (
+        f"3a control: fast automation at {result.triggers_per_s:,.0f} triggers/s "
+        f"beside a fast one{cut}{other}"
+    )
 
 
 def isolation_sentence(result: Isolation) -> str:
-    share = "?" if result.share_of_solo is None else f"{result.share_of_solo:.0%}"
     cut = "" if result.complete else f" (cut off with {result.delivered}/{result.events})"
     return (
-        f"isolation: fast automation at {share} of its solo rate with a {SLOW_S:.0f} s "
-        f"endpoint and a dead one beside it{cut}"
+        f"3b isolation: fast automation beside a {SLOW_S:g} s and a dead endpoint at "
+        f"{percent(result.share_of_control)} of its rate beside a fast one "
+        f"({percent(result.share_of_solo)} of its solo rate){cut}"
     )
 
 
@@ -946,8 +1063,9 @@ Getter = Callable[[LegResult], float | str | None]
 
 
 def duplicates_of(result: LegResult) -> int:
-    phases = (result.throughput, result.steady, result.isolation)
-    return sum(phase.duplicates for phase in phases) + result.isolation.slow_duplicates
+    phases = (result.throughput, result.steady, result.control, result.isolation)
+    others = result.control.other_duplicates + result.isolation.slow_duplicates
+    return sum(phase.duplicates for phase in phases) + others
 
 
 def rows(args: argparse.Namespace) -> list[tuple[str, Getter, str]]:
@@ -962,8 +1080,26 @@ def rows(args: argparse.Namespace) -> list[tuple[str, Getter, str]]:
         ("  sent/s by the bench", lambda r: r.steady.offered_per_s, ",.0f"),
         ("  accepted → received p50, ms", lambda r: r.steady.latency.p50_ms, ",.0f"),
         ("  accepted → received p99, ms", lambda r: r.steady.latency.p99_ms, ",.0f"),
-        ("isolation: fast triggers/s", lambda r: r.isolation.triggers_per_s, ",.0f"),
-        ("  share of its solo rate", lambda r: r.isolation.share_of_solo, ".0%"),
+        (
+            "3a control: fast triggers/s, a fast one beside",
+            lambda r: r.control.triggers_per_s,
+            ",.0f",
+        ),
+        (
+            f"3b isolation: fast triggers/s, a {SLOW_S:g} s and a dead one beside",
+            lambda r: r.isolation.triggers_per_s,
+            ",.0f",
+        ),
+        (
+            f"  fast automation beside a {SLOW_S:g} s and a dead endpoint, vs beside a fast one",
+            lambda r: r.isolation.share_of_control,
+            ".0%",
+        ),
+        (
+            "  vs alone (phase 1, half the events)",
+            lambda r: r.isolation.share_of_solo,
+            ".0%",
+        ),
         ("duplicate webhooks", duplicates_of, "d"),
         ("CPU µs/trigger, processes", cpu_of("processes"), ",.0f"),
         ("CPU µs/trigger, deliverer", cpu_of("deliverer"), ",.0f"),
@@ -988,19 +1124,35 @@ def ratio(after: float | str | None, before: float | str | None) -> float | None
     return float(f"{after / before:.3g}")
 
 
+def header(args: argparse.Namespace) -> str:
+    baseline = (
+        f"; the baseline's: one thread-pool worker, {args.threads} threads"
+        if args.baseline_ref
+        else ""
+    )
+    return (
+        f"{args.events:,} events a burst (phases 1, 3a, 3b), steady {args.rate:g}/s for "
+        f"{args.steady_s:g} s; --deliverers {args.deliverers} (current code, compose"
+        f"{baseline})"
+    )
+
+
 def summary(args: argparse.Namespace, results: dict[str, dict[str, LegResult]]) -> str:
-    lines = []
+    lines = [header(args)]
+    table = rows(args)
+    width = max(len(label) for label, _, _ in table) + 2
     for deployment, legs in results.items():
         before, after = legs.get("before"), legs.get("after")
         lines.append(f"{deployment}:")
-        lines.append(f"  {'':34}{'before':>22}{'after':>22}{'after/before':>14}")
-        for label, value, fmt in rows(args):
+        lines.append(f"  {'':{width}}{'before':>22}{'after':>22}{'after/before':>14}")
+        for label, value, fmt in table:
             old = value(before) if before else None
             new = value(after) if after else None
             times = ratio(new, old)
             shown = "" if times is None else f"{times:.3g}x"
-            lines.append(f"  {label:34}{cell(old, fmt):>22}{cell(new, fmt):>22}{shown:>14}")
+            lines.append(f"  {label:{width}}{cell(old, fmt):>22}{cell(new, fmt):>22}{shown:>14}")
         for label, leg in legs.items():
+            lines.append(f"  {label}: {control_sentence(leg.control)}")
             lines.append(f"  {label}: {isolation_sentence(leg.isolation)}")
         lines.append("  (latency and CPU: lower is better; the CPU rows are phase 1's)")
     return "\n".join(lines)
@@ -1017,7 +1169,15 @@ def ratios(legs: dict[str, LegResult]) -> dict[str, float | None] | None:
         ),
         "steady_p50_ms": ratio(after.steady.latency.p50_ms, before.steady.latency.p50_ms),
         "steady_p99_ms": ratio(after.steady.latency.p99_ms, before.steady.latency.p99_ms),
-        "isolation_share": ratio(after.isolation.share_of_solo, before.isolation.share_of_solo),
+        "control_triggers_per_s": ratio(
+            after.control.triggers_per_s, before.control.triggers_per_s
+        ),
+        "isolation_share": ratio(
+            after.isolation.share_of_control, before.isolation.share_of_control
+        ),
+        "isolation_share_of_solo": ratio(
+            after.isolation.share_of_solo, before.isolation.share_of_solo
+        ),
     }
 
 
@@ -1028,7 +1188,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--baseline-ref", help="git revision to compare with (default: none)")
     parser.add_argument("--deployment", choices=["compose", "single", "both"], default="compose")
-    parser.add_argument("--events", type=int, default=4000, help="phases 1 and 3")
+    parser.add_argument("--events", type=int, default=4000, help="phases 1, 3a and 3b")
     parser.add_argument("--batch", type=int, default=100, help="events per send_batch call")
     parser.add_argument("--rate", type=float, default=500, help="phase 2: events/s")
     parser.add_argument("--steady-s", type=float, default=10, help="phase 2: seconds")
@@ -1038,11 +1198,20 @@ def parse_args() -> argparse.Namespace:
         "--webhook-timeout-s", type=float, default=5, help="SLUICE_WEBHOOK_TIMEOUT_S"
     )
     parser.add_argument("--threads", type=int, default=16, help="thread-pool deliverer's threads")
+    parser.add_argument(
+        "--deliverers",
+        type=int,
+        default=1,
+        help="`sluice deliverer` processes of the current code (compose); the baseline: one",
+    )
     parser.add_argument("--redis-url", help="emptied before each leg; default: embedded Redis")
     parser.add_argument("--database-url", help="PostgreSQL server (see above); default: SQLite")
-    parser.add_argument("--timeout", type=float, default=600, help="phases 1 and 2, seconds")
-    parser.add_argument("--isolation-timeout", type=float, default=120, help="phase 3, seconds")
-    return parser.parse_args()
+    parser.add_argument("--timeout", type=float, default=600, help="phases 1, 2, 3a: seconds")
+    parser.add_argument("--isolation-timeout", type=float, default=120, help="phase 3b, seconds")
+    args = parser.parse_args()
+    if args.deliverers < 1:
+        parser.error("--deliverers: at least 1")
+    return args
 
 
 def run_all(args: argparse.Namespace) -> tuple[dict[str, dict[str, LegResult]], str]:
@@ -1062,6 +1231,12 @@ def run_all(args: argparse.Namespace) -> tuple[dict[str, dict[str, LegResult]], 
         receiver = Receiver().start()
         cleanup.callback(receiver.stop)
         codes = code_versions(args.baseline_ref, scratch, cleanup)
+        if args.baseline_ref or args.deliverers != 1 or "single" in deployments:
+            say(
+                f"--deliverers {args.deliverers}: the current code's compose leg only; the "
+                f"baseline's deliverer stays one thread-pool worker ({args.threads} threads), "
+                "and `single` delivers in its worker"
+            )
         cleanup.enter_context(uninterrupted_exit())
         for deployment in deployments:
             results[deployment] = {
@@ -1088,6 +1263,7 @@ def as_json(
             "in_flight": args.in_flight,
             "webhook_timeout_s": args.webhook_timeout_s,
             "threads": args.threads,
+            "deliverers": args.deliverers,
             "baseline_ref": args.baseline_ref,
             "results": {
                 deployment: {

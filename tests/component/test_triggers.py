@@ -278,7 +278,7 @@ def test_triggers_are_created_once_for_accepted_fresh_events_only(engine: Engine
     assert len(trigger_rows(engine, ws)) == 3
 
 
-POLICY = DeliveryPolicy(lease_s=60, max_attempts=3, max_in_flight=2, disable_after_s=3600)
+POLICY = DeliveryPolicy(lease_s=60, max_attempts=3, disable_after_s=3600)
 
 
 def pending_triggers(engine: Engine, count: int) -> tuple[str, list[str]]:
@@ -292,11 +292,12 @@ def pending_triggers(engine: Engine, count: int) -> tuple[str, list[str]]:
 
 
 def claim(
-    store: TriggerStore, automation_id: str, at: datetime, under_way: int = 0
+    store: TriggerStore, automation_id: str, at: datetime, held: int = 0, room: int = 2
 ) -> list[Claimed]:
-    """What a claim leases of this automation's triggers (the database is shared with
-    other tests, whose due triggers a claim leases too)."""
-    claimed = store.claim_due(at, 10_000, {automation_id: under_way})
+    """What a claim leases of this automation's triggers, with room for ``room`` of them
+    less ``held`` (the database is shared with other tests, whose due triggers a claim
+    leases too)."""
+    claimed = store.claim_due(at, 10_000, per_automation=room, held={automation_id: held})
     return sorted(
         (c for c in claimed if c.automation.id == automation_id), key=lambda c: c.trigger_id
     )
@@ -312,15 +313,15 @@ def trigger_status(engine: Engine, trigger: str) -> str:
         return str(conn.execute(query).scalar_one())
 
 
-def test_a_claim_is_a_lease_within_the_automations_in_flight_cap(engine: Engine) -> None:
+def test_a_claim_is_a_lease_within_the_deliverers_room(engine: Engine) -> None:
     automation_id, triggers = pending_triggers(engine, 3)
     store = TriggerStore(engine, POLICY)
     now = utc_now()
-    assert claim(store, automation_id, now, under_way=2) == []  # no room
-    first = claim(store, automation_id, now)  # the cap is 2
+    assert claim(store, automation_id, now, held=2) == []  # no room
+    first = claim(store, automation_id, now)  # room for 2
     assert len(first) == 2 and {c.attempt for c in first} == {1}
     assert all(c.event["message_id"] and c.event["name"] == "Signed Up" for c in first)
-    third = claim(store, automation_id, now, under_way=1)
+    third = claim(store, automation_id, now, held=1)
     assert [c.trigger_id for c in third] == sorted(set(triggers) - {c.trigger_id for c in first})
     assert claim(store, automation_id, now) == []  # all three are leased
 
@@ -364,9 +365,9 @@ def test_a_crashed_last_attempt_counts_and_the_trigger_is_closed(engine: Engine)
 
 def test_failing_for_long_disables_the_automation_and_cancels_the_rest(engine: Engine) -> None:
     automation_id, (first, second) = pending_triggers(engine, 2)
-    store = TriggerStore(engine, replace(POLICY, disable_after_s=0, max_in_flight=1))
+    store = TriggerStore(engine, replace(POLICY, disable_after_s=0))
     now = utc_now()
-    (claimed,) = claim(store, automation_id, now)
+    (claimed,) = claim(store, automation_id, now, room=1)
     store.record([done(claimed, AttemptResult.FAILED, status_code=404, error="HTTP 404")], now)
     with engine.connect() as conn:
         row = conn.execute(select(automations).where(automations.c.id == automation_id)).one()
@@ -379,14 +380,14 @@ def test_failing_for_long_disables_the_automation_and_cancels_the_rest(engine: E
 
 def test_a_410_disables_and_a_success_ends_failing(engine: Engine) -> None:
     automation_id, _ = pending_triggers(engine, 3)
-    store = TriggerStore(engine, replace(POLICY, max_in_flight=1))
+    store = TriggerStore(engine, POLICY)
     now = utc_now()
-    (failed,) = claim(store, automation_id, now)
+    (failed,) = claim(store, automation_id, now, room=1)
     store.record([done(failed, AttemptResult.RETRY, 1.0, status_code=500)], now)
-    (succeeded,) = claim(store, automation_id, now)
+    (succeeded,) = claim(store, automation_id, now, room=1)
     assert succeeded.failing
     store.record([done(succeeded, AttemptResult.DELIVERED, status_code=200)], now)
-    (gone,) = claim(store, automation_id, now)
+    (gone,) = claim(store, automation_id, now, room=1)
     assert not gone.failing
     store.record([done(gone, AttemptResult.GONE, status_code=410)], now)
     with engine.connect() as conn:
@@ -397,9 +398,9 @@ def test_a_410_disables_and_a_success_ends_failing(engine: Engine) -> None:
 
 def test_disabling_cancels_the_waiting_deliveries_at_once(engine: Engine) -> None:
     automation_id, (one, two) = pending_triggers(engine, 2)
-    store = TriggerStore(engine, replace(POLICY, max_in_flight=1))
+    store = TriggerStore(engine, POLICY)
     now = utc_now()
-    (under_way,) = claim(store, automation_id, now)
+    (under_way,) = claim(store, automation_id, now, room=1)
     waiting = two if under_way.trigger_id == one else one
     with writing(engine) as conn:
         assert disable_automation(conn, automation_id, "by a test", now)
@@ -434,9 +435,9 @@ def test_a_superseded_attempt_does_not_overwrite_the_newer_one(engine: Engine) -
 
 def test_many_attempts_are_recorded_in_one_call(engine: Engine) -> None:
     automation_id, _ = pending_triggers(engine, 5)
-    store = TriggerStore(engine, replace(POLICY, max_in_flight=5))
+    store = TriggerStore(engine, POLICY)
     now = utc_now()
-    claimed = claim(store, automation_id, now)
+    claimed = claim(store, automation_id, now, room=5)
     results = [AttemptResult.DELIVERED, AttemptResult.RETRY, AttemptResult.FAILED] + [
         AttemptResult.DELIVERED
     ] * 2
@@ -485,6 +486,7 @@ def run_deliverer(store: TriggerStore, http: Any, until: Any, timeout_s: float =
             http,
             None,  # type: ignore[arg-type]
             concurrency=16,
+            max_in_flight=4,
             allow_private=True,
             backoff_base_s=1,
             max_backoff_s=10,

@@ -236,9 +236,9 @@ def test_a_slow_endpoint_does_not_delay_another_automations_deliveries(
 
     (fast,) = receiver.wait_for("/fast", 1)
     slow_requests = receiver.wait_for("/slow", 50, timeout_s=90)
-    # The slow triggers were queued first, 10 per task message: 5 messages that 5 of the 16
-    # delivery threads take at once. The fast automation's message does not wait behind
-    # them, and the per-automation cap keeps the slow endpoint to 4 requests at a time.
+    # The slow triggers were committed first, in the same batch. The deliverer claims no
+    # more of them than twice the cap, holds the cap's 4 under way and the rest in wait,
+    # so the fast automation's trigger goes out before the slow endpoint first answers.
     first_slow_answer = min(r.answered_at or float("inf") for r in slow_requests)
     assert fast.at < first_slow_answer
     assert 2 <= most_at_once(slow_requests) <= 4  # in parallel, within the cap
@@ -283,6 +283,46 @@ def test_a_redelivered_batch_and_a_duplicate_order_fire_once(
     stack.wait_until_idle()
     assert triggers_of(stack, duplicate) == []
     assert len(receiver.requests_to("/orders")) == 1
+
+
+def test_a_killed_deliverers_triggers_go_out_again_with_the_same_webhook_id(
+    stack: Stack, receiver: Receiver
+) -> None:
+    workspace = stack.new_workspace()
+    # The first three requests are held (under the 2.5 s timeout) while the deliverer dies.
+    url = receiver.script("/killed", [Reply(200, delay_s=2.0)] * 3 + [Reply(200)])
+    webhook(stack, workspace, "Signed Up", url)
+    message_ids = send(stack, workspace, *(signed_up() for _ in range(3)))
+    receiver.wait_for("/killed", 3)
+    deliverer = stack.deliverer
+    assert deliverer.process is not None
+    deliverer.process.kill()  # SIGKILL: the three attempts are neither answered nor recorded
+    deliverer.process.wait()
+    ready_before = deliverer.log_text().count("deliverer ready")
+    deliverer.start()
+    deliverer._wait(
+        lambda: deliverer.log_text().count("deliverer ready") > ready_before, "ready", 60
+    )
+    time.sleep(1.5)  # a poll or two: the leases hold, nothing is attempted again yet
+    assert len(receiver.requests_to("/killed")) == 3
+    triggers = [triggers_of(stack, m)[0] for m in message_ids]
+    assert {(t["status"], t["attempts"]) for t in triggers} == {("pending", 1)}
+    with stack.engine.begin() as conn:  # the leases run out (60 s with these settings)
+        conn.execute(
+            trigger_deliveries.update()
+            .where(trigger_deliveries.c.id.in_([t["id"] for t in triggers]))
+            .values(next_attempt_at=utc_now() - timedelta(seconds=1))
+        )
+    for message_id in message_ids:
+        delivered = wait_for_trigger(stack, message_id, "delivered")
+        assert delivered["attempts"] == 2
+        assert attempts_of(stack, str(delivered["id"])) == [(2, "delivered", 200)]
+    by_event: dict[str, set[str]] = {}
+    for request in receiver.requests_to("/killed"):
+        message_id = orjson.loads(request.body)["data"]["event"]["message_id"]
+        by_event.setdefault(message_id, set()).add(request.headers["webhook-id"])
+    assert by_event == {m: {str(triggers_of(stack, m)[0]["id"])} for m in message_ids}
+    assert len(receiver.requests_to("/killed")) == 6  # at least once: sent again after a kill
 
 
 def test_a_stale_event_is_stored_but_fires_nothing(stack: Stack, receiver: Receiver) -> None:

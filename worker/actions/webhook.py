@@ -53,15 +53,23 @@ class WebhookAction:
         url = attempt.target.target
         if not url:
             return Outcome(AttemptResult.FAILED, 0, error="nothing to deliver for webhook")
-        try:
-            # The syntax, and an IP address given as the host; names are checked by the
-            # client's resolver when it connects.
-            check_webhook_url(url, allow_private=attempt.allow_private, resolver=literal_address)
-        except UnsafeWebhookUrlError as exc:
-            return Outcome(AttemptResult.FAILED, 0, error=f"refused: {exc}")
+        refusal = _refusal(url, attempt.allow_private)
+        if refusal is not None:
+            return Outcome(AttemptResult.FAILED, 0, error=f"refused: {refusal}")
         secret = attempt.target.secret or ""
         headers = signed_headers(secret, attempt.trigger_id, attempt.body, utc_now())
         return await post_webhook(attempt.http, url, attempt.body, headers, utc_now())
+
+
+@lru_cache(maxsize=4096)
+def _refusal(url: str, allow_private: bool) -> str | None:
+    """Why ``url`` is refused, by its syntax or an IP address given as its host (no DNS
+    lookup: names are checked by the client's resolver when it connects); None if not."""
+    try:
+        check_webhook_url(url, allow_private=allow_private, resolver=literal_address)
+    except UnsafeWebhookUrlError as exc:
+        return str(exc)
+    return None
 
 
 def literal_address(host: str, port: int) -> list[str]:

@@ -53,7 +53,7 @@ def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
     url = normalise_url(url)
     if make_url(url).get_backend_name() == "sqlite":
         return _sqlite_engine(url)
-    # Up to 20 connections: a delivery worker runs 16 threads in one process.
+    # Up to 20 connections, for the threads of one process (a gateway's, a deliverer's).
     return create_engine(url, pool_pre_ping=pre_ping, pool_size=5, max_overflow=15, **_JSON_CODEC)
 
 

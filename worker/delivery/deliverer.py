@@ -1,13 +1,15 @@
 """The deliverer: one asyncio event loop that claims due triggers in batches, acts on many
 at once, and records the attempts in batches (docs/architecture.md §6).
 
-- Claims: when woken (new triggers were committed, an attempt finished, or a poll
-  interval passed), it claims as many due triggers as it has room for: at most
-  ``concurrency`` attempts under way, and at most the in-flight cap of each automation
-  (``sluice.worker.delivery.leases``).
-- Attempts: each claimed trigger is one coroutine; a slow endpoint holds its own
-  coroutines and connections, never the loop. A finished attempt frees its room at once
-  and wakes the claimer.
+- Claims: when woken (new triggers were committed, room was made, or a poll interval
+  passed), it claims as many due triggers as it has room for: it holds at most
+  ``concurrency`` triggers, and at most twice an automation's in-flight cap
+  (``max_in_flight``) of one automation (``sluice.worker.delivery.leases``). The second half
+  waits in the deliverer, so that one claim serves many attempts.
+- Attempts: each claimed trigger is one coroutine, and at most ``max_in_flight`` of an
+  automation's are under way; a slow endpoint holds its own coroutines and connections,
+  never the loop. Once an automation's attempts have made room for a full cap, the
+  claimer is woken.
 - Records: finished attempts are written together, as soon as the previous write is done.
 - Retries wait with exponential backoff and jitter, at least ``Retry-After`` when the
   endpoint sent one (up to a day): the wait is the trigger's ``next_attempt_at``, so
@@ -20,12 +22,12 @@ at once, and records the attempts in batches (docs/architecture.md §6).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 
 import aiohttp
 from celery import Celery
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 MAX_RETRY_AFTER_S = 86_400.0
 CLAIM_BATCH = 200  # triggers claimed in one transaction at most
 POLL_S = 1.0  # look for due triggers (retries) at least this often
+GATHER_S = 0.01  # once woken, let more attempts finish (and wake-ups come) before claiming
+PREFETCH = 2  # a deliverer holds up to this many times an automation's in-flight cap
 HOUSEKEEPING_S = 30.0  # settle the triggers no claim will take this often
 DATABASE_BACKOFF_S = (0.5, 10.0)  # a failed claim or record: first and longest wait
 
@@ -67,6 +71,7 @@ class Deliverer:
         app: Celery,
         *,
         concurrency: int,
+        max_in_flight: int,
         allow_private: bool,
         backoff_base_s: float,
         max_backoff_s: float,
@@ -76,6 +81,7 @@ class Deliverer:
         self.http = http
         self.app = app
         self.concurrency = concurrency
+        self.max_in_flight = max_in_flight
         self.allow_private = allow_private
         self.backoff_base_s = backoff_base_s
         self.max_backoff_s = max_backoff_s
@@ -84,7 +90,8 @@ class Deliverer:
         self._finished: list[Attempted] = []
         self._to_record = asyncio.Event()
         self._attempts: set[asyncio.Task[None]] = set()
-        self._under_way: Counter[str] = Counter()  # attempts by automation id
+        self._held: Counter[str] = Counter()  # claimed and not finished, by automation id
+        self._slots: dict[str, asyncio.Semaphore] = {}  # attempts under way, by automation
         self._stopping = asyncio.Event()
         self._closing = False
         self.delivered = 0  # attempts recorded, for logs and tests
@@ -126,10 +133,13 @@ class Deliverer:
             if room > 0:
                 try:
                     claimed = await asyncio.to_thread(
-                        self.triggers.claim_due,
-                        utc_now(),
-                        min(room, CLAIM_BATCH),
-                        dict(self._under_way),
+                        partial(
+                            self.triggers.claim_due,
+                            utc_now(),
+                            min(room, CLAIM_BATCH),
+                            per_automation=PREFETCH * self.max_in_flight,
+                            held=dict(self._held),
+                        )
                     )
                     if self._clock() >= housekeeping_at:
                         housekeeping_at = self._clock() + HOUSEKEEPING_S
@@ -141,7 +151,7 @@ class Deliverer:
                     await self._pause(_database_backoff_s(failures))
                     continue
                 for claim in claimed:
-                    self._under_way[claim.automation.id] += 1
+                    self._held[claim.automation.id] += 1
                     attempt = asyncio.create_task(self._attempt(claim))
                     self._attempts.add(attempt)
                     attempt.add_done_callback(self._attempts.discard)
@@ -150,25 +160,32 @@ class Deliverer:
             await self._pause(POLL_S)
 
     async def _pause(self, seconds: float) -> None:
-        """Wait ``seconds`` or until woken, whichever comes first."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        """Wait ``seconds`` or until woken, whichever comes first; once woken, a moment
+        more, so that one claim takes what several finished attempts made room for."""
+        if not self._wake.is_set():
+            timer = asyncio.get_running_loop().call_later(seconds, self._wake.set)
+            await self._wake.wait()
+            timer.cancel()
+        if not self._stopping.is_set():
+            await asyncio.sleep(GATHER_S)
         self._wake.clear()
 
     async def _attempt(self, claim: Claimed) -> None:
-        started_at = utc_now()
+        automation_id = claim.automation.id
+        slots = self._slots.get(automation_id)
+        if slots is None:
+            slots = self._slots[automation_id] = asyncio.Semaphore(self.max_in_flight)
         try:
-            outcome = await ACTIONS[claim.automation.action].attempt(self._attempt_of(claim))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # recorded like any failed attempt, never lost in a crash
-            log.exception("trigger %s: the attempt failed unexpectedly", claim.trigger_id)
-            outcome = Outcome(AttemptResult.RETRY, 0, error=f"{type(exc).__name__}: {exc}")
+            async with slots:
+                started_at = utc_now()
+                outcome = await self._outcome(claim)
         finally:
-            self._under_way[claim.automation.id] -= 1
-            if self._under_way[claim.automation.id] <= 0:
-                del self._under_way[claim.automation.id]
-            self.wake()  # room for another attempt
+            self._held[automation_id] -= 1
+            held = self._held[automation_id]
+            if held <= 0:
+                del self._held[automation_id], self._slots[automation_id]
+            if held == self.max_in_flight * (PREFETCH - 1):
+                self.wake()  # room for a full cap of this automation
         delay_s = retry_delay_s(
             claim.attempt, outcome.retry_after_s, self.backoff_base_s, self.max_backoff_s
         )
@@ -184,6 +201,15 @@ class Deliverer:
                 outcome.result,
                 outcome.error,
             )
+
+    async def _outcome(self, claim: Claimed) -> Outcome:
+        try:
+            return await ACTIONS[claim.automation.action].attempt(self._attempt_of(claim))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # recorded like any failed attempt, never lost in a crash
+            log.exception("trigger %s: the attempt failed unexpectedly", claim.trigger_id)
+            return Outcome(AttemptResult.RETRY, 0, error=f"{type(exc).__name__}: {exc}")
 
     def _attempt_of(self, claim: Claimed) -> Attempt:
         automation = claim.automation

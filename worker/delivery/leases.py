@@ -5,9 +5,9 @@ A deliverer claims due triggers many at a time, in one transaction: each claim i
 the lease ends), so two deliverers never attempt the same trigger at once (a trigger
 another claim holds is skipped) and one killed mid-attempt only delays the next attempt
 until its lease runs out. A claim takes no more triggers of an automation than the
-deliverer has room for (``max_in_flight`` less its attempts of that automation under way):
-a slow endpoint holds that many of its attempts, never all. Attempts are recorded many at
-a time too, with their consequences for the trigger and its automation.
+deliverer has room for (``per_automation`` less those it holds), so a slow endpoint holds
+that many, never all. Attempts are recorded many at a time too, with their consequences
+for the trigger and its automation.
 """
 
 from __future__ import annotations
@@ -65,7 +65,6 @@ IS_OPEN = triggers.c.status.in_([literal_column(f"'{status}'") for status in OPE
 class DeliveryPolicy:
     lease_s: float
     max_attempts: int
-    max_in_flight: int
     disable_after_s: float
 
 
@@ -96,16 +95,21 @@ class TriggerStore:
         self.policy = policy
 
     def claim_due(
-        self, now: datetime, limit: int, under_way: Mapping[str, int] | None = None
+        self,
+        now: datetime,
+        limit: int,
+        *,
+        per_automation: int,
+        held: Mapping[str, int] | None = None,
     ) -> list[Claimed]:
         """Lease up to ``limit`` due triggers of active automations, the longest-waiting
-        first, no more of an automation than ``max_in_flight`` less its attempts
-        ``under_way`` (by automation id); with their automations and events."""
+        first, no more of an automation than ``per_automation`` less the triggers of it the
+        caller already ``held`` (by automation id); with their automations and events."""
         soon = now + timedelta(seconds=EARLY_TOLERANCE_S)
         lease_until = now + timedelta(seconds=self.policy.lease_s)
         with writing(self.engine) as conn:
             _commit_without_waiting(conn)
-            ids = self._due(conn, soon, limit, under_way or {})
+            ids = self._due(conn, soon, limit, per_automation, held or {})
             if not ids:
                 return []
             leased = conn.execute(
@@ -129,7 +133,12 @@ class TriggerStore:
             return self._claims(conn, leased)
 
     def _due(
-        self, conn: Connection, soon: datetime, limit: int, under_way: Mapping[str, int]
+        self,
+        conn: Connection,
+        soon: datetime,
+        limit: int,
+        per_automation: int,
+        held: Mapping[str, int],
     ) -> list[str]:
         """Due trigger ids, locked, shared among the automations that have some and room
         for more (in a random order, so that none waits behind the others every time). A
@@ -151,8 +160,7 @@ class TriggerStore:
         random.shuffle(candidates)
         ids: list[str] = []
         for automation_id in candidates:
-            room = policy.max_in_flight - under_way.get(automation_id, 0)
-            room = min(room, limit - len(ids))
+            room = min(per_automation - held.get(automation_id, 0), limit - len(ids))
             if room <= 0:
                 continue
             ids += conn.scalars(
@@ -169,13 +177,12 @@ class TriggerStore:
     def _claims(self, conn: Connection, leased: Sequence[Any]) -> list[Claimed]:
         """The leased rows with their automations and events (two queries and one per
         workspace)."""
+        query = select(automations).where(
+            matches_any(conn.dialect, automations.c.id, {row.automation_id for row in leased})
+        )
         found = {
-            row.id: row
-            for row in conn.execute(
-                select(automations).where(
-                    matches_any(conn.dialect, automations.c.id, {r.automation_id for r in leased})
-                )
-            )
+            row.id: (automation_of(row), row.failing_since is not None)
+            for row in conn.execute(query)
         }
         stored: dict[tuple[str, str], dict[str, Any]] = {}
         columns = [events.c[name] for name in EVENT_FIELDS]
@@ -186,20 +193,18 @@ class TriggerStore:
                 events.c.workspace_id == workspace_id,
                 matches_any(conn.dialect, events.c.message_id, message_ids),
             )
-            for event in conn.execute(query):
-                stored[(workspace_id, event.message_id)] = dict(event._mapping)
-        return [
-            Claimed(
-                row.id,
-                row.attempts,
-                automation_of(found[row.automation_id]),
-                # An event erased since its trigger was made leaves only its id.
-                stored.get((row.workspace_id, row.message_id), {"message_id": row.message_id}),
-                as_utc(row.created_at),
-                failing=found[row.automation_id].failing_since is not None,
-            )
-            for row in leased
-        ]
+            for found_event in conn.execute(query):
+                stored[(workspace_id, found_event.message_id)] = dict(
+                    zip(EVENT_FIELDS, found_event, strict=True)
+                )
+        claims = []
+        for row in leased:
+            automation, failing = found[row.automation_id]
+            # An event erased since its trigger was made leaves only its id.
+            event = stored.get((row.workspace_id, row.message_id), {"message_id": row.message_id})
+            created_at = as_utc(row.created_at)
+            claims.append(Claimed(row.id, row.attempts, automation, event, created_at, failing))
+        return claims
 
     def record(self, attempts: Sequence[Attempted], now: datetime) -> None:
         """Record attempts and their consequences, in one transaction: the attempt rows,

@@ -29,7 +29,6 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
         # its attempt still ran would let a second deliverer attempt the trigger.
         lease_s=settings.webhook_timeout_s * 3 + 30,
         max_attempts=settings.webhook_max_attempts,
-        max_in_flight=settings.webhook_max_in_flight,
         disable_after_s=settings.webhook_disable_after_s,
     )
 
@@ -60,6 +59,7 @@ class DeliveryService:
             http,
             self.app,
             concurrency=concurrency,
+            max_in_flight=settings.webhook_max_in_flight,
             allow_private=settings.allow_private_webhooks,
             backoff_base_s=settings.webhook_backoff_s,
             max_backoff_s=float(settings.webhook_max_backoff_s),

@@ -3,8 +3,10 @@
 It replaces the index on (status, next_attempt_at), which every state change of a trigger
 had to update. The new one covers open triggers only, so it stays small. Building it blocks
 writes to ``trigger_deliveries`` while it scans the table; on a large table, build it
-beforehand with ``CREATE INDEX CONCURRENTLY`` under the same name (docs/operations.md gives
-the statement): this migration then skips it.
+beforehand, and this migration then skips it:
+
+    CREATE INDEX CONCURRENTLY ix_trigger_deliveries_due ON trigger_deliveries
+        (automation_id, next_attempt_at) WHERE status IN ('pending', 'retrying');
 
 Revision ID: 0005
 Revises: 0004
