@@ -60,7 +60,10 @@ class Settings(BaseSettings):
         default=64, description="attempts under way at once per automation, per deliverer"
     )
     delivery_concurrency: PositiveInt = Field(
-        default=256, description="attempts under way at once in one deliverer"
+        default=512,
+        description="triggers one deliverer holds at once: attempts under way, and those "
+        "waiting for room under their automation's cap (each automation holds at most "
+        "twice its cap, so slow endpoints cannot take all of it)",
     )
 
     # Queue behaviour (docs/reliability.md).
