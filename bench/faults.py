@@ -76,7 +76,7 @@ from sluice.producer import EventClient, PublishError
 from sluice.producer.events import as_utc
 from sluice.producer.wire import INGEST_QUEUE
 from sluice.worker.actions import Action
-from sluice.worker.admin.automations import OPEN, add_automation
+from sluice.worker.admin.automations import OPEN, Automation, add_automation
 from sluice.worker.admin.workspaces import NewWorkspace, create_workspace
 from sluice.worker.db.engine import make_engine
 from sluice.worker.db.schema import (
@@ -1254,19 +1254,19 @@ def start_sluice(stack: Stack, env: dict[str, str]) -> str:
     return url
 
 
+def probe_automation(engine: Engine, workspace_id: str, url: str) -> Automation:
+    """A webhook automation on the probe events, to the bench's receiver."""
+    return add_automation(
+        engine, workspace_id, PROBE_EVENT, Action.WEBHOOK, target=url, allow_private_webhooks=True
+    )
+
+
 def warm_up(engine: Engine, stack: Stack) -> None:
     """One probe, in a workspace of its own with its own automation to the receiver,
     through the ingest worker and the deliverer: wait for its webhook (whatever command
     the deliverer runs, this says it is serving)."""
     workspace = create_workspace(engine, "faults-warm-up")
-    add_automation(
-        engine,
-        workspace.workspace_id,
-        PROBE_EVENT,
-        Action.WEBHOOK,
-        target=stack.receiver.url,
-        allow_private_webhooks=True,
-    )
+    probe_automation(engine, workspace.workspace_id, stack.receiver.url)
     client = EventClient(workspace.workspace_id, broker_url=stack.redis.url)
     try:
         client.send_batch(
@@ -1391,14 +1391,7 @@ def measure(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     url = start_sluice(stack, env)
     engine = make_engine(stack.postgres.url)
     workspace = create_workspace(engine, "faults")
-    automation = add_automation(
-        engine,
-        workspace.workspace_id,
-        PROBE_EVENT,
-        Action.WEBHOOK,
-        target=stack.receiver.url,
-        allow_private_webhooks=True,
-    )
+    automation = probe_automation(engine, workspace.workspace_id, stack.receiver.url)
     warm_up(engine, stack)
     plan = fault_plan(args)
     load = run_load(args, stack, url, workspace, plan)
