@@ -62,9 +62,10 @@ def journal_sweep_step(runtime: Runtime) -> type[bootsteps.StartStopStep]:
 
 
 def delivery_step(runtime: Runtime) -> type[bootsteps.StartStopStep]:
-    """A deliverer in a thread of the worker's main process, started once the pool is up
-    (so that no pool process is forked from a process running it), stopped with the
-    worker after its attempts under way."""
+    """A deliverer in a thread of the worker's main process, started once the pool is up,
+    stopped with the worker after its attempts under way and their records. (A pool
+    process that replaces one later is forked while the thread runs; it only runs tasks,
+    and uses none of the deliverer's connections.)"""
 
     class Delivery(bootsteps.StartStopStep):  # type: ignore[misc]
         requires = ("celery.worker.components:Pool",)
@@ -80,6 +81,7 @@ def delivery_step(runtime: Runtime) -> type[bootsteps.StartStopStep]:
 
         def stop(self, worker: Any) -> None:
             if self.thread is not None:
-                self.thread.stop(timeout_s=runtime.settings.webhook_timeout_s + 10)
+                # The attempts' grace, then the recorder's (deliverer.Deliverer.run).
+                self.thread.stop(timeout_s=runtime.settings.webhook_timeout_s * 2 + 15)
 
     return Delivery

@@ -433,6 +433,19 @@ def test_a_superseded_attempt_does_not_overwrite_the_newer_one(engine: Engine) -
         assert sorted(conn.execute(query).all()) == [(1, "retry"), (2, "delivered")]
 
 
+def test_a_claim_given_back_is_due_at_once_and_its_attempt_uncounted(engine: Engine) -> None:
+    automation_id, (trigger,) = pending_triggers(engine, 1)
+    store = TriggerStore(engine, POLICY)
+    now = utc_now()
+    (claimed,) = claim(store, automation_id, now)
+    store.record([], now, unstarted=[claimed])
+    later = now + timedelta(seconds=1)
+    (again,) = claim(store, automation_id, later)
+    assert (again.trigger_id, again.attempt) == (trigger, 1)
+    store.record([], later, unstarted=[claimed])  # a stale give-back changes nothing
+    assert claim(store, automation_id, later) == []  # still leased by ``again``
+
+
 def test_many_attempts_are_recorded_in_one_call(engine: Engine) -> None:
     automation_id, _ = pending_triggers(engine, 5)
     store = TriggerStore(engine, POLICY)
@@ -462,6 +475,9 @@ def attempt_to(url: str, http: Any, *, allow_private: bool) -> Attempt:
     [
         ("http://127.0.0.1:9/h", "127.0.0.1 resolves to"),  # an address: checked before
         ("http://localhost:9/h", "localhost resolves to"),  # a name: checked on connecting
+        ("http://127\u30020\u30020\u30021:9/h", "127.0.0.1 resolves to"),  # as the client reads it
+        ("http://2130706433:9/h", "2130706433: an address in a form"),  # 127.0.0.1 in short
+        ("http://127.1:9/h", "127.1: an address in a form"),
     ],
 )
 def test_a_private_address_is_refused_at_delivery_time(url: str, refusal: str) -> None:

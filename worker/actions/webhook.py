@@ -16,6 +16,7 @@ the client connects (``sluice.worker.actions.webhook_client``).
 from __future__ import annotations
 
 import base64
+import contextlib
 import secrets
 import time
 from collections.abc import Mapping
@@ -25,7 +26,9 @@ from functools import lru_cache
 from ipaddress import ip_address
 
 import aiohttp
+from aiohttp.helpers import is_ip_address
 from standardwebhooks import Webhook
+from yarl import URL
 
 from sluice.producer.events import utc_now
 from sluice.worker.actions.base import Attempt, AttemptResult, Outcome, Target
@@ -33,6 +36,7 @@ from sluice.worker.actions.webhook_urls import (
     UnresolvableHostError,
     UnsafeWebhookUrlError,
     check_webhook_url,
+    refuse_non_global,
 )
 
 SECRET_PREFIX = "whsec_"
@@ -64,9 +68,26 @@ class WebhookAction:
 @lru_cache(maxsize=4096)
 def _refusal(url: str, allow_private: bool) -> str | None:
     """Why ``url`` is refused, by its syntax or an IP address given as its host (no DNS
-    lookup: names are checked by the client's resolver when it connects); None if not."""
+    lookup: names are checked by the client's resolver when it connects); None if not.
+
+    The host is taken as the HTTP client will connect to it (IDNA-normalised: ``127。0。0。1``
+    is ``127.0.0.1``), and one the client takes for an address without resolving it must
+    be a plain IP address (``2130706433`` or ``127.1`` are refused)."""
     try:
         check_webhook_url(url, allow_private=allow_private, resolver=literal_address)
+    except UnsafeWebhookUrlError as exc:
+        return str(exc)
+    if allow_private:
+        return None
+    host = URL(url).raw_host or ""
+    if not is_ip_address(host):
+        return None  # a name: the resolver checks what it resolves to
+    try:
+        address = ip_address(host)
+    except ValueError:
+        return f"{host}: an address in a form webhooks are not sent to"
+    try:
+        refuse_non_global(host, [str(address)])
     except UnsafeWebhookUrlError as exc:
         return str(exc)
     return None
@@ -115,7 +136,8 @@ async def post_webhook(
             status, retry_after = answer.status, answer.headers.get("retry-after")
             length = answer.content_length
             if length is not None and length <= MAX_ANSWER_BYTES:
-                await answer.read()
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    await answer.read()  # the status counts, whatever happens to the body
     except UnsafeWebhookUrlError as exc:  # from the resolver
         return Outcome(AttemptResult.FAILED, _ms_since(started), error=f"refused: {exc}")
     except TimeoutError as exc:

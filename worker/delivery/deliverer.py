@@ -22,12 +22,16 @@ at once, and records the attempts in batches (docs/architecture.md §6).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from functools import partial
+from typing import TypeVar
 
 import aiohttp
 from celery import Celery
@@ -46,6 +50,8 @@ GATHER_S = 0.01  # once woken, let more attempts finish (and wake-ups come) befo
 PREFETCH = 2  # a deliverer holds up to this many times an automation's in-flight cap
 HOUSEKEEPING_S = 30.0  # settle the triggers no claim will take this often
 DATABASE_BACKOFF_S = (0.5, 10.0)  # a failed claim or record: first and longest wait
+LEASE_MARGIN_S = 15.0  # an attempt starts only if it ends this long before its lease does
+T = TypeVar("T")
 
 
 def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
@@ -75,6 +81,7 @@ class Deliverer:
         allow_private: bool,
         backoff_base_s: float,
         max_backoff_s: float,
+        attempt_timeout_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.triggers = triggers
@@ -85,15 +92,18 @@ class Deliverer:
         self.allow_private = allow_private
         self.backoff_base_s = backoff_base_s
         self.max_backoff_s = max_backoff_s
+        self.attempt_timeout_s = attempt_timeout_s
         self._clock = clock
         self._wake = asyncio.Event()
         self._finished: list[Attempted] = []
         self._to_record = asyncio.Event()
         self._attempts: set[asyncio.Task[None]] = set()
         self._held: Counter[str] = Counter()  # claimed and not finished, by automation id
+        self._unstarted: list[Claimed] = []  # claimed, not attempted: to give back
         self._slots: dict[str, asyncio.Semaphore] = {}  # attempts under way, by automation
         self._stopping = asyncio.Event()
         self._closing = False
+        self._database = ThreadPoolExecutor(2, thread_name_prefix="sluice-deliverer-db")
         self.delivered = 0  # attempts recorded, for logs and tests
 
     def wake(self) -> None:
@@ -110,7 +120,7 @@ class Deliverer:
         recorder = asyncio.create_task(self._record_loop())
         try:
             await self._claim_loop()
-            if self._attempts:
+            if self._attempts:  # those not started yet give their triggers back
                 await asyncio.wait(set(self._attempts), timeout=grace_s)
         finally:
             for attempt in set(self._attempts):
@@ -124,6 +134,7 @@ class Deliverer:
             except TimeoutError:
                 log.error("%d finished attempts could not be recorded", len(self._finished))
                 recorder.cancel()
+            self._database.shutdown(wait=False)
 
     async def _claim_loop(self) -> None:
         housekeeping_at = self._clock()
@@ -132,7 +143,7 @@ class Deliverer:
             room = self.concurrency - len(self._attempts)
             if room > 0:
                 try:
-                    claimed = await asyncio.to_thread(
+                    claimed = await self._in_database(
                         partial(
                             self.triggers.claim_due,
                             utc_now(),
@@ -141,23 +152,39 @@ class Deliverer:
                             held=dict(self._held),
                         )
                     )
-                    if self._clock() >= housekeeping_at:
-                        housekeeping_at = self._clock() + HOUSEKEEPING_S
-                        await asyncio.to_thread(self.triggers.close_abandoned, utc_now())
                     failures = 0
                 except Exception:
                     failures += 1
                     log.exception("claiming triggers failed; trying again")
-                    await self._pause(_database_backoff_s(failures))
+                    await self._sleep(_database_backoff_s(failures))
                     continue
                 for claim in claimed:
                     self._held[claim.automation.id] += 1
                     attempt = asyncio.create_task(self._attempt(claim))
                     self._attempts.add(attempt)
                     attempt.add_done_callback(self._attempts.discard)
+                if self._clock() >= housekeeping_at:
+                    housekeeping_at = self._clock() + HOUSEKEEPING_S
+                    await self._housekeeping()
                 if len(claimed) == min(room, CLAIM_BATCH):
                     continue  # there may be more due right now
             await self._pause(POLL_S)
+
+    async def _housekeeping(self) -> None:
+        try:
+            await self._in_database(partial(self.triggers.close_abandoned, utc_now()))
+        except Exception:
+            log.exception("settling abandoned triggers failed; again in %.0fs", HOUSEKEEPING_S)
+
+    async def _in_database(self, call: Callable[[], T]) -> T:
+        """Run a blocking database call on the deliverer's own threads (not the loop's
+        default pool, which DNS lookups and task publishes share)."""
+        return await asyncio.get_running_loop().run_in_executor(self._database, call)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if stopped (a wake-up does not cut a back-off short)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     async def _pause(self, seconds: float) -> None:
         """Wait ``seconds`` or until woken, whichever comes first; once woken, a moment
@@ -175,10 +202,19 @@ class Deliverer:
         slots = self._slots.get(automation_id)
         if slots is None:
             slots = self._slots[automation_id] = asyncio.Semaphore(self.max_in_flight)
+        started = False
         try:
             async with slots:
-                started_at = utc_now()
+                if self._stopping.is_set() or not self._lease_holds(claim):
+                    self._unstarted.append(claim)  # given back: nothing was sent
+                    self._to_record.set()
+                    return
+                started, started_at = True, utc_now()
                 outcome = await self._outcome(claim)
+        except asyncio.CancelledError:
+            if not started:
+                self._unstarted.append(claim)
+            raise
         finally:
             self._held[automation_id] -= 1
             held = self._held[automation_id]
@@ -201,6 +237,12 @@ class Deliverer:
                 outcome.result,
                 outcome.error,
             )
+
+    def _lease_holds(self, claim: Claimed) -> bool:
+        """Whether an attempt started now ends within the claim's lease (one that waited
+        long for its automation's room may not: another deliverer may take it then)."""
+        ends = utc_now() + timedelta(seconds=self.attempt_timeout_s + LEASE_MARGIN_S)
+        return claim.leased_until is None or ends < claim.leased_until
 
     async def _outcome(self, claim: Claimed) -> Outcome:
         try:
@@ -230,19 +272,22 @@ class Deliverer:
                 self._to_record.set()
                 continue
             failures = 0
-            if self._closing and not self._finished:
+            if self._closing and not self._finished and not self._unstarted:
                 return
 
     async def _record_finished(self) -> bool:
-        """Record the attempts finished so far; False (they are kept) if that failed."""
+        """Record the attempts finished so far, and give back the triggers claimed and not
+        attempted; False (they are kept) if that failed."""
         batch, self._finished = self._finished, []
-        if not batch:
+        unstarted, self._unstarted = self._unstarted, []
+        if not batch and not unstarted:
             return True
         try:
-            await asyncio.to_thread(self.triggers.record, batch, utc_now())
+            await self._in_database(partial(self.triggers.record, batch, utc_now(), unstarted))
         except Exception:
             log.exception("recording %d attempts failed; trying again", len(batch))
             self._finished = batch + self._finished
+            self._unstarted = unstarted + self._unstarted
             return False
         self.delivered += len(batch)
         return True

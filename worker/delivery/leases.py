@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, exists, literal_column, select, update
+from sqlalchemy import Connection, Engine, bindparam, exists, literal_column, select, update
 
 from sluice.producer.events import as_utc
 from sluice.worker.actions import AttemptResult, Outcome
@@ -76,6 +76,7 @@ class Claimed:
     event: dict[str, Any]
     created_at: datetime
     failing: bool = False  # the automation has failed since its last success
+    leased_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +131,7 @@ class TriggerStore:
                     triggers.c.created_at,
                 )
             ).all()
-            return self._claims(conn, leased)
+            return self._claims(conn, leased, lease_until)
 
     def _due(
         self,
@@ -174,7 +175,9 @@ class TriggerStore:
                 break
         return ids
 
-    def _claims(self, conn: Connection, leased: Sequence[Any]) -> list[Claimed]:
+    def _claims(
+        self, conn: Connection, leased: Sequence[Any], lease_until: datetime
+    ) -> list[Claimed]:
         """The leased rows with their automations and events (two queries and one per
         workspace)."""
         query = select(automations).where(
@@ -203,21 +206,34 @@ class TriggerStore:
             # An event erased since its trigger was made leaves only its id.
             event = stored.get((row.workspace_id, row.message_id), {"message_id": row.message_id})
             created_at = as_utc(row.created_at)
-            claims.append(Claimed(row.id, row.attempts, automation, event, created_at, failing))
+            claims.append(
+                Claimed(row.id, row.attempts, automation, event, created_at, failing, lease_until)
+            )
         return claims
 
-    def record(self, attempts: Sequence[Attempted], now: datetime) -> None:
+    def record(
+        self, attempts: Sequence[Attempted], now: datetime, unstarted: Sequence[Claimed] = ()
+    ) -> None:
         """Record attempts and their consequences, in one transaction: the attempt rows,
         each trigger's new state (delivered, retrying at its time, or failed), and for each
         automation a success (no longer failing), a 410 (disabled) or a failure (disabled
         when every attempt has failed for ``disable_after_s``). A trigger whose lease ran
         out and was claimed again keeps what the newer attempt records: this attempt is on
         record, its verdict is not. A verdict arriving after its lease ran out and the
-        trigger was settled without it (``close_abandoned``) is what happened, and wins."""
-        if not attempts:
+        trigger was settled without it (``close_abandoned``) is what happened, and wins.
+
+        ``unstarted`` are claims given back without an attempt (the deliverer stopped, or
+        their lease would have run out first): their attempt is not counted and they are
+        due at once, unless another claim has taken them since."""
+        if not attempts and not unstarted:
             return
+        attempts = sorted(attempts, key=lambda done: done.claim.trigger_id)  # lock order
         with writing(self.engine) as conn:
             _commit_without_waiting(conn)
+            if unstarted:
+                self._give_back(conn, unstarted, now)
+            if not attempts:
+                return
             insert_ignoring_conflicts(
                 conn,
                 delivery_attempts,
@@ -273,7 +289,7 @@ class TriggerStore:
             results.setdefault(automation_id, set()).add(done.outcome.result)
             if done.claim.failing:
                 failing.add(automation_id)
-        for automation_id, seen in results.items():
+        for automation_id, seen in sorted(results.items()):  # the same lock order everywhere
             if AttemptResult.GONE in seen:
                 disable_automation(conn, automation_id, "the endpoint answered 410 Gone", now)
             elif AttemptResult.DELIVERED in seen:
@@ -285,6 +301,27 @@ class TriggerStore:
                     )
             else:
                 self._note_failure(conn, automation_id, now)
+
+    @staticmethod
+    def _give_back(conn: Connection, claims: Sequence[Claimed], now: datetime) -> None:
+        conn.execute(
+            update(triggers)
+            .where(
+                triggers.c.id == bindparam("k_id"),
+                triggers.c.attempts == bindparam("k_attempt"),
+                triggers.c.lease_until == bindparam("k_lease"),  # this claim's, not a newer one's
+                IS_OPEN,
+            )
+            .values(attempts=triggers.c.attempts - 1, lease_until=None, next_attempt_at=now),
+            [
+                {
+                    "k_id": claim.trigger_id,
+                    "k_attempt": claim.attempt,
+                    "k_lease": claim.leased_until,
+                }
+                for claim in sorted(claims, key=lambda claim: claim.trigger_id)
+            ],
+        )
 
     def close_abandoned(self, now: datetime) -> int:
         """Settle the open triggers no claim will take: those whose last allowed attempt

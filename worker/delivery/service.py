@@ -63,6 +63,7 @@ class DeliveryService:
             allow_private=settings.allow_private_webhooks,
             backoff_base_s=settings.webhook_backoff_s,
             max_backoff_s=float(settings.webhook_max_backoff_s),
+            attempt_timeout_s=settings.webhook_timeout_s,
         )
         self._loop, self._deliverer = asyncio.get_running_loop(), deliverer
         listener = asyncio.create_task(listen_for_wakeups(settings.redis_url, deliverer.wake))
@@ -73,6 +74,7 @@ class DeliveryService:
         try:
             await deliverer.run(grace_s=settings.webhook_timeout_s)
         finally:
+            self._loop = self._deliverer = None  # a restart makes new ones
             listener.cancel()
             await http.close()
             engine.dispose()

@@ -30,7 +30,9 @@ def wake_deliverers(client: redis.Redis, triggers: int) -> None:
 async def listen_for_wakeups(redis_url: str, wake: Callable[[], None]) -> None:
     """Call ``wake`` for every wake-up, until cancelled; reconnects after a failure."""
     while True:
-        client = redis.asyncio.Redis.from_url(redis_url, socket_connect_timeout=5)
+        client = redis.asyncio.Redis.from_url(
+            redis_url, socket_connect_timeout=5, health_check_interval=30
+        )
         try:
             async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                 await pubsub.subscribe(keys.trigger_wakeups())

@@ -27,6 +27,11 @@ OPEN = sa.text("status IN ('pending', 'retrying')")
 
 
 def upgrade() -> None:
+    # A trigger leased by a deliverer of the previous version is due when its lease ends.
+    op.execute(
+        "UPDATE trigger_deliveries SET next_attempt_at = lease_until "
+        "WHERE status IN ('pending', 'retrying') AND lease_until > next_attempt_at"
+    )
     op.drop_index("ix_trigger_deliveries_status_next_attempt", table_name="trigger_deliveries")
     op.create_index(
         "ix_trigger_deliveries_due",
