@@ -82,7 +82,6 @@ class Deliverer:
         backoff_base_s: float,
         max_backoff_s: float,
         attempt_timeout_s: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.triggers = triggers
         self.http = http
@@ -93,7 +92,6 @@ class Deliverer:
         self.backoff_base_s = backoff_base_s
         self.max_backoff_s = max_backoff_s
         self.attempt_timeout_s = attempt_timeout_s
-        self._clock = clock
         self._wake = asyncio.Event()
         self._finished: list[Attempted] = []
         self._to_record = asyncio.Event()
@@ -104,7 +102,6 @@ class Deliverer:
         self._stopping = asyncio.Event()
         self._closing = False
         self._database = ThreadPoolExecutor(2, thread_name_prefix="sluice-deliverer-db")
-        self.delivered = 0  # attempts recorded, for logs and tests
 
     def wake(self) -> None:
         """Look for due triggers now (from the event loop's thread)."""
@@ -137,7 +134,7 @@ class Deliverer:
             self._database.shutdown(wait=False)
 
     async def _claim_loop(self) -> None:
-        housekeeping_at = self._clock()
+        housekeeping_at = time.monotonic()
         failures = 0
         while not self._stopping.is_set():
             room = self.concurrency - len(self._attempts)
@@ -156,15 +153,15 @@ class Deliverer:
                 except Exception:
                     failures += 1
                     log.exception("claiming triggers failed; trying again")
-                    await self._sleep(_database_backoff_s(failures))
+                    await self._sleep(backoff_s(failures, *DATABASE_BACKOFF_S))
                     continue
                 for claim in claimed:
                     self._held[claim.automation.id] += 1
                     attempt = asyncio.create_task(self._attempt(claim))
                     self._attempts.add(attempt)
                     attempt.add_done_callback(self._attempts.discard)
-                if self._clock() >= housekeeping_at:
-                    housekeeping_at = self._clock() + HOUSEKEEPING_S
+                if time.monotonic() >= housekeeping_at:
+                    housekeeping_at = time.monotonic() + HOUSEKEEPING_S
                     await self._housekeeping()
                 if len(claimed) == min(room, CLAIM_BATCH):
                     continue  # there may be more due right now
@@ -268,7 +265,7 @@ class Deliverer:
             self._to_record.clear()
             if not await self._record_finished():
                 failures += 1
-                await asyncio.sleep(_database_backoff_s(failures))
+                await asyncio.sleep(backoff_s(failures, *DATABASE_BACKOFF_S))
                 self._to_record.set()
                 continue
             failures = 0
@@ -289,10 +286,4 @@ class Deliverer:
             self._finished = batch + self._finished
             self._unstarted = unstarted + self._unstarted
             return False
-        self.delivered += len(batch)
         return True
-
-
-def _database_backoff_s(failures: int) -> float:
-    first, longest = DATABASE_BACKOFF_S
-    return min(longest, first * 2.0 ** min(failures - 1, 10)) * random.uniform(0.5, 1.0)

@@ -110,7 +110,7 @@ class TriggerStore:
         lease_until = now + timedelta(seconds=self.policy.lease_s)
         with writing(self.engine) as conn:
             _commit_without_waiting(conn)
-            ids = self._due(conn, soon, limit, per_automation, held or {})
+            ids, candidates = self._due(conn, soon, limit, per_automation, held or {})
             if not ids:
                 return []
             leased = conn.execute(
@@ -131,7 +131,7 @@ class TriggerStore:
                     triggers.c.created_at,
                 )
             ).all()
-            return self._claims(conn, leased, lease_until)
+            return self._claims(conn, leased, candidates, lease_until)
 
     def _due(
         self,
@@ -140,27 +140,29 @@ class TriggerStore:
         limit: int,
         per_automation: int,
         held: Mapping[str, int],
-    ) -> list[str]:
+    ) -> tuple[list[str], dict[str, Any]]:
         """Due trigger ids, locked, shared among the automations that have some and room
-        for more (in a random order, so that none waits behind the others every time). A
-        trigger another transaction holds (a claim, or an attempt being recorded) is
-        skipped."""
+        for more (in a random order, so that none waits behind the others every time), and
+        those automations' rows by id. A trigger another transaction holds (a claim, or an
+        attempt being recorded) is skipped."""
         policy = self.policy
         due = (
             IS_OPEN,
             triggers.c.next_attempt_at <= soon,
             triggers.c.attempts < policy.max_attempts,
         )
-        candidates = list(
-            conn.scalars(
-                select(automations.c.id)
+        candidates = {
+            row.id: row
+            for row in conn.execute(
+                select(automations)
                 .where(automations.c.status == str(AutomationStatus.ACTIVE))
                 .where(exists().where(triggers.c.automation_id == automations.c.id, *due))
             )
-        )
-        random.shuffle(candidates)
+        }
+        order = list(candidates)
+        random.shuffle(order)
         ids: list[str] = []
-        for automation_id in candidates:
+        for automation_id in order:
             room = min(per_automation - held.get(automation_id, 0), limit - len(ids))
             if room <= 0:
                 continue
@@ -173,19 +175,23 @@ class TriggerStore:
             ).all()
             if len(ids) >= limit:
                 break
-        return ids
+        return ids, candidates
 
     def _claims(
-        self, conn: Connection, leased: Sequence[Any], lease_until: datetime
+        self,
+        conn: Connection,
+        leased: Sequence[Any],
+        candidates: Mapping[str, Any],
+        lease_until: datetime,
     ) -> list[Claimed]:
-        """The leased rows with their automations and events (two queries and one per
-        workspace)."""
-        query = select(automations).where(
-            matches_any(conn.dialect, automations.c.id, {row.automation_id for row in leased})
-        )
+        """The leased rows with their automations (``candidates``: the rows ``_due`` read)
+        and their events (one query per workspace)."""
         found = {
-            row.id: (automation_of(row), row.failing_since is not None)
-            for row in conn.execute(query)
+            automation_id: (
+                automation_of(candidates[automation_id]),
+                candidates[automation_id].failing_since is not None,
+            )
+            for automation_id in {row.automation_id for row in leased}
         }
         stored: dict[tuple[str, str], dict[str, Any]] = {}
         columns = [events.c[name] for name in EVENT_FIELDS]
