@@ -621,9 +621,10 @@ def is_deliverer(child: Child) -> bool:
 def leg_specs(
     name: str, code: Code, deployment: str, env: dict[str, str], cwd: Path, args: argparse.Namespace
 ) -> tuple[list[Spec], str]:
-    """``deployment_specs`` for a leg: the current code's compose deliverers are
-    ``--deliverers`` processes of ``sluice deliverer`` when it has that command."""
-    own_deliverers = args.deliverers if deployment == "compose" and not code.baseline else 0
+    """``deployment_specs`` for a leg: compose's deliverers are ``sluice deliverer``
+    processes when the code has that command (``--deliverers`` of them for the current
+    code, one for the baseline), otherwise a thread-pool worker."""
+    own_deliverers = (1 if code.baseline else args.deliverers) if deployment == "compose" else 0
     if own_deliverers and cli_help(env, cwd, "deliverer") is None:
         ignored = f" (--deliverers {args.deliverers} ignored)" if args.deliverers != 1 else ""
         say(
