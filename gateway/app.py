@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from sluice.gateway import native
+from sluice.gateway import metrics, native, probes
+from sluice.gateway.docs_ui import add_docs
 from sluice.gateway.errors import ApiError, render_api_error
 from sluice.gateway.state import build_gateway
 from sluice.gateway.vendors import bento, bunce, clevertap, platformly, userevent
@@ -31,13 +32,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Event ingestion: a Segment-compatible native API and five vendor formats.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package's files instead (sluice.gateway.docs_ui)
+        redoc_url=None,
         # FastAPI's own OpenTelemetry hooks ask the OTel API for its providers on every
         # request, a tenth of the gateway's CPU under load (bench/RESULTS.md): off.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.gateway = gateway
+    add_docs(app)
     app.add_exception_handler(ApiError, render_api_error)
     app.add_exception_handler(VendorError, render_vendor_error)
+    app.add_middleware(metrics.RequestMetrics)
+    app.include_router(metrics.router)
+    app.include_router(probes.router)
     app.include_router(native.router)
     for vendor in (bunce, userevent, clevertap, bento, platformly):
         app.include_router(vendor.router)

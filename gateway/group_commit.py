@@ -9,6 +9,7 @@ never split across envelopes, so each request stays all or nothing.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Sequence
 
 from starlette.concurrency import run_in_threadpool
@@ -59,7 +60,11 @@ class GroupCommitter:
         if not self._waiting:
             return
         group, self._waiting, self._waiting_events = self._waiting, [], 0
-        task = asyncio.get_running_loop().create_task(self._commit(group))
+        # A context of its own: the group holds several requests' events, and its log lines
+        # must not carry the ids the request that flushed it bound (sluice.worker.logs).
+        task = asyncio.get_running_loop().create_task(
+            self._commit(group), context=contextvars.Context()
+        )
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 

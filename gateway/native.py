@@ -91,6 +91,8 @@ class EventOutcome(BaseModel):
     kind: str | None = None
     name: str | None = None
     decided_at: datetime | None = None
+    group_id: str | None = Field(default=None, description="a Segment group call's groupId")
+    previous_id: str | None = Field(default=None, description="a Segment alias call's previousId")
     raw: str | None = Field(
         default=None, description="truncated copy of a discarded or rejected event (JSON)"
     )
@@ -269,6 +271,8 @@ async def event_outcome(message_id: str, request: Request) -> JsonResponse:
             kind=outcome.kind,
             name=outcome.name,
             decided_at=outcome.decided_at,
+            group_id=outcome.group_id,
+            previous_id=outcome.previous_id,
             raw=outcome.raw,
             triggers=[Trigger.model_validate(view) for view in fired],
         )

@@ -3,7 +3,9 @@ and its mapping to the canonical event.
 
 Mapping: ``identify`` → ``login``; ``track`` → ``confirmation`` for "Order Completed",
 ``email_open`` for "Email Opened", ``custom`` otherwise; ``page``/``screen``/``group``/``alias``
-→ ``custom`` named after the call type; the native ``/v1/update`` → ``update``.
+→ ``custom`` named after the call type; the native ``/v1/update`` → ``update``. A ``group``
+keeps its ``groupId`` (its ``traits`` describe the group, so they name no email of the
+user), an ``alias`` its ``previousId``: Segment requires them, so does Sluice.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class SegmentCall(BaseModel):
     messageId: str | None = Field(default=None, min_length=1, max_length=MAX_MESSAGE_ID_CHARS)
     userId: str | None = Field(default=None, max_length=255)
     anonymousId: str | None = Field(default=None, max_length=255)
+    groupId: str | None = Field(default=None, max_length=255)
+    previousId: str | None = Field(default=None, max_length=255)
     event: str | None = Field(default=None, max_length=200)
     name: str | None = None
     properties: dict[str, Any] = Field(default_factory=dict)
@@ -46,7 +50,7 @@ class SegmentCall(BaseModel):
     originalTimestamp: datetime | None = None
     sentAt: datetime | None = None
 
-    @field_validator("userId", "anonymousId", mode="before")
+    @field_validator("userId", "anonymousId", "groupId", "previousId", mode="before")
     @classmethod
     def _ids_as_text(cls, value: Any) -> Any:
         # Segment accepts numeric ids and treats them as strings.
@@ -88,6 +92,10 @@ def to_event(
         raise bad_request("userId or anonymousId is required", field=f"{field_prefix}userId")
     if call_type == "track" and not call.event:
         raise bad_request("a track call needs an event name", field=f"{field_prefix}event")
+    if call_type == "group" and not call.groupId:
+        raise bad_request("a group call needs a groupId", field=f"{field_prefix}groupId")
+    if call_type == "alias" and not call.previousId:
+        raise bad_request("an alias call needs a previousId", field=f"{field_prefix}previousId")
     kind, name = _kind_and_name(call, call_type)
     fields: dict[str, Any] = {
         "workspace_id": workspace_id,
@@ -95,7 +103,7 @@ def to_event(
         "name": name,
         "user_id": call.userId or None,
         "anonymous_id": call.anonymousId or None,
-        "email": _email(call),
+        "email": _email(call, call_type),
         "traits": call.traits,
         "properties": _properties(call),
         "context": _context(call.context),
@@ -106,6 +114,10 @@ def to_event(
     }
     if call.messageId:
         fields["message_id"] = call.messageId
+    if call_type == "group":
+        fields["group_id"] = call.groupId
+    elif call_type == "alias":
+        fields["previous_id"] = call.previousId
     try:
         return Event.model_validate(fields)
     except ValidationError as exc:
@@ -122,8 +134,9 @@ def _kind_and_name(call: SegmentCall, call_type: CallType) -> tuple[EventKind, s
     return EventKind.CUSTOM, call_type
 
 
-def _email(call: SegmentCall) -> str | None:
-    for traits in (call.traits, call.context.get("traits") or {}):
+def _email(call: SegmentCall, call_type: CallType) -> str | None:
+    own = {} if call_type == "group" else call.traits  # a group's traits are the group's
+    for traits in (own, call.context.get("traits") or {}):
         email = traits.get("email") if isinstance(traits, dict) else None
         if isinstance(email, str) and email:
             return email

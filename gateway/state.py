@@ -35,6 +35,7 @@ from sluice.producer.wire import INGEST_QUEUE
 from sluice.worker.admin.definitions import Definition, find_definition
 from sluice.worker.admin.workspaces import workspace_for_key
 from sluice.worker.db.engine import make_engine, ping
+from sluice.worker.logs import bind
 from sluice.worker.settings import Settings
 
 T = TypeVar("T")
@@ -65,9 +66,10 @@ class Gateway:
     async def workspace_for(self, write_key: str) -> str | None:
         """The key's workspace (cached), or None; 503 while the database is unavailable."""
         found, workspace_id = self.keys.cached(write_key)
-        if found:
-            return workspace_id
-        return await from_database(self.keys.workspace_for, write_key)
+        if not found:
+            workspace_id = await from_database(self.keys.workspace_for, write_key)
+        bind(workspace_id=workspace_id)  # on this request's log lines (sluice.worker.logs)
+        return workspace_id
 
     async def definition(
         self, workspace_id: str, format: Literal["bunce", "clevertap"], **match: str

@@ -59,19 +59,26 @@ class Envelope(BaseModel):
 
     def task_message(self) -> dict[str, Any]:
         """``send_task`` arguments that queue this envelope for the ingest task."""
-        return task_message(self.batch_id, self.wire)
+        return task_message(self.batch_id, self.wire, len(self.events))
 
 
-def task_message(batch_id: str, wire: bytes) -> dict[str, Any]:
-    """``send_task`` arguments that queue an envelope's JSON ``wire`` for the ingest task,
-    embedded as is by the queue serializer. The task id is the batch id, so Flower, the
-    delivery counter and the journal name batches alike."""
+def task_message(batch_id: str, wire: bytes, events: int | None = None) -> dict[str, Any]:
+    """``send_task`` arguments that queue an envelope's JSON ``wire`` (of ``events`` events,
+    when known) for the ingest task, embedded as is by the queue serializer. The task id is
+    the batch id, so Flower, the delivery counter and the journal name batches alike.
+
+    ``argsrepr`` and ``kwargsrepr`` are the message's headers that Flower and the task
+    events show for its arguments; Celery's default, a ``repr`` of the arguments, would read
+    ``[<orjson.Fragment object at 0x…>]``."""
+    count = "" if events is None else f" · {events} event{'' if events == 1 else 's'}"
     return {
         "name": INGEST_TASK,
         "args": [orjson.Fragment(wire)],
         "task_id": batch_id,
         "queue": INGEST_QUEUE,
         "serializer": SERIALIZER,
+        "argsrepr": f"batch {batch_id}{count}",
+        "kwargsrepr": "{}",
     }
 
 

@@ -99,6 +99,10 @@ class Event(BaseModel):
     ``timestamp`` is when it happened (defaults to ``received_at``); ``received_at`` is when
     Sluice took it; ``source`` names the adapter or client that produced it.
 
+    ``group_id`` and ``previous_id`` keep what Segment's ``group`` and ``alias`` calls say
+    (``groupId``: the group the user belongs to; ``previousId``: the id the user had
+    before); unset for every other event.
+
     ``order_id`` names the order a confirmation confirms, where the vendor keeps it
     elsewhere than ``properties.orderId``/``order_id`` (Segment's names, which the rules read
     when it is unset). ``creates_user`` true says the event creates its user when missing (a
@@ -124,6 +128,10 @@ class Event(BaseModel):
     sent_at: datetime | None = None
     received_at: datetime = Field(default_factory=utc_now)
     source: str = Field(default="client", min_length=1, max_length=40)
+    # Segment's group and alias calls (stored, shown by GET /v1/events/{id}). Left out of
+    # the JSON while unset, so other events' envelopes are what they always were.
+    group_id: str | None = Field(default=None, min_length=1, max_length=255, exclude_if=_unset)
+    previous_id: str | None = Field(default=None, min_length=1, max_length=255, exclude_if=_unset)
     # What an adapter knows of its vendor's semantics, for the rules. Left out of the JSON
     # while unset, so envelopes without them are what they always were.
     order_id: str | None = Field(default=None, min_length=1, exclude_if=_unset)
@@ -159,7 +167,17 @@ class Event(BaseModel):
     def _no_nul_characters(self) -> Event:
         # PostgreSQL cannot store U+0000 in text or JSON: refuse it here, with a reason,
         # rather than fail the batch that carries it.
-        texts = ("message_id", "name", "user_id", "email", "anonymous_id", "source", "order_id")
+        texts = (
+            "message_id",
+            "name",
+            "user_id",
+            "email",
+            "anonymous_id",
+            "source",
+            "order_id",
+            "group_id",
+            "previous_id",
+        )
         for name in texts:
             value = getattr(self, name)
             if value is not None and "\x00" in value:

@@ -52,3 +52,10 @@ def journal_sweep_lock() -> str:
     """Held by the worker that sweeps the journal for lost batches this interval (string,
     expires)."""
     return f"{PREFIX}:journal-sweep"
+
+
+def metric(family: str) -> str:
+    """One cluster-wide metric family, named as ``/metrics`` shows it (hash: each field the
+    JSON array of a series' label values → its count; a histogram's arrays end with a
+    bucket's upper bound, or ``sum``, the field's value then a float; docs/metrics.md)."""
+    return f"{PREFIX}:metrics:{family}"

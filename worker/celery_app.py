@@ -12,6 +12,7 @@ from sluice.producer.transport import broker_transport_options, publish_retry_po
 from sluice.producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER, register_serializer
 from sluice.worker.bootsteps import delivery_step, journal_sweep_step
 from sluice.worker.collector import tune_collector
+from sluice.worker.logs import use_log_format_in_celery
 from sluice.worker.runtime import Runtime
 from sluice.worker.settings import Settings
 from sluice.worker.tasks import register_tasks
@@ -92,4 +93,5 @@ def create_app(settings: Settings, *, deliver: bool = False) -> Celery:
         tune_collector()
 
     worker_process_init.connect(_fresh_connections, weak=False)
+    use_log_format_in_celery(settings.log_format)  # Celery sets up a worker's logging itself
     return app

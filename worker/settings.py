@@ -3,7 +3,9 @@ entry point (docs/architecture.md §9). Nothing reads the environment at import 
 
 from __future__ import annotations
 
+import tempfile
 from ipaddress import ip_network
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -92,6 +94,21 @@ class Settings(BaseSettings):
     queue_depth_sample_s: float = Field(default=0.25, ge=0)
     group_commit_ms: float = Field(
         default=2.0, ge=0, description="gateway group-commit window; 0 publishes per request"
+    )
+
+    # Logs, in every process (sluice.worker.logs, docs/operations.md).
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: readable lines; json: one JSON object a line (timestamp, level, "
+        "logger, message, exception) with workspace_id, batch_id, message_id and trigger_id "
+        "where known",
+    )
+
+    # Health checks (docs/operations.md).
+    deliverer_heartbeat_path: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "sluice-deliverer.heartbeat",
+        description="the file `sluice deliverer` touches every poll; `sluice check deliverer` "
+        "reads its age",
     )
 
     @field_validator("bot_networks", mode="before")

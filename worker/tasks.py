@@ -25,16 +25,25 @@ from celery import Celery, Task
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
 from sluice.producer import keys
-from sluice.producer.envelope import Envelope, PoisonEnvelopeError, decode_envelope
-from sluice.producer.events import Event, utc_now
+from sluice.producer.envelope import (
+    DecodedBatch,
+    Envelope,
+    PoisonEnvelopeError,
+    decode_envelope,
+)
+from sluice.producer.events import utc_now
 from sluice.producer.journal import forget_on, seen_now
 from sluice.producer.pending import clear_on
 from sluice.producer.wire import INGEST_TASK, SERIALIZER
-from sluice.rules import Reason, Verdict
+from sluice.worker.admin.dead_letters import EVENT
 from sluice.worker.delivery.wakeups import wake_deliverers
 from sluice.worker.failures import is_transient
 from sluice.worker.ingest.batch import IngestReport, ingest
+from sluice.worker.ingest.measure import batch_tally
 from sluice.worker.ingest.records import Decision
+from sluice.worker.logs import log_context
+from sluice.worker.metrics.families import DEAD_LETTERS
+from sluice.worker.metrics.tally import Tally, flush
 from sluice.worker.retries import retry_or_requeue
 from sluice.worker.runtime import Runtime
 
@@ -57,7 +66,8 @@ def retry_delay_s(retries: int, visibility_timeout_s: int) -> float:
 def register_tasks(app: Celery, runtime: Runtime) -> None:
     @app.task(name=INGEST_TASK, bind=True, max_retries=None, serializer=SERIALIZER)
     def ingest_batch(task: Task, envelope: Any) -> None:
-        handle_batch(task, runtime, envelope)
+        with log_context(batch_id=_batch_id_of(envelope)):  # on every line it logs
+            handle_batch(task, runtime, envelope)
 
 
 def handle_batch(task: Task, runtime: Runtime, envelope: Any) -> None:
@@ -84,6 +94,7 @@ def _process(
             runtime, batch_id, envelope, f"delivered {deliveries} times without finishing", None
         )
         return
+    started_s = time.perf_counter()
     try:
         report = ingest(envelope, runtime.store, runtime.rules, runtime.rule_policy, utc_now())
     except PoisonEnvelopeError as exc:
@@ -110,12 +121,17 @@ def _process(
             detail=item.error,
             payload=item.raw,
             now=utc_now(),
+            items=[item],
+            kind=EVENT,
         )
     if report.triggers:
         wake_deliverers(runtime.redis, len(report.triggers))  # after the commit
     if report.deferred:
         _defer(task, runtime, report)
-    _settled(runtime, report.batch_id, report.decisions)
+    tally = batch_tally(report.decisions, time.perf_counter() - started_s, time.time())
+    if report.unkeyed:  # in the batch's pipeline, not a round trip per dead letter
+        tally.count(DEAD_LETTERS, amount=len(report.unkeyed))
+    _settled(runtime, report.batch_id, report.decisions, tally)
 
 
 def _retry(
@@ -132,32 +148,26 @@ def _retry(
 def _give_up(
     runtime: Runtime, batch_id: str | None, envelope: Any, reason: str, detail: str | None
 ) -> None:
-    """Dead-letter the batch, and reject each of its events with a pointer to it."""
+    """Dead-letter the batch, and reject each of its events with a pointer to the dead
+    letter (one transaction, ``EventStore.dead_letter``)."""
     log.error("batch %s dead-lettered: %s", batch_id, reason)
-    now = utc_now()
-    runtime.store.dead_letter(
-        batch_id=batch_id, reason=reason, detail=detail, payload=envelope, now=now
-    )
     try:
-        batch = decode_envelope(envelope)
+        batch: DecodedBatch | None = decode_envelope(envelope)
     except PoisonEnvelopeError:
-        if batch_id is not None:  # no events to reject, but never publish it again
-            _settled(runtime, batch_id, [])
-        return
-    note = f"not processed: {reason}; the batch is in dead_letters"
-    rejected = [
-        Decision(
-            item.workspace_id,
-            item.message_id,
-            Verdict.reject(Reason.INVALID, note),
-            event=item if isinstance(item, Event) else None,
-            raw=None if isinstance(item, Event) else item.raw,
-        )
-        for item in batch.items
-        if item.workspace_id is not None and item.message_id is not None
-    ]
-    runtime.store.record_outcomes_only(batch.batch_id, rejected, now)
-    _settled(runtime, batch.batch_id, rejected)
+        batch = None
+    letter = runtime.store.dead_letter(
+        batch_id=batch.batch_id if batch is not None else batch_id,
+        reason=reason,
+        detail=detail,
+        payload=envelope,
+        now=utc_now(),
+        items=batch.items if batch is not None else None,
+    )
+    _count_dead_letter(runtime)
+    if batch is not None:
+        _settled(runtime, batch.batch_id, letter.rejected)
+    elif batch_id is not None:  # no events to reject, but never publish it again
+        _settled(runtime, batch_id, [])
 
 
 def _defer(task: Task, runtime: Runtime, report: IngestReport) -> None:
@@ -219,14 +229,26 @@ def _touch(runtime: Runtime, batch_id: str | None) -> None:
         log.warning("batch %s: could not touch its journal entry: %s", batch_id, exc)
 
 
-def _settled(runtime: Runtime, batch_id: str, decisions: list[Decision]) -> None:
-    """The batch's outcomes are committed: forget its journal copy and its pending marks.
-    If Redis does not answer, the marks expire by themselves and the journal sweep publishes
-    the batch again, which replays its verdicts."""
-    try:  # one round trip: the journal and the marks live in the same Redis
+def _settled(
+    runtime: Runtime, batch_id: str, decisions: list[Decision], tally: Tally | None = None
+) -> None:
+    """The batch's outcomes are committed: forget its journal copy and its pending marks,
+    and add its ``tally`` to the cluster-wide metrics. If Redis does not answer, the marks
+    expire by themselves and the journal sweep publishes the batch again, which replays its
+    verdicts (the metrics of this delivery are lost: docs/metrics.md)."""
+    try:  # one round trip: the journal, the marks and the metrics live in the same Redis
         pipe = runtime.redis.pipeline(transaction=True)
         forget_on(pipe, [batch_id])
         clear_on(pipe, ((d.workspace_id, d.message_id) for d in decisions))
+        if tally is not None:
+            tally.write(pipe)
         pipe.execute()
     except Exception as exc:
         log.warning("batch %s: could not forget its journal copy and marks: %s", batch_id, exc)
+
+
+def _count_dead_letter(runtime: Runtime) -> None:
+    """One more dead letter in the cluster-wide metrics (they are rare: a round trip each)."""
+    tally = Tally()
+    tally.count(DEAD_LETTERS)
+    flush(runtime.redis, tally)

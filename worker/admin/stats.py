@@ -1,4 +1,4 @@
-"""Counts of outcomes by status and reason, for ``sluice stats``."""
+"""Counts of outcomes by status and reason, and of dead letters, for ``sluice stats``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from sluice.worker.admin.dead_letters import dead_letter_counts
 from sluice.worker.db.schema import outcomes, repeats
 
 
@@ -16,7 +17,10 @@ def empty_counts() -> dict[str, Any]:
 def outcome_counts(engine: Engine, workspace_id: str | None = None) -> dict[str, Any]:
     """Per workspace: events decided, accepted (of which flagged as bots), and discarded or
     rejected by reason. Repeats of a decided message id count as discarded
-    ``duplicate_message``. Without ``workspace_id``: every workspace, and their total."""
+    ``duplicate_message``. Without ``workspace_id``: every workspace, and their total.
+
+    Dead letters (open and replayed) under ``dead_letters``: in all, and per workspace of
+    their events; for one workspace, only when it has some (the keys above are stable)."""
     decided = select(
         outcomes.c.workspace_id, outcomes.c.status, outcomes.c.reason, func.count()
     ).group_by(outcomes.c.workspace_id, outcomes.c.status, outcomes.c.reason)
@@ -33,9 +37,11 @@ def outcome_counts(engine: Engine, workspace_id: str | None = None) -> dict[str,
     for ws, status, reason, count in rows:
         _add(per_workspace.setdefault(ws, empty_counts()), status, reason, count)
         _add(total, status, reason, count)
+    letters = dead_letter_counts(engine, workspace_id)
     if workspace_id is not None:
-        return {"workspace_id": workspace_id, **per_workspace.get(workspace_id, empty_counts())}
-    return {"total": total, "workspaces": per_workspace}
+        found = {"workspace_id": workspace_id, **per_workspace.get(workspace_id, empty_counts())}
+        return {**found, "dead_letters": letters} if letters["total"] else found
+    return {"total": total, "workspaces": per_workspace, "dead_letters": letters}
 
 
 def _add(counts: dict[str, Any], status: str, reason: str | None, count: int) -> None:

@@ -7,12 +7,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, and_, select
 
 from sluice.producer.events import as_utc
 from sluice.rules import Reason, Status
 from sluice.worker.db.engine import matches_any
-from sluice.worker.db.schema import automations, delivery_attempts, outcomes, trigger_deliveries
+from sluice.worker.db.schema import (
+    automations,
+    delivery_attempts,
+    events,
+    outcomes,
+    trigger_deliveries,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +32,8 @@ class OutcomeRecord:
     name: str | None
     raw: str | None
     decided_at: datetime
+    group_id: str | None = None  # a stored Segment group call's groupId
+    previous_id: str | None = None  # a stored Segment alias call's previousId
 
 
 def outcome_record(row: Any) -> OutcomeRecord:
@@ -39,6 +47,8 @@ def outcome_record(row: Any) -> OutcomeRecord:
         name=row.name,
         raw=row.raw,
         decided_at=as_utc(row.decided_at),
+        group_id=getattr(row, "group_id", None),
+        previous_id=getattr(row, "previous_id", None),
     )
 
 
@@ -57,7 +67,20 @@ def outcomes_of(
 
 
 def outcome_of(engine: Engine, workspace_id: str, message_id: str) -> OutcomeRecord | None:
-    return outcomes_of(engine, workspace_id, [message_id]).get(message_id)
+    """One event's outcome, with what its stored row keeps of a Segment group or alias
+    call (an event that was not stored has none)."""
+    stored = and_(
+        events.c.workspace_id == outcomes.c.workspace_id,
+        events.c.message_id == outcomes.c.message_id,
+    )
+    query = (
+        select(outcomes, events.c.group_id, events.c.previous_id)
+        .select_from(outcomes.outerjoin(events, stored))
+        .where(outcomes.c.workspace_id == workspace_id, outcomes.c.message_id == message_id)
+    )
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    return outcome_record(row) if row is not None else None
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -73,6 +73,8 @@ events = Table(
     Column("sent_at", Timestamp),
     Column("received_at", Timestamp, nullable=False),
     Column("source", String(40), nullable=False),
+    Column("group_id", String(255), comment="Segment group calls: the groupId"),
+    Column("previous_id", String(255), comment="Segment alias calls: the previousId"),
     Column("batch_id", String(64), nullable=False),
     Column("stored_at", Timestamp, nullable=False),
     Column(
@@ -160,8 +162,50 @@ dead_letters = Table(
     Column("batch_id", String(64)),
     Column("reason", String(200), nullable=False),
     Column("detail", Text),
-    Column("payload", Text, nullable=False, comment="the raw message, truncated"),
+    Column(
+        "payload",
+        Text,
+        nullable=False,
+        comment="the raw message as JSON (before migration 0006: truncated at 1 MB)",
+    ),
     Column("created_at", Timestamp, nullable=False),
+    Column(
+        "kind",
+        String(20),
+        nullable=False,
+        server_default="batch",
+        comment="batch | event (an event without workspace_id or message_id)",
+    ),
+    Column(
+        "events",
+        Integer,
+        comment="the events it holds; null: the payload does not decode",
+    ),
+    Column(
+        "replay_of",
+        ForeignKey("dead_letters.id", ondelete="SET NULL"),
+        comment="the dead letter whose replay failed again as this one",
+    ),
+    Column("replayed_at", Timestamp),
+    Column(
+        "replay_batch_id",
+        String(64),
+        index=True,
+        comment="the batch it was published again as",
+    ),
+)
+
+dead_letter_workspaces = Table(
+    "dead_letter_workspaces",
+    metadata,
+    Column(
+        "dead_letter_id",
+        ForeignKey("dead_letters.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("workspace_id", String(64), primary_key=True, index=True),
+    Column("events", Integer, nullable=False),
+    comment="the workspaces of a dead letter's events, with how many each",
 )
 
 automations = Table(

@@ -27,7 +27,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
@@ -40,6 +40,7 @@ from sluice.producer.events import utc_now
 from sluice.worker.actions import ACTIONS, Attempt, AttemptResult, Outcome
 from sluice.worker.delivery.leases import Attempted, Claimed, TriggerStore
 from sluice.worker.delivery.payload import trigger_body
+from sluice.worker.logs import bind
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class Deliverer:
         backoff_base_s: float,
         max_backoff_s: float,
         attempt_timeout_s: float = 10.0,
+        heartbeat: Callable[[], None] | None = None,
+        count_statuses: Callable[[Mapping[str, int]], None] | None = None,
     ) -> None:
         self.triggers = triggers
         self.http = http
@@ -92,6 +95,8 @@ class Deliverer:
         self.backoff_base_s = backoff_base_s
         self.max_backoff_s = max_backoff_s
         self.attempt_timeout_s = attempt_timeout_s
+        self.heartbeat = heartbeat  # called on every turn of the claim loop
+        self.count_statuses = count_statuses  # the cluster-wide sluice_triggers_total
         self._wake = asyncio.Event()
         self._finished: list[Attempted] = []
         self._to_record = asyncio.Event()
@@ -137,6 +142,8 @@ class Deliverer:
         housekeeping_at = time.monotonic()
         failures = 0
         while not self._stopping.is_set():
+            if self.heartbeat is not None:
+                self.heartbeat()
             room = self.concurrency - len(self._attempts)
             if room > 0:
                 try:
@@ -169,7 +176,9 @@ class Deliverer:
 
     async def _housekeeping(self) -> None:
         try:
-            await self._in_database(partial(self.triggers.close_abandoned, utc_now()))
+            await self._in_database(
+                lambda: self._counted(self.triggers.settle_abandoned(utc_now()))
+            )
         except Exception:
             log.exception("settling abandoned triggers failed; again in %.0fs", HOUSEKEEPING_S)
 
@@ -196,6 +205,11 @@ class Deliverer:
 
     async def _attempt(self, claim: Claimed) -> None:
         automation_id = claim.automation.id
+        bind(  # this attempt's task only (sluice.worker.logs)
+            trigger_id=claim.trigger_id,
+            message_id=claim.event.get("message_id"),
+            workspace_id=claim.automation.workspace_id,
+        )
         slots = self._slots.get(automation_id)
         if slots is None:
             slots = self._slots[automation_id] = asyncio.Semaphore(self.max_in_flight)
@@ -257,6 +271,12 @@ class Deliverer:
             claim.trigger_id, automation.destination, body, self.app, self.http, self.allow_private
         )
 
+    def _counted(self, statuses: Mapping[str, int]) -> None:
+        """Count the trigger statuses a committed record or settlement left (on the
+        database thread that committed it: one Redis round trip per transaction)."""
+        if statuses and self.count_statuses is not None:
+            self.count_statuses(statuses)
+
     async def _record_loop(self) -> None:
         """Record finished attempts as they come; once closing, until none is left."""
         failures = 0
@@ -280,7 +300,9 @@ class Deliverer:
         if not batch and not unstarted:
             return True
         try:
-            await self._in_database(partial(self.triggers.record, batch, utc_now(), unstarted))
+            await self._in_database(
+                lambda: self._counted(self.triggers.record(batch, utc_now(), unstarted))
+            )
         except Exception:
             log.exception("recording %d attempts failed; trying again", len(batch))
             self._finished = batch + self._finished

@@ -13,6 +13,7 @@ for the trigger and its automation.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -219,7 +220,7 @@ class TriggerStore:
 
     def record(
         self, attempts: Sequence[Attempted], now: datetime, unstarted: Sequence[Claimed] = ()
-    ) -> None:
+    ) -> Counter[str]:
         """Record attempts and their consequences, in one transaction: the attempt rows,
         each trigger's new state (delivered, retrying at its time, or failed), and for each
         automation a success (no longer failing), a 410 (disabled) or a failure (disabled
@@ -230,16 +231,18 @@ class TriggerStore:
 
         ``unstarted`` are claims given back without an attempt (the deliverer stopped, or
         their lease would have run out first): their attempt is not counted and they are
-        due at once, unless another claim has taken them since."""
+        due at once, unless another claim has taken them since.
+
+        Returns how many attempts left their trigger in each status, once committed."""
         if not attempts and not unstarted:
-            return
+            return Counter()
         attempts = sorted(attempts, key=lambda done: done.claim.trigger_id)  # lock order
         with writing(self.engine) as conn:
             _commit_without_waiting(conn)
             if unstarted:
                 self._give_back(conn, unstarted, now)
             if not attempts:
-                return
+                return Counter()
             insert_ignoring_conflicts(
                 conn,
                 delivery_attempts,
@@ -256,10 +259,10 @@ class TriggerStore:
                     for done in attempts
                 ],
             )
-            update_by_key(
-                conn, triggers, ("id", "attempts"), [self._verdict(done, now) for done in attempts]
-            )
+            verdicts = [self._verdict(done, now) for done in attempts]
+            update_by_key(conn, triggers, ("id", "attempts"), verdicts)
             self._automation_effects(conn, attempts, now)
+        return Counter(verdict["status"] for verdict in verdicts)
 
     def _verdict(self, done: Attempted, now: datetime) -> dict[str, Any]:
         result, claim = done.outcome.result, done.claim
@@ -333,6 +336,10 @@ class TriggerStore:
         """Settle the open triggers no claim will take: those whose last allowed attempt
         never finished (failed), and those of a disabled automation whose attempt was
         under way when it was disabled (cancelled). How many it settled."""
+        return sum(self.settle_abandoned(now).values())
+
+    def settle_abandoned(self, now: datetime) -> Counter[str]:
+        """``close_abandoned``, returning how many it settled in each status."""
         with writing(self.engine) as conn:
             free = triggers.c.next_attempt_at <= now
             exhausted = conn.execute(
@@ -363,7 +370,8 @@ class TriggerStore:
                     updated_at=now,
                 )
             ).rowcount
-        return int(exhausted) + int(orphaned)
+        settled = {TriggerStatus.FAILED: exhausted, TriggerStatus.CANCELLED: orphaned}
+        return Counter({str(status): int(n) for status, n in settled.items() if n})
 
     def _note_failure(self, conn: Any, automation_id: str, now: datetime) -> None:
         conn.execute(

@@ -8,14 +8,19 @@ import asyncio
 import logging
 import threading
 import time
+from functools import partial
 
+import redis
 from celery import Celery
 
 from sluice.worker.actions.webhook_client import open_session
 from sluice.worker.db.engine import make_engine
 from sluice.worker.delivery.deliverer import Deliverer
+from sluice.worker.delivery.heartbeat import Heartbeat
 from sluice.worker.delivery.leases import DeliveryPolicy, TriggerStore
 from sluice.worker.delivery.wakeups import listen_for_wakeups
+from sluice.worker.metrics.families import TRIGGERS
+from sluice.worker.metrics.tally import add_counts
 from sluice.worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,9 +41,10 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
 class DeliveryService:
     """One deliverer; ``run`` it in an event loop, ``stop`` it from any thread."""
 
-    def __init__(self, settings: Settings, app: Celery) -> None:
+    def __init__(self, settings: Settings, app: Celery, heartbeat: Heartbeat | None = None) -> None:
         self.settings = settings
         self.app = app
+        self.heartbeat = heartbeat  # ``sluice deliverer``'s, for ``sluice check deliverer``
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deliverer: Deliverer | None = None
         self.stop_asked = False
@@ -49,6 +55,9 @@ class DeliveryService:
         engine = make_engine(settings.database_url)
         store = TriggerStore(engine, delivery_policy(settings))
         concurrency = settings.delivery_concurrency
+        metrics = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=2
+        )
         http = open_session(
             timeout_s=settings.webhook_timeout_s,
             max_connections=concurrency,
@@ -64,6 +73,8 @@ class DeliveryService:
             backoff_base_s=settings.webhook_backoff_s,
             max_backoff_s=float(settings.webhook_max_backoff_s),
             attempt_timeout_s=settings.webhook_timeout_s,
+            heartbeat=self.heartbeat.beat if self.heartbeat is not None else None,
+            count_statuses=partial(add_counts, metrics, TRIGGERS),
         )
         self._loop, self._deliverer = asyncio.get_running_loop(), deliverer
         listener = asyncio.create_task(listen_for_wakeups(settings.redis_url, deliverer.wake))
@@ -76,8 +87,11 @@ class DeliveryService:
         finally:
             self._loop = self._deliverer = None  # a restart makes new ones
             listener.cancel()
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
             await http.close()
             engine.dispose()
+            metrics.close()
             log.info("deliverer stopped")
 
     def stop(self) -> None:

@@ -88,6 +88,7 @@ def ingest(
                 decision.verdict.status,
                 decision.verdict.reason,
                 decision.verdict.detail,
+                extra={"message_id": decision.message_id, "workspace_id": decision.workspace_id},
             )
     deferred = [d for d in decided if d.retry_at is not None]
     return IngestReport(batch.batch_id, final, unkeyed, deferred, list(dict.fromkeys(triggers)))

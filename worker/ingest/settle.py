@@ -68,13 +68,15 @@ def settle_message_ids(
     prior outcome) wins if it committed first; ours are then repeats. (PostgreSQL: our
     insert waited for theirs; SQLite: serialised.) Only the keys our insert skipped are
     looked up: one of them may be ours after all, written by a concurrent delivery of this
-    same batch."""
-    skipped = [
+    same batch: that delivery decided it, so it is marked ``replayed`` here (not counted
+    twice in the metrics, ``sluice.worker.ingest.measure``). The rules engine marks only
+    the events it decides; an invalid event's rejection comes back this way."""
+    skipped = {
         (d.workspace_id, d.message_id)
         for d in decisions
         if d.verdict.reason is not Reason.DUPLICATE_MESSAGE
         and (d.workspace_id, d.message_id) not in inserted
-    ]
+    }
     lost: set[tuple[str, str]] = set()
     for workspace_id, message_ids in by_workspace(skipped).items():
         query = select(outcomes.c.message_id).where(
@@ -83,12 +85,18 @@ def settle_message_ids(
             outcomes.c.batch_id != batch_id,
         )
         lost.update((workspace_id, message_id) for message_id in conn.execute(query).scalars())
-    if not lost:
+    if not skipped:
         return decisions
     repeat = Verdict.discard(
         Reason.DUPLICATE_MESSAGE, "message id decided by another batch at the same time"
     )
-    return [
-        replace(d, verdict=repeat) if (d.workspace_id, d.message_id) in lost else d
-        for d in decisions
-    ]
+
+    def settled(d: Decision) -> Decision:
+        key = (d.workspace_id, d.message_id)
+        if key in lost:
+            return replace(d, verdict=repeat)
+        if key in skipped and d.verdict.reason is not Reason.DUPLICATE_MESSAGE:
+            return replace(d, replayed=True)
+        return d
+
+    return [settled(d) for d in decisions]

@@ -4,23 +4,31 @@ prior outcomes (the message ledger), existing users, workspace policies."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import Engine, select
 
+from sluice.producer.envelope import InvalidEvent
+from sluice.producer.events import MAX_MESSAGE_ID_CHARS, Event
 from sluice.rules import Reason, Status, Verdict
 from sluice.rules.engine import RulePolicy
 from sluice.rules.ports import Identity, PriorOutcome
 from sluice.rules.users import UserPolicy
 from sluice.worker.admin.automations import Pending
+from sluice.worker.admin.dead_letters import (
+    BATCH,
+    NewDeadLetter,
+    encode_payload,
+    provisional_note,
+    record_dead_letter,
+)
 from sluice.worker.db.engine import by_workspace, insert_ignoring_conflicts, matches_any, writing
 from sluice.worker.db.schema import (
     contacts,
-    dead_letters,
     events,
     outcomes,
     repeats,
@@ -34,11 +42,10 @@ from sluice.worker.ingest.records import (
     event_row,
     outcome_row,
     repeat_row,
-    truncate,
 )
 from sluice.worker.ingest.settle import settle_message_ids, settle_order_claims
 
-DEAD_LETTER_LIMIT_BYTES = 1_000_000
+MAX_WORKSPACE_ID_CHARS = 64  # as Event.workspace_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,19 +186,72 @@ class EventStore:
             )
 
     def dead_letter(
-        self, *, batch_id: str | None, reason: str, detail: str | None, payload: Any, now: datetime
-    ) -> None:
-        encoded = payload if isinstance(payload, bytes) else orjson.dumps(payload, default=repr)
+        self,
+        *,
+        batch_id: str | None,
+        reason: str,
+        detail: str | None,
+        payload: Any,
+        now: datetime,
+        items: Sequence[Event | InvalidEvent] | None = None,
+        kind: str = BATCH,
+    ) -> DeadLettered:
+        """Keep a message a worker gives up on, whole, in ``dead_letters``. With the decoded
+        ``items`` of a batch, each of its events that has an identity is rejected
+        provisionally, with a pointer to the dead letter, in the same transaction
+        (docs/dead-letters.md)."""
+        keyed = [i for i in items or () if _storable(i.workspace_id, i.message_id)]
+        if keyed and batch_id is None:
+            raise ValueError("the events of a dead letter are rejected under its batch id")
+        letter = NewDeadLetter(
+            batch_id=batch_id,
+            reason=reason,
+            detail=detail,
+            payload=encode_payload(payload),
+            kind=kind,
+            events=None if items is None else len(items),
+            workspaces=Counter(
+                ws for ws in (i.workspace_id for i in items or ()) if ws and _storable(ws)
+            ),
+        )
         with writing(self.engine) as conn:
-            conn.execute(
-                dead_letters.insert().values(
-                    batch_id=batch_id,
-                    reason=reason[:200],
-                    detail=detail,
-                    payload=truncate(encoded, DEAD_LETTER_LIMIT_BYTES),
-                    created_at=now,
+            letter_id = record_dead_letter(conn, letter, now)
+            note = provisional_note(reason, letter_id)
+            rejected = [
+                Decision(
+                    item.workspace_id,
+                    item.message_id,
+                    Verdict.reject(Reason.INVALID, note),
+                    event=item if isinstance(item, Event) else None,
+                    raw=None if isinstance(item, Event) else item.raw,
                 )
+                for item in keyed
+                if item.workspace_id is not None and item.message_id is not None
+            ]
+            insert_ignoring_conflicts(
+                conn, outcomes, [outcome_row(d, batch_id or "", now) for d in rejected]
             )
+        return DeadLettered(letter_id, rejected)
+
+
+def _storable(*keys: str | None) -> bool:
+    """Whether an event's identity can be a key of ``outcomes`` and
+    ``dead_letter_workspaces``: the worker's last resort must not fail on an invalid
+    event's over-long or NUL-bearing ids (PostgreSQL refuses them), or the batch would be
+    requeued for ever; such an event stays in the dead letter's payload only."""
+    limits = (MAX_WORKSPACE_ID_CHARS, MAX_MESSAGE_ID_CHARS)  # outcomes' column sizes
+    return all(
+        key is not None and len(key) <= limit and "\x00" not in key
+        for key, limit in zip(keys, limits, strict=False)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLettered:
+    """A dead letter's id, and the provisional rejections of its events."""
+
+    dead_letter_id: int
+    rejected: list[Decision]
 
 
 def _policy(default: RulePolicy, overrides: Mapping[str, Any]) -> RulePolicy:

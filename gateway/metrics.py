@@ -1,0 +1,149 @@
+"""``GET /metrics`` (the Prometheus text format) and the middleware that counts the
+gateway's own requests (docs/metrics.md).
+
+The counters are cluster-wide: workers, deliverers and every gateway process add to
+hashes in Redis (``sluice.worker.metrics``), and a scrape of any gateway reads them all.
+A gateway counts its requests in memory and adds them to Redis about once a second from a
+background task, never with a round trip per request; a request answered less than a
+second before a process is killed (not stopped) is lost with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sluice.worker.metrics.collector import SluiceCollector
+from sluice.worker.metrics.depth import ScrapeGauges
+from sluice.worker.metrics.families import HTTP_REQUESTS, HTTP_SECONDS
+from sluice.worker.metrics.tally import Tally, flush
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["operations"])
+FLUSH_S = 1.0
+UNMATCHED_ROUTE = "unmatched"  # no route took the request (a 404): the path is not a label
+# The method label's values: a client may send any token as a method, and each new one
+# would be a new series kept in Redis for ever.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Every Sluice metric, cluster-wide; 503 (and a line saying why) while Redis, which
+    holds the counters, does not answer."""
+    registry = _registry(request.app)
+    try:
+        body = await run_in_threadpool(generate_latest, registry)
+    except Exception as exc:
+        log.warning("GET /metrics: the counters could not be read: %s", exc)
+        return Response(
+            f"metrics unavailable: {type(exc).__name__}: {exc}\n",
+            status_code=503,
+            media_type="text/plain; charset=utf-8",
+            headers={"Retry-After": "5"},
+        )
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def _registry(app: FastAPI) -> CollectorRegistry:
+    """The app's own registry (not prometheus_client's global one, whose per-process
+    metrics would differ from one gateway process to the next), made at the first scrape."""
+    registry: CollectorRegistry | None = getattr(app.state, "metrics_registry", None)
+    if registry is None:
+        gateway = app.state.gateway
+        settings = gateway.settings
+        gauges = ScrapeGauges(
+            settings.broker_url,
+            gateway.database,
+            broker_redis=gateway.redis if settings.broker_url == settings.redis_url else None,
+            timeout_s=settings.publish_timeout_s,
+        )
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SluiceCollector(gateway.redis, gauges.collect))
+        app.state.metrics_registry = registry
+    return registry
+
+
+class RequestMetrics:
+    """Pure ASGI middleware: counts each HTTP request by route template (``/v1/events/
+    {message_id}``, never the path itself), method and status, with its duration. The
+    counts gather in memory and a background task adds them to Redis every ``flush_s``
+    (started with the first request; a last flush runs at shutdown). Counts Redis did not
+    take are kept for the next flush."""
+
+    def __init__(self, app: ASGIApp, flush_s: float = FLUSH_S) -> None:
+        self.app = app
+        self.flush_s = flush_s
+        self._tally = Tally()
+        self._flusher: asyncio.Task[None] | None = None
+        self._owner: Any = None  # the Starlette app whose gateway holds the Redis client
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._on_shutdown(receive), send)
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._flusher is None:
+            self._owner = scope.get("app")
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        started = time.perf_counter()
+        status = 500  # unless a response starts: what the client gets when the app fails
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            route = getattr(scope.get("route"), "path_format", None) or UNMATCHED_ROUTE
+            method = scope["method"] if scope["method"] in METHODS else OTHER_METHOD
+            self._tally.count(HTTP_REQUESTS, (route, method, str(status)))
+            self._tally.observe(HTTP_SECONDS, (route, method), time.perf_counter() - started)
+
+    def _on_shutdown(self, receive: Receive) -> Receive:
+        async def receiving() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await self._stop()  # before the app closes its Redis client
+            return message
+
+        return receiving
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            try:
+                await self._flush()
+            except Exception:  # the next second tries again; requests never see it
+                log.exception("request metrics could not be flushed")
+
+    async def _flush(self) -> None:
+        tally, self._tally = self._tally, Tally()
+        if not tally or self._owner is None:
+            return
+        client = self._owner.state.gateway.redis
+        if not await run_in_threadpool(flush, client, tally):
+            self._tally.merge(tally)
+
+    async def _stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        await self._flush()
