@@ -31,7 +31,7 @@ import httpx
 import redis
 
 from sluice.cli.embedded_redis import EmbeddedRedis, free_port
-from sluice.worker.admin.workspaces import create_workspace
+from sluice.worker.admin.workspaces import configure_workspace, create_workspace
 from sluice.worker.db.engine import make_engine
 from sluice.worker.db.migrate import upgrade
 
@@ -170,6 +170,13 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=int, default=15, help="wrk run length per mode")
     parser.add_argument("--gateway-workers", type=int, default=1, help="sluice gateway --workers")
+    parser.add_argument(
+        "--rate-limit-per-s",
+        type=int,
+        default=0,
+        help="the workspace's rate_limit_per_s (0: none); set it above the load to measure "
+        "what the limiter costs per request",
+    )
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="sluice-gw-bench-"))
@@ -178,7 +185,12 @@ def main() -> None:
     database_url = f"sqlite:///{scratch / 'sluice.db'}"
     engine = make_engine(database_url)
     upgrade(engine)
-    key = create_workspace(engine, "bench").write_key
+    workspace = create_workspace(engine, "bench")
+    key = workspace.write_key
+    if args.rate_limit_per_s:
+        configure_workspace(
+            engine, workspace.workspace_id, {"rate_limit_per_s": str(args.rate_limit_per_s)}
+        )
     try:
         modes = [
             run_mode(ms, args, redis_url, database_url, key) for ms in (args.group_commit_ms, 0.0)
@@ -192,6 +204,7 @@ def main() -> None:
             {
                 "bench": "gateway_single_event",
                 "gateway_workers": args.gateway_workers,
+                "rate_limit_per_s": args.rate_limit_per_s,
                 "requests": args.requests,
                 "concurrency": args.concurrency,
                 "modes": modes,

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
 from sluice.gateway import metrics, native, probes
 from sluice.gateway.docs_ui import add_docs
 from sluice.gateway.errors import ApiError, render_api_error
+from sluice.gateway.key_notices import listen_for_rotations
 from sluice.gateway.state import build_gateway
 from sluice.gateway.vendors import bento, bunce, clevertap, platformly, userevent
 from sluice.gateway.vendors.common import VendorError, render_vendor_error
@@ -22,10 +24,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Key rotations reach this process's key cache at once (sluice.gateway.key_notices).
+        notices = asyncio.create_task(
+            listen_for_rotations(gateway.settings.redis_url, gateway.keys.reload)
+        )
         yield
+        notices.cancel()
+        with suppress(asyncio.CancelledError):
+            await notices
         if gateway.committer is not None:
             await gateway.committer.drain()
         gateway.close()
+        await gateway.limiter.close()
 
     app = FastAPI(
         title="Sluice",

@@ -5,33 +5,63 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from sluice.gateway.cache import TtlCache
 from sluice.gateway.errors import unauthorized
+from sluice.producer.events import utc_now
+from sluice.worker.admin.workspaces import KeyGrant
 
-KeyLookup = Callable[[str], str | None]
+KeyLookup = Callable[[str], KeyGrant | None]
 
 
 class WriteKeys:
     """Maps write keys to workspace ids; remembers answers (including "no such key") for
     ``ttl_s`` seconds so that a burst of requests costs one database query. While the
     database is away, an answer up to ``stale_s`` past its expiry still counts: queueing
-    needs only Redis, and the workers wait for the database."""
+    needs only Redis, and the workers wait for the database.
 
-    def __init__(self, lookup: KeyLookup, *, ttl_s: float, stale_s: float = 0.0) -> None:
+    A key's own end (``api_keys.expires_at``, set by a rotation) is cached with it and
+    checked at every use, so a cached key stops exactly at its end, stale or not. A
+    rotation made after the key was cached reaches this cache through ``reload``
+    (a notice on Redis: ``sluice.gateway.key_notices``), or at the latest ``ttl_s`` later."""
+
+    def __init__(
+        self,
+        lookup: KeyLookup,
+        *,
+        ttl_s: float,
+        stale_s: float = 0.0,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self._lookup = lookup
-        self._cache: TtlCache[str, str] = TtlCache(
+        self._clock = clock
+        self._cache: TtlCache[str, KeyGrant] = TtlCache(
             ttl_s=ttl_s, cache_misses=True, stale_s=stale_s, stale_if=(SQLAlchemyError,)
         )
 
     def workspace_for(self, write_key: str) -> str | None:
-        return self._cache.get(write_key, lambda: self._lookup(write_key))
+        return self._working(self._cache.get(write_key, lambda: self._lookup(write_key)))
 
     def cached(self, write_key: str) -> tuple[bool, str | None]:
         """``(True, workspace or None)`` if the answer is cached; never queries."""
-        return self._cache.peek(write_key)
+        found, grant = self._cache.peek(write_key)
+        return found, self._working(grant)
+
+    def reload(self, workspace_id: str | None = None) -> int:
+        """Look the workspace's cached keys up again at their next use (after a rotation);
+        with no workspace, every cached key. Returns how many."""
+        return self._cache.expire_where(
+            lambda grant: (
+                workspace_id is None or (grant is not None and grant.workspace_id == workspace_id)
+            )
+        )
+
+    def _working(self, grant: KeyGrant | None) -> str | None:
+        """The grant's workspace if its key works now (checked at every use)."""
+        return grant.workspace_id if grant is not None and grant.works_at(self._clock()) else None
 
 
 def basic_auth_user(header: str | None) -> str:

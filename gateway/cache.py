@@ -45,6 +45,20 @@ class TtlCache(Generic[K, V]):
             return True, hit[1]
         return False, None
 
+    def expire_where(self, matches: Callable[[V | None], bool]) -> int:
+        """Make the live entries whose value ``matches`` due for a reload now; they stay
+        usable as stale answers (``stale_s`` from now). Returns how many."""
+        now = time.monotonic()
+        with self._lock:
+            due = [
+                key
+                for key, (expires, value) in self._entries.items()
+                if expires > now and matches(value)
+            ]
+            for key in due:
+                self._entries[key] = (now, self._entries[key][1])
+        return len(due)
+
     def get(self, key: K, load: Callable[[], V | None]) -> V | None:
         found, value = self.peek(key)
         if found:

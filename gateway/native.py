@@ -107,6 +107,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         400: "Malformed JSON or an invalid event; nothing was queued.",
         401: "Missing or unknown write key.",
         413: "Event over 32 KB or batch over 500 KB; nothing was queued.",
+        429: "The queue is full, or the workspace is past its rate limit; nothing was "
+        "queued. Retry after `Retry-After`.",
         503: "The queue is unavailable; nothing was queued. Retry after `Retry-After`.",
     }.items()
 }
@@ -251,12 +253,17 @@ async def batch(request: Request) -> JsonResponse:
 @router.get(
     "/v1/events/{message_id}",
     response_model=EventOutcome,
-    responses={401: ERRORS[401], 404: {"model": ErrorBody, "description": "No such event here."}},
+    responses={
+        401: ERRORS[401],
+        404: {"model": ErrorBody, "description": "No such event here."},
+        429: {"model": ErrorBody, "description": "The workspace is past its rate limit."},
+    },
     summary="The outcome of an event: queued, accepted, discarded or rejected",
 )
 async def event_outcome(message_id: str, request: Request) -> JsonResponse:
     gateway = gateway_of(request)
     workspace_id = await gateway.workspace_from_basic_auth(request)
+    await gateway.charge(workspace_id, 1, reading=True)
     if "\x00" in message_id or len(message_id) > MAX_MESSAGE_ID_CHARS:
         # No event can have this id (and PostgreSQL cannot even compare text with a NUL).
         raise ApiError(404, "not_found", "no event with this message_id in this workspace")

@@ -24,6 +24,7 @@ from sluice.gateway.errors import (
 )
 from sluice.gateway.group_commit import GroupCommitter
 from sluice.gateway.prefer import applied, requested_wait_s, verdicts
+from sluice.gateway.rate_limit import RateLimiterUnavailable, WorkspaceRateLimiter
 from sluice.producer.envelope import MAX_ENVELOPE_EVENTS
 from sluice.producer.errors import PublishError
 from sluice.producer.events import Event
@@ -33,7 +34,7 @@ from sluice.producer.publisher import Publisher
 from sluice.producer.transport import BrokerTransport, is_redis_url
 from sluice.producer.wire import INGEST_QUEUE
 from sluice.worker.admin.definitions import Definition, find_definition
-from sluice.worker.admin.workspaces import workspace_for_key
+from sluice.worker.admin.workspaces import key_grant, rate_limit_per_s
 from sluice.worker.db.engine import make_engine, ping
 from sluice.worker.logs import bind
 from sluice.worker.settings import Settings
@@ -54,6 +55,8 @@ class Gateway:
     redis: redis.Redis
     depth: QueueDepth
     definitions: TtlCache[Hashable, Definition]
+    limiter: WorkspaceRateLimiter
+    rate_limits: TtlCache[str, int]  # workspace id -> its rate_limit_per_s (0: none)
     committer: GroupCommitter | None = None
 
     async def workspace_from_basic_auth(self, request: Request) -> str:
@@ -88,17 +91,38 @@ class Gateway:
 
     async def publish(self, events: Sequence[Event]) -> list[str]:
         """Queue one request's events as one envelope: all or nothing. Answer 429 when the
-        queue is deeper than ``max_queue_depth``, 503 when it is unavailable, both with
-        Retry-After."""
+        queue is deeper than ``max_queue_depth`` or the workspace is past its rate limit,
+        503 when the queue is unavailable, all with Retry-After."""
         if len(events) > MAX_ENVELOPE_EVENTS:
             raise too_large(f"at most {MAX_ENVELOPE_EVENTS} events per request")
         await self.depth.check()
+        if events:  # one request's events share their workspace
+            await self.charge(events[0].workspace_id, len(events))
         try:
             if self.committer is not None:
                 return await self.committer.submit(events)
             return await run_in_threadpool(self.publisher.publish, events)
         except PublishError as exc:
             raise queue_unavailable() from exc
+
+    async def charge(self, workspace_id: str, events: int, *, reading: bool = False) -> None:
+        """Take a request's events (a read: 1) from the workspace's rate limit, if it has
+        one (``sluice.gateway.rate_limit``): 429 past it. Redis not answering is a 503 for
+        publishing (which needs Redis anyway); a read goes on uncounted."""
+        found, per_s = self.rate_limits.peek(workspace_id)
+        if not found:
+
+            def load() -> int:
+                return rate_limit_per_s(self.database, workspace_id)
+
+            per_s = await from_database(self.rate_limits.get, workspace_id, load)
+        if not per_s:
+            return  # no limit: no round trip
+        try:
+            await self.limiter.take(workspace_id, per_s, events)
+        except RateLimiterUnavailable as exc:
+            if not reading:
+                raise queue_unavailable() from exc
 
     async def outcomes_if_asked(
         self, request: Request, workspace_id: str, message_ids: Sequence[str]
@@ -214,7 +238,7 @@ def build_gateway(settings: Settings) -> Gateway:
     return Gateway(
         settings=settings,
         keys=WriteKeys(
-            lambda key: workspace_for_key(database, key),
+            lambda key: key_grant(database, key),
             ttl_s=settings.key_cache_ttl_s,
             stale_s=settings.key_cache_stale_s,
         ),
@@ -223,6 +247,18 @@ def build_gateway(settings: Settings) -> Gateway:
         marks=marks,
         redis=client,
         committer=committer,
+        limiter=WorkspaceRateLimiter(
+            settings.redis_url,
+            window_s=settings.rate_limit_window_s,
+            timeout_s=settings.publish_timeout_s,
+        ),
+        # Each workspace's limit, read again at most every key_cache_ttl_s (30 s).
+        rate_limits=TtlCache(
+            ttl_s=settings.key_cache_ttl_s,
+            cache_misses=True,
+            stale_s=settings.key_cache_stale_s,
+            stale_if=(SQLAlchemyError,),
+        ),
         # Found definitions for 30 s (misses not: one added a moment ago works at once).
         definitions=TtlCache(
             ttl_s=DEFINITION_CACHE_TTL_S,

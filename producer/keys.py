@@ -36,6 +36,13 @@ def trigger_wakeups() -> str:
     return f"{PREFIX}:triggers:wakeup"
 
 
+def key_rotations() -> str:
+    """The channel (publish/subscribe, nothing stored) on which ``sluice workspace
+    rotate-key`` tells the gateways to look a workspace's write keys up again (message: the
+    workspace id)."""
+    return f"{PREFIX}:keys:rotated"
+
+
 def journal() -> str:
     """Every queued batch until a worker has committed it (hash: batch id → the envelope's
     JSON, zlib-compressed; docs/reliability.md #1)."""
@@ -59,3 +66,25 @@ def metric(family: str) -> str:
     JSON array of a series' label values → its count; a histogram's arrays end with a
     bucket's upper bound, or ``sum``, the field's value then a float; docs/metrics.md)."""
     return f"{PREFIX}:metrics:{family}"
+
+
+RATE_LIMIT_PREFIX = f"{PREFIX}:ratelimit"
+RATE_LIMIT_NAMESPACE = "events"
+
+
+def rate_limit_windows(workspace_id: str, events_per_window: int, window_s: int) -> tuple[str, str]:
+    """A workspace's event budget (``sluice.gateway.rate_limit``): the current and the
+    previous window's counts of a sliding-window counter (integers, expiring after two
+    windows). The ``limits`` library writes them, from ``RATE_LIMIT_PREFIX`` and
+    ``RATE_LIMIT_NAMESPACE``; this is their format. A new limit starts a new count."""
+    current = (
+        f"{RATE_LIMIT_PREFIX}:{{{RATE_LIMIT_NAMESPACE}/{workspace_id}/"
+        f"{events_per_window}/{window_s}/second}}"
+    )
+    return current, f"{current}/-1"
+
+
+def retention_sweep_lock() -> str:
+    """Held by the worker that applies the retention this interval, so that one purges at
+    a time (string: the holder's random token, expires; extended while its purge runs)."""
+    return f"{PREFIX}:retention-sweep"

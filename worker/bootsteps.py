@@ -8,6 +8,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
+from sluice.worker.admin.retention_sweep import RetentionThread
 from sluice.worker.delivery.service import DeliveryService, DeliveryThread
 from sluice.worker.ingest.resend import resend_lost_batches
 from sluice.worker.runtime import Runtime
@@ -59,6 +60,39 @@ def journal_sweep_step(runtime: Runtime) -> type[bootsteps.StartStopStep]:
             every_s=settings.journal_sweep_s,
         ),
     )
+
+
+def retention_step(runtime: Runtime) -> type[bootsteps.StartStopStep]:
+    """The retention (``SLUICE_RETENTION_DAYS``, a workspace's ``retention_days``): in a
+    thread of the main process, not on the worker's timer, because a purge takes longer than
+    a timer callback may; one worker of the cluster sweeps per interval
+    (``sluice.worker.admin.retention_sweep``)."""
+    settings = runtime.settings
+
+    class Retention(bootsteps.StartStopStep):  # type: ignore[misc]
+        requires = ("celery.worker.components:Pool",)
+        name = "sluice retention"
+
+        def __init__(self, worker: Any, **kwargs: Any) -> None:
+            super().__init__(worker, **kwargs)
+            self.thread: RetentionThread | None = None
+
+        def start(self, worker: Any) -> None:
+            self.thread = RetentionThread(
+                settings.database_url,
+                settings.redis_url,
+                default_days=settings.retention_days,
+                every_s=settings.retention_sweep_s,
+                batch_events=settings.retention_batch_events,
+                pause_s=settings.retention_pause_ms / 1000,
+            )
+            self.thread.start()
+
+        def stop(self, worker: Any) -> None:
+            if self.thread is not None:
+                self.thread.stop(timeout_s=30)  # it stops between two transactions
+
+    return Retention
 
 
 def delivery_step(runtime: Runtime) -> type[bootsteps.StartStopStep]:

@@ -10,7 +10,7 @@ from kombu.entity import Queue
 
 from sluice.producer.transport import broker_transport_options, publish_retry_policy
 from sluice.producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER, register_serializer
-from sluice.worker.bootsteps import delivery_step, journal_sweep_step
+from sluice.worker.bootsteps import delivery_step, journal_sweep_step, retention_step
 from sluice.worker.collector import tune_collector
 from sluice.worker.logs import use_log_format_in_celery
 from sluice.worker.runtime import Runtime
@@ -85,6 +85,7 @@ def create_app(settings: Settings, *, deliver: bool = False) -> Celery:
     runtime = Runtime(settings)
     register_tasks(app, runtime)
     app.steps["worker"].add(journal_sweep_step(runtime))
+    app.steps["worker"].add(retention_step(runtime))
     if deliver:
         app.steps["worker"].add(delivery_step(runtime))
 

@@ -83,6 +83,26 @@ class Settings(BaseSettings):
     )
     journal_sweep_s: PositiveFloat = Field(default=30.0, description="how often to look")
 
+    # Retention (docs/data-lifecycle.md): workers purge events older than this by event time.
+    retention_days: int = Field(
+        default=0,
+        ge=0,
+        description="keep events this many days (event time), then purge them with their "
+        "outcomes and triggers; 0: keep everything (a workspace's retention_days overrides)",
+    )
+    retention_sweep_s: PositiveFloat = Field(
+        default=3600.0, description="how often one worker of the cluster applies the retention"
+    )
+    retention_batch_events: PositiveInt = Field(
+        default=2000, le=50_000, description="events purged per transaction"
+    )
+    retention_pause_ms: float = Field(
+        default=100.0,
+        ge=0,
+        description="pause between purge transactions (at least as long as the last one "
+        "took), so that ingestion keeps its speed",
+    )
+
     # HTTP gateway.
     gateway_host: str = "127.0.0.1"
     gateway_port: PositiveInt = 8000
@@ -94,6 +114,11 @@ class Settings(BaseSettings):
     queue_depth_sample_s: float = Field(default=0.25, ge=0)
     group_commit_ms: float = Field(
         default=2.0, ge=0, description="gateway group-commit window; 0 publishes per request"
+    )
+    rate_limit_window_s: PositiveInt = Field(
+        default=1,
+        description="a workspace's rate_limit_per_s is counted over windows this long: it may "
+        "queue rate_limit_per_s times this many events in any such window (its largest request)",
     )
 
     # Logs, in every process (sluice.worker.logs, docs/operations.md).

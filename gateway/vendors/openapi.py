@@ -25,7 +25,7 @@ def errors(shape: dict[str, Any], *codes: int) -> dict[int | str, dict[str, Any]
         401: "Missing or wrong credentials.",
         413: "Body too large; nothing was queued.",
         422: "A parameter is invalid; nothing was queued.",
-        429: "The queue is full; retry after Retry-After.",
+        429: "The queue is full, or the workspace is over its rate limit; retry after Retry-After.",
         503: "The queue is unavailable; retry after Retry-After.",
     }
     return {

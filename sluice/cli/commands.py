@@ -10,8 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sluice.cli import checks, devenv
+from sluice.cli import checks, devenv, workspace_keys
+from sluice.cli import contacts as contact_commands
 from sluice.cli import dlq as dead_letter_commands
+from sluice.cli import events as event_commands
+from sluice.cli import purge as purge_command
 from sluice.worker.settings import Settings
 
 if TYPE_CHECKING:
@@ -100,8 +103,10 @@ def workspace_create(name: str, as_json: bool) -> None:
 def workspace_configure(workspace_id: str, settings: tuple[str, ...]) -> None:
     """Override rule settings for one workspace, e.g. email_open_window_s=600 bot_mode=flag.
 
-    Known keys: email_open_window_s, unknown_user_grace_s, bot_mode. Workers pick changes
-    up within 30 s.
+    Known keys: email_open_window_s, unknown_user_grace_s, bot_mode, rate_limit_per_s
+    (events a second the gateways take; 0: no limit), retention_days (days of events
+    kept, over SLUICE_RETENTION_DAYS; 0: keep everything). Workers and gateways pick
+    changes up within 30 s.
     """
     from pydantic import ValidationError
 
@@ -488,6 +493,11 @@ def dev(ctx: click.Context, host: str, port: int, data_dir: Path | None) -> None
 
 main.add_command(checks.check)
 main.add_command(dead_letter_commands.dlq)
+main.add_command(contact_commands.contact)
+main.add_command(purge_command.purge)
+main.add_command(event_commands.events)
+workspace.add_command(workspace_keys.workspace_list)
+workspace.add_command(workspace_keys.workspace_rotate_key)
 
 if __name__ == "__main__":
     main()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from sluice.producer.events import Event, EventKind, utc_now
@@ -462,6 +463,25 @@ def test_many_attempts_are_recorded_in_one_call(engine: Engine) -> None:
         "delivered",
         "delivered",
     ]
+
+
+def test_an_attempt_whose_trigger_was_deleted_meanwhile_is_dropped(engine: Engine) -> None:
+    """An erasure or a purge can delete a trigger while its attempt is under way: the other
+    attempts of the batch are still recorded, and the batch does not fail."""
+    automation_id, _ = pending_triggers(engine, 2)
+    store = TriggerStore(engine, POLICY)
+    now = utc_now()
+    gone, kept = claim(store, automation_id, now, room=2)
+    with engine.begin() as conn:
+        conn.execute(delete(trigger_deliveries).where(trigger_deliveries.c.id == gone.trigger_id))
+    counts = store.record(
+        [done(gone, AttemptResult.DELIVERED, 3.0), done(kept, AttemptResult.DELIVERED, 3.0)], now
+    )
+    assert counts == Counter({"delivered": 1})
+    assert trigger_status(engine, kept.trigger_id) == "delivered"
+    with engine.connect() as conn:
+        recorded = conn.scalars(select(delivery_attempts.c.trigger_id)).all()
+    assert gone.trigger_id not in recorded and kept.trigger_id in recorded
 
 
 def attempt_to(url: str, http: Any, *, allow_private: bool) -> Attempt:

@@ -53,6 +53,7 @@ api_keys = Table(
         "workspace_id", ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False, index=True
     ),
     Column("created_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, comment="a rotated key works until then; null: no end"),
 )
 
 events = Table(
@@ -81,6 +82,8 @@ events = Table(
         "is_bot", Boolean, nullable=False, server_default=false(), comment="kept in bot mode 'flag'"
     ),
     UniqueConstraint("workspace_id", "message_id"),
+    # Purges, retention and exports read a workspace's events by event time (migration 0008).
+    Index("ix_events_workspace_timestamp", "workspace_id", "timestamp"),
 )
 
 outcomes = Table(
@@ -279,4 +282,22 @@ delivery_attempts = Table(
     Column("status_code", Integer),
     Column("error", Text),
     Column("result", String(20), nullable=False, comment="delivered | retry | failed | gone"),
+)
+
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("workspace_id", String(64), nullable=False, index=True),
+    Column(
+        "subject",
+        String(64),
+        nullable=False,
+        comment="sha256 of the workspace id and the identifier, never the identifier",
+    ),
+    Column("identifier_kind", String(20), nullable=False),
+    Column("requested_by", String(200), nullable=False),
+    Column("erased_at", Timestamp, nullable=False),
+    Column("removed", Json, nullable=False, comment="rows removed per table, and Redis keys"),
+    comment="erasures done (who, when, how many rows), without the person's identity",
 )

@@ -239,8 +239,15 @@ class TriggerStore:
         attempts = sorted(attempts, key=lambda done: done.claim.trigger_id)  # lock order
         with writing(self.engine) as conn:
             _commit_without_waiting(conn)
+            # Every trigger this records is locked first, all in id order (given back or
+            # attempted): an erasure or a purge locks them in that order too.
+            present = _still_there(
+                conn,
+                [done.claim.trigger_id for done in attempts] + [c.trigger_id for c in unstarted],
+            )
             if unstarted:
                 self._give_back(conn, unstarted, now)
+            attempts = [done for done in attempts if done.claim.trigger_id in present]
             if not attempts:
                 return Counter()
             insert_ignoring_conflicts(
@@ -400,3 +407,18 @@ def _commit_without_waiting(conn: Connection) -> None:
     #12). Waiting for the disk would bound each deliverer to a few claims a second."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+
+
+def _still_there(conn: Connection, trigger_ids: Sequence[str]) -> set[str]:
+    """Those of the triggers that still exist, their rows locked (in id order, as every
+    writer of triggers locks them). A trigger erased or purged while its attempt was under
+    way (docs/data-lifecycle.md) has no row to record against: its attempt row would break
+    the foreign key and fail the whole batch of records, again at every retry."""
+    if not trigger_ids:
+        return set()
+    query = (
+        select(triggers.c.id)
+        .where(triggers.c.id.in_(sorted(set(trigger_ids))))
+        .order_by(triggers.c.id)
+    ).with_for_update()
+    return set(conn.scalars(query))

@@ -1,0 +1,105 @@
+"""``sluice workspace list`` and ``sluice workspace rotate-key`` (docs/data-lifecycle.md,
+Write keys: rotation and the workspace list)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import click
+
+from sluice.worker.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+NOTICE_TIMEOUT_S = 2.0
+
+
+def _engine(settings: Settings) -> Engine:
+    """Checked as every command's (``sluice.cli.database``)."""
+    from sluice.cli.database import checked_engine
+
+    return checked_engine(settings.database_url)
+
+
+@click.command("list")
+@json_option
+def workspace_list(as_json: bool) -> None:
+    """List the workspaces: id, name, creation time, working keys and settings."""
+    from sluice.worker.admin.keys import list_workspaces
+
+    engine = _engine(Settings())
+    try:
+        found = list_workspaces(engine)
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    if not found:
+        click.echo("no workspaces")
+        return
+    for row in found:
+        line = f"{row['workspace_id']}  {row['created_at']}  keys: {row['active_keys']}"
+        if row["next_key_expires_at"] is not None:
+            line += f" (one ends at {row['next_key_expires_at']})"
+        if row["settings"]:
+            line += f"  settings: {json.dumps(row['settings'], sort_keys=True)}"
+        click.echo(f"{line}  {row['name']}")
+
+
+@click.command("rotate-key")
+@click.argument("workspace_id")
+@click.option(
+    "--grace-s",
+    type=click.IntRange(min=0),
+    default=86_400,
+    show_default=True,
+    help="Seconds the current keys keep working (0: they stop at once). A key that already "
+    "has an end keeps it.",
+)
+@json_option
+def workspace_rotate_key(workspace_id: str, grace_s: int, as_json: bool) -> None:
+    """Give a workspace a new write key, printed only this once; its current keys stop
+    working after the grace period (every route then answers 401)."""
+    import redis
+
+    from sluice.worker.admin.keys import announce_rotation, rotate_key
+
+    settings = Settings()
+    engine = _engine(settings)
+    try:
+        rotated = rotate_key(engine, workspace_id, grace_s)
+    except (ValueError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        engine.dispose()
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=NOTICE_TIMEOUT_S, socket_connect_timeout=NOTICE_TIMEOUT_S
+    )
+    with client:
+        if not announce_rotation(client, workspace_id):
+            click.echo(
+                "sluice: the gateways were not told (Redis unreachable); they apply the new "
+                f"end within SLUICE_KEY_CACHE_TTL_S ({settings.key_cache_ttl_s:g} s)",
+                err=True,
+            )
+    ends = None if rotated.old_key_expires_at is None else rotated.old_key_expires_at.isoformat()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "workspace_id": rotated.workspace_id,
+                    "write_key": rotated.write_key,
+                    "old_key_expires_at": ends,
+                }
+            )
+        )
+    else:
+        click.echo(
+            f"workspace_id:       {rotated.workspace_id}\n"
+            f"write_key:          {rotated.write_key}\n"
+            f"old_key_expires_at: {ends or 'no old key works'}"
+        )
