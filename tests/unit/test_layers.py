@@ -37,6 +37,7 @@ LAYERS: list[tuple[int, str]] = [
     (2, "sluice.worker.collector"),
     (2, "sluice.worker.health"),
     (2, "sluice.worker.logs"),
+    (2, "sluice.worker.subscriptions"),
     # The worker's shell, module by module: a new sub-package must be placed above.
     (6, "sluice.worker.celery_app"),
     (6, "sluice.worker.tasks"),

@@ -5,18 +5,15 @@ deliverers' next poll (``sluice.worker.delivery.deliverer.POLL_S``)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
 import redis
-import redis.asyncio
 
 from sluice.producer import keys
+from sluice.worker.subscriptions import listen
 
 log = logging.getLogger(__name__)
-
-RECONNECT_S = 1.0
 
 
 def wake_deliverers(client: redis.Redis, triggers: int) -> None:
@@ -29,18 +26,4 @@ def wake_deliverers(client: redis.Redis, triggers: int) -> None:
 
 async def listen_for_wakeups(redis_url: str, wake: Callable[[], None]) -> None:
     """Call ``wake`` for every wake-up, until cancelled; reconnects after a failure."""
-    while True:
-        client = redis.asyncio.Redis.from_url(
-            redis_url, socket_connect_timeout=5, health_check_interval=30
-        )
-        try:
-            async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
-                await pubsub.subscribe(keys.trigger_wakeups())
-                wake()  # anything published while nobody listened
-                async for _ in pubsub.listen():
-                    wake()
-        except (redis.RedisError, OSError) as exc:
-            log.warning("wake-ups: %s; listening again in %.0fs", exc, RECONNECT_S)
-        finally:
-            await client.aclose()
-        await asyncio.sleep(RECONNECT_S)
+    await listen(redis_url, keys.trigger_wakeups(), lambda _: wake(), wake, "wake-ups")
