@@ -3,7 +3,6 @@ replay's task message is handed to the ingest task in-process, as a worker would
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -28,19 +27,8 @@ from sluice.worker.admin.stats import outcome_counts
 from sluice.worker.admin.workspaces import create_workspace
 from sluice.worker.db.schema import dead_letters, events, outcomes
 from sluice.worker.runtime import Runtime
-from sluice.worker.settings import Settings
 from sluice.worker.tasks import handle_batch
 from tests.component.test_ingest_task import FakeTask, Request
-
-
-@pytest.fixture
-def runtime(isolated_redis_url: str, database_url: str) -> Iterator[Runtime]:
-    runtime = Runtime(
-        Settings(redis_url=isolated_redis_url, database_url=database_url, max_deliveries=2)
-    )
-    yield runtime
-    runtime.store.engine.dispose()
-    runtime.redis.close()
 
 
 class Published:

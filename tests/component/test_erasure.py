@@ -18,14 +18,14 @@ from sqlalchemy import Engine, func, select, update
 from sluice.producer.events import Event, EventKind, utc_now
 from sluice.rules import Verdict
 from sluice.rules.users import UserPolicy
-from sluice.worker.actions import Action, AttemptResult, Outcome
-from sluice.worker.admin.automations import add_automation
+from sluice.worker.actions import AttemptResult, Outcome
 from sluice.worker.admin.erasure import ErasureIncompleteError, ErasureReport, erase_contact
 from sluice.worker.admin.workspaces import create_workspace
 from sluice.worker.db.schema import contacts, erasures, events, trigger_deliveries
 from sluice.worker.delivery.leases import Attempted, Claimed, DeliveryPolicy, TriggerStore
 from sluice.worker.ingest.records import Decision
 from sluice.worker.ingest.store import EventStore
+from tests.component.test_triggers import webhook_on
 
 POLICY = DeliveryPolicy(lease_s=60, max_attempts=3, disable_after_s=3600)
 
@@ -36,14 +36,7 @@ def person_with_a_leased_trigger(engine: Engine) -> tuple[str, str, str, Claimed
     ws = create_workspace(engine, "erasure").workspace_id
     tag = uuid.uuid4().hex[:8]
     user_id, email = f"u-{tag}", f"p-{tag}@example.com"
-    hook = add_automation(
-        engine,
-        ws,
-        "Signed Up",
-        Action.WEBHOOK,
-        target="http://127.0.0.1:9/h",
-        allow_private_webhooks=True,
-    )
+    hook = webhook_on(engine, ws)
     login = Event(workspace_id=ws, kind=EventKind.LOGIN, name="login", user_id=user_id, email=email)
     signed_up = Event(workspace_id=ws, kind=EventKind.CUSTOM, name="Signed Up", user_id=user_id)
     EventStore(engine).record_batch(
@@ -158,14 +151,7 @@ def test_an_erasure_locks_triggers_in_id_order_as_the_deliverers_do(
         pytest.skip("SQLite runs one write transaction at a time: no row locks")
     ws = create_workspace(engine, "erasure lock order").workspace_id
     tag = uuid.uuid4().hex[:8]
-    add_automation(
-        engine,
-        ws,
-        "Signed Up",
-        Action.WEBHOOK,
-        target="http://127.0.0.1:9/h",
-        allow_private_webhooks=True,
-    )
+    webhook_on(engine, ws)
     made = [
         Event(
             workspace_id=ws,
@@ -223,14 +209,7 @@ def test_a_record_with_claims_given_back_locks_every_trigger_in_id_order(engine:
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite runs one write transaction at a time: no row locks")
     ws = create_workspace(engine, "record lock order").workspace_id
-    hook = add_automation(
-        engine,
-        ws,
-        "Signed Up",
-        Action.WEBHOOK,
-        target="http://127.0.0.1:9/h",
-        allow_private_webhooks=True,
-    )
+    hook = webhook_on(engine, ws)
     made = [
         Event(workspace_id=ws, kind=EventKind.CUSTOM, name="Signed Up", user_id=f"u{n}")
         for n in range(2)

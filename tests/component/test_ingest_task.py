@@ -4,7 +4,6 @@ Celery task object is replaced by its request data, which is all the handler rea
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +18,6 @@ from sluice.producer.events import Event
 from sluice.worker.admin.workspaces import create_workspace
 from sluice.worker.db.schema import dead_letters, outcomes
 from sluice.worker.runtime import Runtime
-from sluice.worker.settings import Settings
 from sluice.worker.tasks import deferred_batch_id, handle_batch
 
 
@@ -37,16 +35,6 @@ class FakeTask:
     def retry(self, **kwargs: Any) -> Retry:
         self.retried_with.append(kwargs)
         return Retry()
-
-
-@pytest.fixture
-def runtime(isolated_redis_url: str, database_url: str) -> Iterator[Runtime]:
-    runtime = Runtime(
-        Settings(redis_url=isolated_redis_url, database_url=database_url, max_deliveries=2)
-    )
-    yield runtime
-    runtime.store.engine.dispose()
-    runtime.redis.close()
 
 
 def envelope_for(engine: Engine) -> dict[str, Any]:
