@@ -10,7 +10,11 @@ COPY pyproject.toml README.md LICENSE ./
 COPY sluice ./sluice
 COPY producer ./producer
 COPY rules ./rules
+COPY actions ./actions
+COPY store ./store
+COPY ops ./ops
 COPY worker ./worker
+COPY delivery ./delivery
 COPY gateway ./gateway
 RUN pip install '.[server]' && useradd --system --uid 10001 sluice
 

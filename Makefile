@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The source folders (each linked into sluice/, docs/architecture.md §1) and the package root.
+SOURCES := sluice/*.py sluice/cli producer rules actions store ops worker delivery gateway tests bench
 
 .PHONY: install run test lint format bench clean
 
@@ -23,14 +25,14 @@ test: lint
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check sluice/__init__.py sluice/cli producer rules worker gateway tests bench
-	$(BIN)/ruff format --check sluice/__init__.py sluice/cli producer rules worker gateway tests bench
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
 	$(BIN)/mypy tests bench
 
 format: install
-	$(BIN)/ruff format sluice/__init__.py sluice/cli producer rules worker gateway tests bench
-	$(BIN)/ruff check --fix sluice/__init__.py sluice/cli producer rules worker gateway tests bench
+	$(BIN)/ruff format $(SOURCES)
+	$(BIN)/ruff check --fix $(SOURCES)
 
 bench: install
 	$(BIN)/python bench/throughput.py

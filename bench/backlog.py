@@ -33,8 +33,8 @@ from throughput import (
 
 from sluice.producer import EventClient, keys
 from sluice.producer.wire import INGEST_QUEUE
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.db.engine import make_engine
+from sluice.store.engine import make_engine
+from sluice.store.workspaces import create_workspace
 
 PAGE_SIZE = 4096
 

@@ -28,7 +28,7 @@ from types import TracebackType
 from sqlalchemy import NullPool, create_engine, text
 from sqlalchemy.engine import make_url
 
-from sluice.worker.db.engine import normalise_url
+from sluice.store.engine import normalise_url
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 BENCH_APPLICATION = "sluice-bench"

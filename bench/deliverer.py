@@ -43,13 +43,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from cputime import measure
 from throughput import machine
 
+from sluice.actions import Action
 from sluice.producer import EventClient
-from sluice.worker.actions import Action
-from sluice.worker.admin.automations import add_automation
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.db.engine import make_engine
-from sluice.worker.db.migrate import upgrade
-from sluice.worker.db.schema import trigger_deliveries
+from sluice.store.automations import add_automation
+from sluice.store.engine import make_engine
+from sluice.store.migrate import upgrade
+from sluice.store.schema import trigger_deliveries
+from sluice.store.workspaces import create_workspace
 
 IN_FLIGHT = 64
 BODY = b'{"type":"event.triggered","data":{"event":{"properties":{"plan":"pro"}}}}' + b" " * 500

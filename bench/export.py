@@ -37,17 +37,17 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from sluice.producer.events import Event
-from sluice.rules import Reason, Verdict
-from sluice.worker.admin.export import (
+from sluice.ops.export import (
     ExportSelection,
     outcome_only_query,
     stored_events_query,
 )
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.db.engine import insert_ignoring_conflicts, make_engine, normalise_url, writing
-from sluice.worker.db.migrate import upgrade
-from sluice.worker.db.schema import events, outcomes
+from sluice.producer.events import Event
+from sluice.rules import Reason, Verdict
+from sluice.store.engine import insert_ignoring_conflicts, make_engine, normalise_url, writing
+from sluice.store.migrate import upgrade
+from sluice.store.schema import events, outcomes
+from sluice.store.workspaces import create_workspace
 from sluice.worker.ingest.records import Decision, event_row, outcome_row
 
 INSERT_ROWS = 10_000  # rows a statement

@@ -71,15 +71,14 @@ import psycopg
 import redis
 from sqlalchemy import Engine, func, select
 
+from sluice.actions import Action
 from sluice.cli.embedded_redis import free_port
 from sluice.producer import EventClient, PublishError
 from sluice.producer.events import as_utc
 from sluice.producer.wire import INGEST_QUEUE
-from sluice.worker.actions import Action
-from sluice.worker.admin.automations import OPEN, Automation, add_automation
-from sluice.worker.admin.workspaces import NewWorkspace, create_workspace
-from sluice.worker.db.engine import make_engine
-from sluice.worker.db.schema import (
+from sluice.store.automations import OPEN, Automation, add_automation
+from sluice.store.engine import make_engine
+from sluice.store.schema import (
     dead_letters,
     events,
     order_claims,
@@ -87,6 +86,7 @@ from sluice.worker.db.schema import (
     repeats,
     trigger_deliveries,
 )
+from sluice.store.workspaces import NewWorkspace, create_workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cputime import children_of

@@ -31,9 +31,9 @@ import httpx
 import redis
 
 from sluice.cli.embedded_redis import EmbeddedRedis, free_port
-from sluice.worker.admin.workspaces import configure_workspace, create_workspace
-from sluice.worker.db.engine import make_engine
-from sluice.worker.db.migrate import upgrade
+from sluice.store.engine import make_engine
+from sluice.store.migrate import upgrade
+from sluice.store.workspaces import configure_workspace, create_workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
 from throughput import machine

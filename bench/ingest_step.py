@@ -29,12 +29,12 @@ from throughput import workload
 
 from sluice.producer.envelope import Envelope
 from sluice.producer.events import Event, utc_now
+from sluice.rules.backends.redis import RedisClaimStore
 from sluice.rules.bots import BotDetector
 from sluice.rules.engine import RulePolicy, RulesEngine
-from sluice.rules.redis_claims import RedisClaimStore
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.db.engine import make_engine
-from sluice.worker.db.migrate import upgrade
+from sluice.store.engine import make_engine
+from sluice.store.migrate import upgrade
+from sluice.store.workspaces import create_workspace
 from sluice.worker.ingest.batch import ingest
 from sluice.worker.ingest.store import EventStore
 

@@ -58,7 +58,7 @@ from sluice.producer.events import Event, EventKind
 from sluice.rules import Reason, Status
 from sluice.rules.bots import BotDetector
 from sluice.rules.engine import order_id_of
-from sluice.worker.db.engine import make_engine, writing
+from sluice.store.engine import make_engine, writing
 
 QUEUE = "naive.events"
 TASK = "naive.ingest_event"

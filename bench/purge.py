@@ -40,16 +40,16 @@ from sqlalchemy import Engine, create_engine, func, select, text, update
 from sqlalchemy.engine import make_url
 from throughput import machine, start_sluice_workers, stop_workers, wait_for_workers
 
+from sluice.actions import Action
 from sluice.producer import EventClient
 from sluice.producer.events import Event, EventKind
 from sluice.producer.wire import INGEST_QUEUE
 from sluice.rules import Verdict
-from sluice.worker.actions import Action
-from sluice.worker.admin.automations import add_automation, disable_automation
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.db.engine import make_engine, writing
-from sluice.worker.db.migrate import upgrade
-from sluice.worker.db.schema import events, outcomes, trigger_deliveries
+from sluice.store.automations import add_automation, disable_automation
+from sluice.store.engine import make_engine, writing
+from sluice.store.migrate import upgrade
+from sluice.store.schema import events, outcomes, trigger_deliveries
+from sluice.store.workspaces import create_workspace
 from sluice.worker.ingest.records import Decision
 from sluice.worker.ingest.store import EventStore
 

@@ -43,10 +43,10 @@ from sqlalchemy import Engine, func, select
 
 from sluice.cli.embedded_redis import EmbeddedRedis, free_port
 from sluice.producer import EventClient
-from sluice.worker.admin.workspaces import NewWorkspace, create_workspace
-from sluice.worker.db.engine import make_engine
-from sluice.worker.db.migrate import upgrade
-from sluice.worker.db.schema import outcomes
+from sluice.store.engine import make_engine
+from sluice.store.migrate import upgrade
+from sluice.store.schema import outcomes
+from sluice.store.workspaces import NewWorkspace, create_workspace
 
 
 def machine() -> dict[str, object]:

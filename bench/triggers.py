@@ -91,15 +91,15 @@ from psycopg.conninfo import make_conninfo
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
 
+from sluice.actions import Action
 from sluice.cli.embedded_redis import EmbeddedRedis
 from sluice.producer import EventClient, keys
 from sluice.producer.events import as_utc
-from sluice.worker.actions import Action
-from sluice.worker.admin.automations import add_automation
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.db.engine import make_engine, normalise_url
-from sluice.worker.db.migrate import upgrade
-from sluice.worker.db.schema import outcomes
+from sluice.store.automations import add_automation
+from sluice.store.engine import make_engine, normalise_url
+from sluice.store.migrate import upgrade
+from sluice.store.schema import outcomes
+from sluice.store.workspaces import create_workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cputime import CLOCK_TICKS, measure, tagged_url, tree_ticks

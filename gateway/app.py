@@ -15,8 +15,8 @@ from sluice.gateway.key_notices import listen_for_rotations
 from sluice.gateway.state import build_gateway
 from sluice.gateway.vendors import bento, bunce, clevertap, platformly, userevent
 from sluice.gateway.vendors.common import VendorError, render_vendor_error
-from sluice.worker.collector import tune_collector
-from sluice.worker.settings import Settings
+from sluice.gc_tuning import tune_collector
+from sluice.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

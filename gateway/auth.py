@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sluice.gateway.cache import TtlCache
 from sluice.gateway.errors import unauthorized
 from sluice.producer.events import utc_now
-from sluice.worker.admin.workspaces import KeyGrant
+from sluice.store.workspaces import KeyGrant
 
 KeyLookup = Callable[[str], KeyGrant | None]
 

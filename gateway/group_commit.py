@@ -61,7 +61,7 @@ class GroupCommitter:
             return
         group, self._waiting, self._waiting_events = self._waiting, [], 0
         # A context of its own: the group holds several requests' events, and its log lines
-        # must not carry the ids the request that flushed it bound (sluice.worker.logs).
+        # must not carry the ids the request that flushed it bound (sluice.logs).
         task = asyncio.get_running_loop().create_task(
             self._commit(group), context=contextvars.Context()
         )

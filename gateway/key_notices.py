@@ -1,5 +1,5 @@
 """Rotation notices: ``sluice workspace rotate-key`` publishes the workspace id on Redis
-(``sluice.worker.admin.keys.announce_rotation``), and each gateway process makes its cached
+(``sluice.store.write_keys.announce_rotation``), and each gateway process makes its cached
 keys of that workspace due for a lookup, so that a new end (``--grace-s 0`` included) holds
 at once rather than after the key cache's TTL. A notice is a hint: one lost (Redis away,
 the gateway reconnecting) leaves the TTL as the bound (``sluice.gateway.auth.WriteKeys``)."""
@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 
 from sluice.producer import keys
-from sluice.worker.subscriptions import listen
+from sluice.subscriptions import listen
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 gateway's own requests (docs/metrics.md).
 
 The counters are cluster-wide: workers, deliverers and every gateway process add to
-hashes in Redis (``sluice.worker.metrics``), and a scrape of any gateway reads them all.
+hashes in Redis (``sluice.ops.metrics``), and a scrape of any gateway reads them all.
 A gateway counts its requests in memory and adds them to Redis about once a second from a
 background task, never with a round trip per request; a request answered less than a
 second before a process is killed (not stopped) is lost with it.
@@ -21,10 +21,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sluice.worker.metrics.collector import SluiceCollector
-from sluice.worker.metrics.depth import ScrapeGauges
-from sluice.worker.metrics.families import HTTP_REQUESTS, HTTP_SECONDS
-from sluice.worker.metrics.tally import Tally, flush
+from sluice.ops.metrics.depth import ScrapeGauges
+from sluice.ops.metrics.families import HTTP_REQUESTS, HTTP_SECONDS
+from sluice.ops.metrics.prometheus import SluiceCollector
+from sluice.ops.metrics.tally import Tally, flush
 
 log = logging.getLogger(__name__)
 

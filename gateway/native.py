@@ -29,7 +29,7 @@ from sluice.gateway.state import from_database, gateway_of
 from sluice.gateway.vendors.openapi import json_body
 from sluice.producer.events import MAX_MESSAGE_ID_CHARS, utc_now
 from sluice.rules import Status
-from sluice.worker.admin.views import outcome_of, triggers_of
+from sluice.store.views import outcome_of, triggers_of
 
 router = APIRouter(tags=["native"])
 

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from sluice.worker.admin.views import outcomes_of
+from sluice.store.views import outcomes_of
 
 MAX_WAIT_S = 30.0
 # One preference of a Prefer header: its name, and its value up to a parameter or the end.

@@ -1,5 +1,5 @@
 """Probes for orchestrators (docs/operations.md): ``/livez`` answers while the process
-does; ``/readyz`` runs the readiness checks of ``sluice.worker.health``. Both stay out of
+does; ``/readyz`` runs the readiness checks of ``sluice.ops.health``. Both stay out of
 the OpenAPI schema: they are for the platform that runs the gateway, not for API clients."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI, Request
 
 from sluice.gateway.responses import JsonResponse
 from sluice.gateway.state import gateway_of
-from sluice.worker.health import OK, Readiness
+from sluice.ops.health import OK, Readiness
 
 
 @asynccontextmanager

@@ -25,6 +25,7 @@ from sluice.gateway.errors import (
 from sluice.gateway.group_commit import GroupCommitter
 from sluice.gateway.prefer import applied, requested_wait_s, verdicts
 from sluice.gateway.rate_limit import RateLimiterUnavailable, WorkspaceRateLimiter
+from sluice.logs import bind
 from sluice.producer.envelope import MAX_ENVELOPE_EVENTS
 from sluice.producer.errors import PublishError
 from sluice.producer.events import Event
@@ -33,11 +34,10 @@ from sluice.producer.pending import PendingMarks
 from sluice.producer.publisher import Publisher
 from sluice.producer.transport import BrokerTransport, is_redis_url
 from sluice.producer.wire import INGEST_QUEUE
-from sluice.worker.admin.definitions import Definition, find_definition
-from sluice.worker.admin.workspaces import key_grant, rate_limit_per_s
-from sluice.worker.db.engine import make_engine, ping
-from sluice.worker.logs import bind
-from sluice.worker.settings import Settings
+from sluice.settings import Settings
+from sluice.store.definitions import Definition, find_definition
+from sluice.store.engine import make_engine, ping
+from sluice.store.workspaces import key_grant, rate_limit_per_s
 
 T = TypeVar("T")
 DEFINITION_CACHE_TTL_S = 30.0
@@ -71,7 +71,7 @@ class Gateway:
         found, workspace_id = self.keys.cached(write_key)
         if not found:
             workspace_id = await from_database(self.keys.workspace_for, write_key)
-        bind(workspace_id=workspace_id)  # on this request's log lines (sluice.worker.logs)
+        bind(workspace_id=workspace_id)  # on this request's log lines (sluice.logs)
         return workspace_id
 
     async def definition(

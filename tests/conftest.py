@@ -18,10 +18,10 @@ from sqlalchemy.engine import make_url
 
 from sluice.cli.embedded_redis import EmbeddedRedis, free_port
 from sluice.producer.wire import INGEST_QUEUE
-from sluice.worker.admin.workspaces import NewWorkspace, create_workspace
-from sluice.worker.db.engine import make_engine, normalise_url
-from sluice.worker.db.migrate import upgrade
-from sluice.worker.db.schema import events, outcomes, repeats
+from sluice.store.engine import make_engine, normalise_url
+from sluice.store.migrate import upgrade
+from sluice.store.schema import events, outcomes, repeats
+from sluice.store.workspaces import NewWorkspace, create_workspace
 from tests.processes import (
     DELIVERY_WORKER_COMMAND,
     GATEWAY_COMMAND,

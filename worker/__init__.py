@@ -1,3 +1,2 @@
-"""The Sluice worker: settings and persistence (``db``), action types (``actions``),
-administration (``admin``), the two stages (``ingest``, ``delivery``), and the Celery app
-with its thin tasks on top (docs/architecture.md §1)."""
+"""The Sluice worker: the Celery app (``celery_app``), its thin tasks, per-process resources
+(``runtime``), its bootsteps, and ingestion of batches (``ingest``) (docs/architecture.md §1)."""

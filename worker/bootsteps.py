@@ -8,8 +8,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from sluice.worker.admin.retention_sweep import RetentionThread
-from sluice.worker.delivery.service import DeliveryService, DeliveryThread
+from sluice.ops.retention_sweep import RetentionThread
 from sluice.worker.ingest.resend import resend_lost_batches
 from sluice.worker.runtime import Runtime
 
@@ -66,7 +65,7 @@ def retention_step(runtime: Runtime) -> type[bootsteps.StartStopStep]:
     """The retention (``SLUICE_RETENTION_DAYS``, a workspace's ``retention_days``): in a
     thread of the main process, not on the worker's timer, because a purge takes longer than
     a timer callback may; one worker of the cluster sweeps per interval
-    (``sluice.worker.admin.retention_sweep``)."""
+    (``sluice.ops.retention_sweep``)."""
     settings = runtime.settings
 
     class Retention(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -93,29 +92,3 @@ def retention_step(runtime: Runtime) -> type[bootsteps.StartStopStep]:
                 self.thread.stop(timeout_s=30)  # it stops between two transactions
 
     return Retention
-
-
-def delivery_step(runtime: Runtime) -> type[bootsteps.StartStopStep]:
-    """A deliverer in a thread of the worker's main process, started once the pool is up,
-    stopped with the worker after its attempts under way and their records. (A pool
-    process that replaces one later is forked while the thread runs; it only runs tasks,
-    and uses none of the deliverer's connections.)"""
-
-    class Delivery(bootsteps.StartStopStep):  # type: ignore[misc]
-        requires = ("celery.worker.components:Pool",)
-        name = "sluice deliverer"
-
-        def __init__(self, worker: Any, **kwargs: Any) -> None:
-            super().__init__(worker, **kwargs)
-            self.thread: DeliveryThread | None = None
-
-        def start(self, worker: Any) -> None:
-            self.thread = DeliveryThread(DeliveryService(runtime.settings, worker.app))
-            self.thread.start()
-
-        def stop(self, worker: Any) -> None:
-            if self.thread is not None:
-                # The attempts' grace, then the recorder's (deliverer.Deliverer.run).
-                self.thread.stop(timeout_s=runtime.settings.webhook_timeout_s * 2 + 15)
-
-    return Delivery

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import worker_process_init
 from kombu.entity import Queue
 
+from sluice.gc_tuning import tune_collector
+from sluice.logs import use_log_format_in_celery
 from sluice.producer.transport import broker_transport_options, publish_retry_policy
 from sluice.producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER, register_serializer
-from sluice.worker.bootsteps import delivery_step, journal_sweep_step, retention_step
-from sluice.worker.collector import tune_collector
-from sluice.worker.logs import use_log_format_in_celery
+from sluice.settings import Settings
+from sluice.worker.bootsteps import journal_sweep_step, retention_step
 from sluice.worker.runtime import Runtime
-from sluice.worker.settings import Settings
 from sluice.worker.tasks import register_tasks
 
 
@@ -77,8 +78,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_app(settings: Settings, *, deliver: bool = False) -> Celery:
-    """The app; its workers also deliver triggers when ``deliver`` is set."""
+def create_app(
+    settings: Settings, *, steps: Sequence[type[bootsteps.StartStopStep]] = ()
+) -> Celery:
+    """The app; its workers also run ``steps`` (the command adds a deliverer's:
+    ``sluice.cli.worker_app``)."""
     register_serializer()
     app = Celery("sluice", set_as_current=True)
     app.conf.update(celery_config(settings))
@@ -86,8 +90,8 @@ def create_app(settings: Settings, *, deliver: bool = False) -> Celery:
     register_tasks(app, runtime)
     app.steps["worker"].add(journal_sweep_step(runtime))
     app.steps["worker"].add(retention_step(runtime))
-    if deliver:
-        app.steps["worker"].add(delivery_step(runtime))
+    for step in steps:
+        app.steps["worker"].add(step)
 
     def _fresh_connections(**_: Any) -> None:
         runtime.reset()

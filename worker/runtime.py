@@ -10,12 +10,12 @@ from redis import Redis
 
 from sluice.producer.journal import BatchJournal
 from sluice.producer.transport import is_redis_url
+from sluice.rules.backends.redis import RedisClaimStore
 from sluice.rules.bots import BotDetector
 from sluice.rules.engine import RulePolicy, RulesEngine
-from sluice.rules.redis_claims import RedisClaimStore
-from sluice.worker.db.engine import make_engine
+from sluice.settings import Settings
+from sluice.store.engine import make_engine
 from sluice.worker.ingest.store import EventStore
-from sluice.worker.settings import Settings
 
 
 class Runtime:

@@ -24,6 +24,9 @@ from typing import Any, NoReturn
 from celery import Celery, Task
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
+from sluice.logs import log_context
+from sluice.ops.metrics.families import DEAD_LETTERS
+from sluice.ops.metrics.tally import Tally, flush
 from sluice.producer import keys
 from sluice.producer.envelope import (
     DecodedBatch,
@@ -35,15 +38,12 @@ from sluice.producer.events import utc_now
 from sluice.producer.journal import forget_on, seen_now
 from sluice.producer.pending import clear_on
 from sluice.producer.wire import INGEST_TASK, SERIALIZER
-from sluice.worker.admin.dead_letters import EVENT
-from sluice.worker.delivery.wakeups import wake_deliverers
+from sluice.store.dead_letters import EVENT
+from sluice.wakeups import wake_deliverers
 from sluice.worker.failures import is_transient
 from sluice.worker.ingest.batch import IngestReport, ingest
 from sluice.worker.ingest.measure import batch_tally
 from sluice.worker.ingest.records import Decision
-from sluice.worker.logs import log_context
-from sluice.worker.metrics.families import DEAD_LETTERS
-from sluice.worker.metrics.tally import Tally, flush
 from sluice.worker.retries import retry_or_requeue
 from sluice.worker.runtime import Runtime
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from sluice.actions import ACTIONS
 from sluice.gateway.responses import JsonResponse
 from sluice.gateway.state import Gateway, from_database, gateway_of
 from sluice.gateway.vendors.common import (
@@ -29,9 +30,8 @@ from sluice.gateway.vendors.common import (
 )
 from sluice.gateway.vendors.openapi import CLEVERTAP_BODY, CLEVERTAP_ERRORS
 from sluice.producer.events import Event, as_utc, utc_now
-from sluice.worker.actions import ACTIONS
-from sluice.worker.admin.automations import active_automations, too_old_to_fire
-from sluice.worker.admin.definitions import MAX_CLEVERTAP_KEY_CHARS
+from sluice.store.automations import active_automations, too_old_to_fire
+from sluice.store.definitions import MAX_CLEVERTAP_KEY_CHARS
 
 router = APIRouter(prefix="/compat/clevertap", tags=["clevertap"])
 

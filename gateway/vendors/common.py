@@ -14,7 +14,7 @@ from sluice.gateway.errors import ApiError
 from sluice.gateway.responses import JsonResponse
 from sluice.gateway.state import Gateway
 from sluice.producer.events import Event
-from sluice.worker.admin.definitions import Definition
+from sluice.store.definitions import Definition
 
 T = TypeVar("T")
 

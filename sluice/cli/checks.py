@@ -12,7 +12,7 @@ from typing import NoReturn
 import click
 
 from sluice.producer.wire import INGEST_QUEUE
-from sluice.worker.settings import Settings
+from sluice.settings import Settings
 
 DEFAULT_READYZ_URL = "http://127.0.0.1:8000/readyz"
 DEFAULT_MAX_AGE_S = 30.0
@@ -73,7 +73,7 @@ def check_worker(node: str | None, queue: str, timeout_s: float) -> None:
     """The worker of this host answers through the broker and consumes sluice.ingest."""
     from celery.utils.nodenames import default_nodename
 
-    from sluice.worker.health import control_app, worker_problem
+    from sluice.ops.health import control_app, worker_problem
 
     node = node or default_nodename(None)
     app = control_app(Settings(), timeout_s)
@@ -102,7 +102,7 @@ def check_worker(node: str | None, queue: str, timeout_s: float) -> None:
 )
 def check_deliverer(path: Path | None, max_age_s: float) -> None:
     """The deliverer of this host is turning its loop: its heartbeat file is recent."""
-    from sluice.worker.delivery.heartbeat import heartbeat_age_s
+    from sluice.delivery.heartbeat import heartbeat_age_s
 
     path = path or Settings().deliverer_heartbeat_path
     age_s = heartbeat_age_s(path)

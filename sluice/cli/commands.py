@@ -15,7 +15,7 @@ from sluice.cli import contacts as contact_commands
 from sluice.cli import dlq as dead_letter_commands
 from sluice.cli import events as event_commands
 from sluice.cli import purge as purge_command
-from sluice.worker.settings import Settings
+from sluice.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -57,7 +57,7 @@ def _pairs(items: tuple[str, ...], sep: str, option: str, shape: str) -> dict[st
 @click.pass_context
 def main(ctx: click.Context, log_level: str, dev_dir: Path) -> None:
     """Sluice: event ingestion for marketing automation."""
-    from sluice.worker.logs import configure_logging
+    from sluice.logs import configure_logging
 
     if ctx.invoked_subcommand != "dev":  # the stack itself writes the file
         used = devenv.apply(os.environ, dev_dir)
@@ -69,8 +69,8 @@ def main(ctx: click.Context, log_level: str, dev_dir: Path) -> None:
 @main.command()
 def migrate() -> None:
     """Create or upgrade the database schema (Alembic) to the newest revision."""
-    from sluice.worker.db.engine import make_engine
-    from sluice.worker.db.migrate import upgrade
+    from sluice.store.engine import make_engine
+    from sluice.store.migrate import upgrade
 
     upgrade(make_engine(Settings().database_url))  # not _engine: it refuses an old schema
     click.echo("database schema is up to date")
@@ -86,7 +86,7 @@ def workspace() -> None:
 @json_option
 def workspace_create(name: str, as_json: bool) -> None:
     """Create a workspace and print its id and write key (shown only this once)."""
-    from sluice.worker.admin.workspaces import create_workspace
+    from sluice.store.workspaces import create_workspace
 
     created = create_workspace(_engine(), name)
     if as_json:
@@ -110,7 +110,7 @@ def workspace_configure(workspace_id: str, settings: tuple[str, ...]) -> None:
     """
     from pydantic import ValidationError
 
-    from sluice.worker.admin.workspaces import configure_workspace
+    from sluice.store.workspaces import configure_workspace
 
     pairs = dict(item.partition("=")[::2] for item in settings)
     try:
@@ -160,7 +160,7 @@ def definition_add(
     as_json: bool,
 ) -> None:
     """Define an event; prints its id (Bunce's event_id)."""
-    from sluice.worker.admin.definitions import add_definition
+    from sluice.store.definitions import add_definition
 
     typed = _pairs(params, ":", "--param", "KEY:TYPE")
     try:
@@ -216,8 +216,8 @@ def automation_add(
     as_json: bool,
 ) -> None:
     """Add an automation; prints its id and, for a webhook, its signing secret (shown once)."""
-    from sluice.worker.actions import ACTIONS, Action
-    from sluice.worker.admin.automations import add_automation
+    from sluice.actions import ACTIONS, Action
+    from sluice.store.automations import add_automation
 
     actions = [
         a
@@ -260,7 +260,7 @@ def automation_add(
 @json_option
 def automation_list(workspace_id: str | None, as_json: bool) -> None:
     """Automations (of one workspace, or all), with their triggers counted by status."""
-    from sluice.worker.admin.automations import list_automations
+    from sluice.store.automations import list_automations
 
     found = list_automations(_engine(), workspace_id)
     if as_json:
@@ -283,8 +283,8 @@ def automation_list(workspace_id: str | None, as_json: bool) -> None:
 def automation_disable(automation_id: str) -> None:
     """Disable an automation: it fires nothing more, and its pending deliveries are cancelled."""
     from sluice.producer.events import utc_now
-    from sluice.worker.admin.automations import disable_automation
-    from sluice.worker.db.engine import writing
+    from sluice.store.automations import disable_automation
+    from sluice.store.engine import writing
 
     with writing(_engine()) as conn:
         changed = disable_automation(conn, automation_id, "disabled by an operator", utc_now())
@@ -302,7 +302,7 @@ def deliveries(
     workspace_id: str | None, automation_id: str | None, limit: int, as_json: bool
 ) -> None:
     """The most recent delivery attempts: result, HTTP status, latency, error."""
-    from sluice.worker.admin.views import recent_attempts
+    from sluice.store.views import recent_attempts
 
     found = recent_attempts(_engine(), workspace_id, automation_id, limit)
     if as_json:
@@ -322,7 +322,7 @@ def deliveries(
 @json_option
 def stats(workspace_id: str | None, as_json: bool) -> None:
     """Outcome counts by status and reason, and dead letters, for one workspace or all."""
-    from sluice.worker.admin.stats import outcome_counts
+    from sluice.ops.stats import outcome_counts
 
     counts = outcome_counts(_engine(), workspace_id)
     if as_json:
@@ -371,7 +371,7 @@ def gateway(host: str | None, port: int | None, workers: int, access_log: bool) 
     import uvicorn
 
     from sluice.gateway.app import create_server_app
-    from sluice.worker.logs import uvicorn_log_config
+    from sluice.logs import uvicorn_log_config
 
     settings = Settings()
     bind_host, bind_port = host or settings.gateway_host, port or settings.gateway_port
@@ -409,8 +409,8 @@ def gateway(host: str | None, port: int | None, workers: int, access_log: bool) 
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(deliver: bool, celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker; extra options go to `celery worker` (e.g. --concurrency 4)."""
-    from sluice.worker.celery_app import create_app
-    from sluice.worker.collector import tune_collector
+    from sluice.cli.worker_app import create_app
+    from sluice.gc_tuning import tune_collector
 
     app = create_app(Settings(), deliver=deliver)
     args = list(celery_args)
@@ -427,10 +427,10 @@ def deliverer() -> None:
     import asyncio
     import signal
 
+    from sluice.delivery.heartbeat import Heartbeat
+    from sluice.delivery.service import DeliveryService
+    from sluice.gc_tuning import tune_collector
     from sluice.worker.celery_app import create_app
-    from sluice.worker.collector import tune_collector
-    from sluice.worker.delivery.heartbeat import Heartbeat
-    from sluice.worker.delivery.service import DeliveryService
 
     settings = Settings()
     heartbeat = Heartbeat(settings.deliverer_heartbeat_path)  # `sluice check deliverer`

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from sluice.worker.settings import Settings
+from sluice.settings import Settings
 
 if TYPE_CHECKING:
-    from sluice.worker.admin.erasure_match import IdentifierKind
+    from sluice.ops.erasure_match import IdentifierKind
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 email_option = click.option("--email", default=None, help="The person's email (any case).")
@@ -76,7 +76,7 @@ def contact_delete(
     import redis
 
     from sluice.cli.database import checked_engine
-    from sluice.worker.admin.erasure import ErasureIncompleteError, erase_contact
+    from sluice.ops.erasure import ErasureIncompleteError, erase_contact
 
     kind, identifier = _identifier(email, user_id)
     settings = Settings()
@@ -125,7 +125,7 @@ def contact_erasures(
 ) -> None:
     """Whether this email or user id was erased: the erasures recorded for it."""
     from sluice.cli.database import checked_engine
-    from sluice.worker.admin.erasure import erasures_of
+    from sluice.ops.erasure import erasures_of
 
     kind, identifier = _identifier(email, user_id)
     found = erasures_of(checked_engine(Settings().database_url), workspace_id, kind, identifier)

@@ -14,9 +14,9 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from sluice.worker.db.engine import make_engine
-from sluice.worker.health import schema_heads, schema_problem, short_reason
-from sluice.worker.settings import mask_url
+from sluice.ops.health import schema_heads, schema_problem, short_reason
+from sluice.settings import mask_url
+from sluice.store.engine import make_engine
 
 MIGRATE = "run `sluice migrate`"
 

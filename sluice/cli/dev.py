@@ -30,11 +30,11 @@ from sluice.cli import devenv
 from sluice.cli.embedded_redis import EmbeddedRedis, free_port, port_is_free
 from sluice.cli.supervise import Supervisor
 from sluice.gateway import create_app
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.db.engine import make_engine
-from sluice.worker.db.migrate import upgrade
-from sluice.worker.logs import uvicorn_log_config
-from sluice.worker.settings import Settings
+from sluice.logs import uvicorn_log_config
+from sluice.settings import Settings
+from sluice.store.engine import make_engine
+from sluice.store.migrate import upgrade
+from sluice.store.workspaces import create_workspace
 
 DEMO_FILE = "demo-workspace.json"
 WORKER = ["--concurrency=2"]  # ingests, and delivers in a thread of its main process

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sluice.worker.settings import Settings
+from sluice.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from sluice.worker.admin.dead_letter_replay import DeadLetterReplayer, ReplayResult
+    from sluice.ops.replay import DeadLetterReplayer, ReplayResult
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 DEFAULT_WAIT_S = 30.0
@@ -41,7 +41,7 @@ def dlq() -> None:
 @json_option
 def dlq_list(workspace_id: str | None, limit: int, as_json: bool) -> None:
     """The newest dead letters first (those with events of WORKSPACE_ID, if given)."""
-    from sluice.worker.admin.dead_letters import list_dead_letters
+    from sluice.store.dead_letters import list_dead_letters
 
     found = list_dead_letters(_engine(Settings()), workspace_id, limit)
     if as_json:
@@ -65,7 +65,7 @@ def dlq_list(workspace_id: str | None, limit: int, as_json: bool) -> None:
 @json_option
 def dlq_show(dead_letter_id: int, as_json: bool) -> None:
     """Everything about one dead letter: the error's detail and the message decoded."""
-    from sluice.worker.admin.dead_letters import show_dead_letter
+    from sluice.store.dead_letters import show_dead_letter
 
     found = show_dead_letter(_engine(Settings()), dead_letter_id)
     if found is None:
@@ -121,8 +121,8 @@ def dlq_replay(
     """Publish dead-lettered batches again: their events are decided anew. A dead letter is
     replayed once; replaying it again publishes nothing. Exits 1 if a batch failed again or
     could not be replayed."""
+    from sluice.ops.replay import wait_for_verdicts
     from sluice.producer.events import utc_now
-    from sluice.worker.admin.dead_letter_replay import wait_for_verdicts
 
     if replay_all == bool(dead_letter_ids):
         raise click.UsageError("give dead letter ids, or --all")
@@ -150,9 +150,9 @@ def _replayer(settings: Settings, engine: Engine) -> Iterator[DeadLetterReplayer
     ingest task through the worker's Celery app."""
     import redis
 
+    from sluice.ops.replay import DeadLetterReplayer
     from sluice.producer.journal import BatchJournal
     from sluice.producer.pending import PendingMarks
-    from sluice.worker.admin.dead_letter_replay import DeadLetterReplayer
     from sluice.worker.celery_app import create_app
 
     client = redis.Redis.from_url(

@@ -12,7 +12,7 @@ from typing import IO
 import click
 
 from sluice.producer.events import as_utc
-from sluice.worker.settings import Settings
+from sluice.settings import Settings
 
 STATUSES = ("accepted", "discarded", "rejected")
 QUEUED_HELP = (
@@ -62,9 +62,9 @@ def export(
     from sqlalchemy.exc import DBAPIError
 
     from sluice.cli.database import checked_engine
+    from sluice.ops.export import ExportSelection, UnknownWorkspaceError, export_ndjson
+    from sluice.ops.health import short_reason
     from sluice.rules import Status
-    from sluice.worker.admin.export import ExportSelection, UnknownWorkspaceError, export_ndjson
-    from sluice.worker.health import short_reason
 
     selection = ExportSelection(
         workspace_id,

@@ -17,9 +17,9 @@ from typing import Any
 
 from celery import Celery
 
+from sluice.actions.task import DEFAULT_TASK_QUEUE
 from sluice.producer.wire import INGEST_QUEUE
-from sluice.worker.actions.task import DEFAULT_TASK_QUEUE
-from sluice.worker.settings import Settings
+from sluice.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,9 @@ def list_in_flower(queues: SluiceQueues) -> None:
 def flower_app(settings: Settings) -> Celery:
     """The app ``celery flower`` runs with: the workers' (broker, serializers), every Sluice
     queue listed."""
-    from sluice.worker.admin.automations import task_queues
+    from sluice.store.automations import task_queues
+    from sluice.store.engine import make_engine
     from sluice.worker.celery_app import create_app
-    from sluice.worker.db.engine import make_engine
 
     app = create_app(settings)
     engine = make_engine(settings.database_url)

@@ -8,7 +8,7 @@ import json
 import click
 
 from sluice.cli.events import parse_instant
-from sluice.worker.settings import Settings
+from sluice.settings import Settings
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
@@ -48,8 +48,8 @@ def purge(
     from sqlalchemy import select
 
     from sluice.cli.database import checked_engine
-    from sluice.worker.admin.retention import TABLES, purge_before
-    from sluice.worker.db.schema import workspaces
+    from sluice.ops.retention import TABLES, purge_before
+    from sluice.store.schema import workspaces
 
     cutoff = parse_instant(before, "--before")
     assert cutoff is not None  # a required option

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from sluice.worker.settings import Settings
+from sluice.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -28,7 +28,7 @@ def _engine(settings: Settings) -> Engine:
 @json_option
 def workspace_list(as_json: bool) -> None:
     """List the workspaces: id, name, creation time, working keys and settings."""
-    from sluice.worker.admin.keys import list_workspaces
+    from sluice.store.write_keys import list_workspaces
 
     engine = _engine(Settings())
     try:
@@ -66,7 +66,7 @@ def workspace_rotate_key(workspace_id: str, grace_s: int, as_json: bool) -> None
     working after the grace period (every route then answers 401)."""
     import redis
 
-    from sluice.worker.admin.keys import announce_rotation, rotate_key
+    from sluice.store.write_keys import announce_rotation, rotate_key
 
     settings = Settings()
     engine = _engine(settings)

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from sluice.settings import Settings
 from sluice.worker.runtime import Runtime
-from sluice.worker.settings import Settings
 
 
 @pytest.fixture

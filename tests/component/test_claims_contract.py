@@ -13,9 +13,9 @@ import fakeredis
 import pytest
 import redis
 
+from sluice.rules.backends.memory import MemoryClaimStore
+from sluice.rules.backends.redis import RedisClaimStore
 from sluice.rules.claims import ClaimResult, ClaimStore, OpenClaim, OrderClaim
-from sluice.rules.memory import MemoryClaimStore
-from sluice.rules.redis_claims import RedisClaimStore
 
 WS = "ws-contract"
 MINUTE_MS = 60_000

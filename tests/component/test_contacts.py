@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, select
 
 from sluice.producer.events import Event
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.db.engine import writing
-from sluice.worker.db.schema import contacts
-from sluice.worker.ingest.contacts import TraitWrite, apply_trait_writes
+from sluice.store.contacts import TraitWrite, apply_trait_writes
+from sluice.store.engine import writing
+from sluice.store.schema import contacts
+from sluice.store.workspaces import create_workspace
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -9,23 +9,23 @@ import orjson
 import pytest
 from sqlalchemy import Engine, insert, select
 
-from sluice.producer import keys
-from sluice.producer.envelope import Envelope, decode_envelope
-from sluice.producer.events import Event, utc_now
-from sluice.worker.admin.dead_letter_replay import (
+from sluice.ops.replay import (
     DeadLetterReplayer,
     ReplayResult,
     wait_for_verdicts,
 )
-from sluice.worker.admin.dead_letters import (
+from sluice.ops.stats import outcome_counts
+from sluice.producer import keys
+from sluice.producer.envelope import Envelope, decode_envelope
+from sluice.producer.events import Event, utc_now
+from sluice.store.dead_letters import (
     dead_letter_counts,
     list_dead_letters,
     replay_batch_id,
     show_dead_letter,
 )
-from sluice.worker.admin.stats import outcome_counts
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.db.schema import dead_letters, events, outcomes
+from sluice.store.schema import dead_letters, events, outcomes
+from sluice.store.workspaces import create_workspace
 from sluice.worker.runtime import Runtime
 from sluice.worker.tasks import handle_batch
 from tests.component.test_ingest_task import FakeTask, Request

@@ -15,14 +15,14 @@ import pytest
 import redis
 from sqlalchemy import Engine, func, select, update
 
+from sluice.actions import AttemptResult, Outcome
+from sluice.delivery.leases import Attempted, Claimed, DeliveryPolicy, TriggerStore
+from sluice.ops.erasure import ErasureIncompleteError, ErasureReport, erase_contact
 from sluice.producer.events import Event, EventKind, utc_now
 from sluice.rules import Verdict
 from sluice.rules.users import UserPolicy
-from sluice.worker.actions import AttemptResult, Outcome
-from sluice.worker.admin.erasure import ErasureIncompleteError, ErasureReport, erase_contact
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.db.schema import contacts, erasures, events, trigger_deliveries
-from sluice.worker.delivery.leases import Attempted, Claimed, DeliveryPolicy, TriggerStore
+from sluice.store.schema import contacts, erasures, events, trigger_deliveries
+from sluice.store.workspaces import create_workspace
 from sluice.worker.ingest.records import Decision
 from sluice.worker.ingest.store import EventStore
 from tests.component.test_triggers import webhook_on

@@ -1,4 +1,4 @@
-"""``sluice events export``'s reading and shaping (``sluice.worker.admin.export``) on
+"""``sluice events export``'s reading and shaping (``sluice.ops.export``) on
 PostgreSQL and SQLite: events of every outcome, filters, order, chunking, and lines that
 parse with the API's field names. The database is filled by the worker's own ingestion."""
 
@@ -13,21 +13,21 @@ import orjson
 import pytest
 from sqlalchemy import Engine, text
 
+from sluice.actions import Action
 from sluice.gateway.native import EventOutcome
-from sluice.producer.events import Event
-from sluice.rules import Status
-from sluice.rules.bots import BotDetector
-from sluice.rules.engine import RulePolicy, RulesEngine
-from sluice.rules.memory import MemoryClaimStore
-from sluice.worker.actions import Action
-from sluice.worker.admin.automations import add_automation
-from sluice.worker.admin.export import (
+from sluice.ops.export import (
     ExportSelection,
     UnknownWorkspaceError,
     export_ndjson,
 )
-from sluice.worker.admin.views import triggers_of
-from sluice.worker.admin.workspaces import configure_workspace, create_workspace
+from sluice.producer.events import Event
+from sluice.rules import Status
+from sluice.rules.backends.memory import MemoryClaimStore
+from sluice.rules.bots import BotDetector
+from sluice.rules.engine import RulePolicy, RulesEngine
+from sluice.store.automations import add_automation
+from sluice.store.views import triggers_of
+from sluice.store.workspaces import configure_workspace, create_workspace
 from sluice.worker.ingest.batch import ingest
 from sluice.worker.ingest.store import EventStore
 
@@ -254,7 +254,7 @@ def test_postgresql_reads_events_through_the_time_index(engine: Engine, workspac
     migration 0008 (bench/export.py shows the plan on a million rows)."""
     if engine.dialect.name != "postgresql":
         pytest.skip("EXPLAIN of PostgreSQL")
-    from sluice.worker.admin.export import stored_events_query
+    from sluice.ops.export import stored_events_query
 
     query = stored_events_query(ExportSelection(workspace_id, since=EVENT_TIME), None)
     compiled = query.compile(engine, compile_kwargs={"literal_binds": True})

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from sqlalchemy import Engine
 
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.settings import Settings
+from sluice.settings import Settings
+from sluice.store.workspaces import create_workspace
 from tests.services import keys_besides_metrics
 
 

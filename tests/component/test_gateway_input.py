@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from sluice.cli.embedded_redis import EmbeddedRedis, free_port
 from sluice.gateway import create_app
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.settings import Settings
+from sluice.settings import Settings
+from sluice.store.workspaces import create_workspace
 from tests.services import keys_besides_metrics
 
 KB = 1024

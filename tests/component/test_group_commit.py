@@ -15,8 +15,8 @@ from sqlalchemy import Engine
 from sluice.gateway.group_commit import GroupCommitter
 from sluice.producer.events import Event
 from sluice.producer.wire import INGEST_QUEUE
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.settings import Settings
+from sluice.settings import Settings
+from sluice.store.workspaces import create_workspace
 
 
 def events(n: int, tag: str) -> list[Event]:

@@ -15,8 +15,8 @@ from sqlalchemy import Engine, select
 
 from sluice.producer.envelope import Envelope
 from sluice.producer.events import Event
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.db.schema import dead_letters, outcomes
+from sluice.store.schema import dead_letters, outcomes
+from sluice.store.workspaces import create_workspace
 from sluice.worker.runtime import Runtime
 from sluice.worker.tasks import deferred_batch_id, handle_batch
 

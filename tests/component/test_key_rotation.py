@@ -1,4 +1,4 @@
-"""Write-key rotation and the workspace list on each database (``sluice.worker.admin.keys``),
+"""Write-key rotation and the workspace list on each database (``sluice.store.write_keys``),
 through the functions and through ``sluice workspace list|rotate-key``; the rotation notice
 on a real Redis reaches a listening gateway's cache (``sluice.gateway.key_notices``)."""
 
@@ -20,15 +20,15 @@ from sluice.cli.commands import main
 from sluice.gateway.key_notices import listen_for_rotations
 from sluice.producer import keys
 from sluice.producer.events import as_utc, utc_now
-from sluice.worker.admin.keys import announce_rotation, list_workspaces, rotate_key
-from sluice.worker.admin.workspaces import (
+from sluice.store.schema import api_keys
+from sluice.store.workspaces import (
     configure_workspace,
     create_workspace,
     hash_key,
     key_grant,
     workspace_for_key,
 )
-from sluice.worker.db.schema import api_keys
+from sluice.store.write_keys import announce_rotation, list_workspaces, rotate_key
 
 
 def new_workspace(engine: Engine) -> tuple[str, str]:
@@ -244,7 +244,7 @@ def test_two_rotations_at_once_leave_only_the_last_key_without_an_end(
             resume.wait(30)
         return hash_key(write_key)
 
-    monkeypatch.setattr("sluice.worker.admin.keys.hash_key", first_waits)
+    monkeypatch.setattr("sluice.store.write_keys.hash_key", first_waits)
     errors: list[BaseException] = []
 
     def rotate() -> None:

@@ -18,10 +18,10 @@ from sqlalchemy import Engine
 
 from sluice.cli.embedded_redis import free_port
 from sluice.gateway import create_app
+from sluice.ops.metrics.depth import ScrapeGauges
+from sluice.ops.metrics.families import HTTP_REQUESTS
 from sluice.producer import keys
-from sluice.worker.metrics.depth import ScrapeGauges
-from sluice.worker.metrics.families import HTTP_REQUESTS
-from sluice.worker.settings import Settings
+from sluice.settings import Settings
 from tests.services import service_missing
 
 

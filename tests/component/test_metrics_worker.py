@@ -9,14 +9,14 @@ import orjson
 import pytest
 from sqlalchemy import Engine
 
+from sluice.ops.metrics.families import DEAD_LETTERS, EVENTS
 from sluice.producer import keys
 from sluice.producer.envelope import Envelope
 from sluice.producer.events import Event
+from sluice.settings import Settings
+from sluice.store.workspaces import create_workspace
 from sluice.worker import tasks
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.metrics.families import DEAD_LETTERS, EVENTS
 from sluice.worker.runtime import Runtime
-from sluice.worker.settings import Settings
 from sluice.worker.tasks import handle_batch
 from tests.component.test_ingest_task import FakeTask, Request
 

@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
-from sluice.worker.db.schema import metadata
+from sluice.store.schema import metadata
 
 
 def test_migrated_database_matches_the_declared_schema(engine: Engine) -> None:

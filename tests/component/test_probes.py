@@ -17,15 +17,15 @@ from sqlalchemy import Engine, text
 
 from sluice.cli.embedded_redis import free_port
 from sluice.gateway import create_app
+from sluice.ops.health import Readiness, schema_heads
 from sluice.producer.events import Event
 from sluice.producer.publisher import Publisher
 from sluice.producer.transport import BrokerTransport
 from sluice.producer.wire import INGEST_QUEUE
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.db.engine import make_engine
-from sluice.worker.db.migrate import upgrade
-from sluice.worker.health import Readiness, schema_heads
-from sluice.worker.settings import Settings
+from sluice.settings import Settings
+from sluice.store.engine import make_engine
+from sluice.store.migrate import upgrade
+from sluice.store.workspaces import create_workspace
 from tests.services import service_missing
 
 

@@ -20,15 +20,15 @@ from sluice.gateway import create_app
 from sluice.gateway.errors import ApiError
 from sluice.gateway.rate_limit import RateLimiterUnavailable, WorkspaceRateLimiter
 from sluice.producer import keys
-from sluice.worker.admin.definitions import add_definition
-from sluice.worker.admin.workspaces import (
+from sluice.settings import Settings
+from sluice.store.definitions import add_definition
+from sluice.store.workspaces import (
     NewWorkspace,
     configure_workspace,
     create_workspace,
     rate_limit_per_s,
 )
 from sluice.worker.ingest.store import _policy
-from sluice.worker.settings import Settings
 
 
 def limiter(redis_url: str, window_s: int = 60) -> WorkspaceRateLimiter:

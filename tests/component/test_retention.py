@@ -11,21 +11,21 @@ from datetime import UTC, datetime, timedelta
 import redis
 from sqlalchemy import Engine, Table, func, select, update
 
+from sluice.actions import Action
+from sluice.ops.retention import PurgeReport, purge_before
+from sluice.ops.retention_sweep import SweepLock, retention_cutoffs, sweep_retention
 from sluice.producer.events import Event, EventKind
 from sluice.rules import Reason, Verdict
-from sluice.worker.actions import Action
-from sluice.worker.admin.automations import add_automation
-from sluice.worker.admin.retention import PurgeReport, purge_before
-from sluice.worker.admin.retention_sweep import SweepLock, retention_cutoffs, sweep_retention
-from sluice.worker.admin.workspaces import configure_workspace, create_workspace
-from sluice.worker.db.engine import writing
-from sluice.worker.db.schema import (
+from sluice.store.automations import add_automation
+from sluice.store.engine import writing
+from sluice.store.schema import (
     delivery_attempts,
     events,
     outcomes,
     repeats,
     trigger_deliveries,
 )
+from sluice.store.workspaces import configure_workspace, create_workspace
 from sluice.worker.ingest.records import Decision
 from sluice.worker.ingest.store import EventStore
 

@@ -20,12 +20,12 @@ from sqlalchemy import Engine, Table, select
 
 from sluice.producer.envelope import Envelope
 from sluice.producer.events import Event
+from sluice.rules.backends.memory import MemoryClaimStore
 from sluice.rules.bots import BotDetector
 from sluice.rules.engine import RulePolicy, RulesEngine
-from sluice.rules.memory import MemoryClaimStore
-from sluice.worker.db.engine import insert_ignoring_conflicts, make_engine, writing
-from sluice.worker.db.migrate import upgrade
-from sluice.worker.db.schema import (
+from sluice.store.engine import insert_ignoring_conflicts, make_engine, writing
+from sluice.store.migrate import upgrade
+from sluice.store.schema import (
     automations,
     contacts,
     events,
@@ -201,7 +201,7 @@ def test_both_backends_store_the_same_rows(engines: dict[str, Engine]) -> None:
 def test_large_batches_go_to_postgresql_in_documents_that_fit(
     engines: dict[str, Engine], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("sluice.worker.db.engine.MAX_DOCUMENT_BYTES", 2_000)
+    monkeypatch.setattr("sluice.store.engine.MAX_DOCUMENT_BYTES", 2_000)
     workspace_id = f"split-{uuid.uuid4().hex[:8]}"
     rows = [
         {

@@ -17,37 +17,37 @@ import redis
 from sqlalchemy import Engine, delete, select
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from sluice.producer.events import Event, EventKind, utc_now
-from sluice.rules import Reason, Verdict
-from sluice.worker.actions import Action, Attempt, AttemptResult, Outcome, Target
-from sluice.worker.actions.webhook import (
+from sluice.actions import Action, Attempt, AttemptResult, Outcome, Target
+from sluice.actions.webhook import (
     WebhookAction,
     classify,
     retry_after_s,
     signed_headers,
 )
-from sluice.worker.actions.webhook_client import open_session
-from sluice.worker.actions.webhook_urls import (
+from sluice.actions.webhook_client import open_session
+from sluice.actions.webhook_urls import (
     UnresolvableHostError,
     UnsafeWebhookUrlError,
     check_webhook_url,
 )
-from sluice.worker.admin.automations import (
+from sluice.cli.worker_app import create_app
+from sluice.delivery.deliverer import Deliverer, backoff_s, retry_delay_s
+from sluice.delivery.leases import Attempted, Claimed, DeliveryPolicy, TriggerStore
+from sluice.producer.events import Event, EventKind, utc_now
+from sluice.rules import Reason, Verdict
+from sluice.settings import Settings
+from sluice.store.automations import (
     Automation,
     AutomationStatus,
     add_automation,
     disable_automation,
 )
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.celery_app import create_app
-from sluice.worker.db.engine import writing
-from sluice.worker.db.schema import automations, delivery_attempts, trigger_deliveries
-from sluice.worker.delivery.deliverer import Deliverer, backoff_s, retry_delay_s
-from sluice.worker.delivery.leases import Attempted, Claimed, DeliveryPolicy, TriggerStore
-from sluice.worker.delivery.wakeups import listen_for_wakeups, wake_deliverers
+from sluice.store.engine import writing
+from sluice.store.schema import automations, delivery_attempts, trigger_deliveries
+from sluice.store.workspaces import create_workspace
+from sluice.wakeups import listen_for_wakeups, wake_deliverers
 from sluice.worker.ingest.records import Decision
 from sluice.worker.ingest.store import EventStore
-from sluice.worker.settings import Settings
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

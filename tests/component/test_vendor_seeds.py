@@ -18,12 +18,12 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
+from sluice.actions import Action
 from sluice.producer.wire import INGEST_QUEUE
-from sluice.worker.actions import Action
-from sluice.worker.admin.automations import add_automation
-from sluice.worker.admin.definitions import add_definition
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.settings import Settings
+from sluice.settings import Settings
+from sluice.store.automations import add_automation
+from sluice.store.definitions import add_definition
+from sluice.store.workspaces import create_workspace
 from tests.services import keys_besides_metrics
 
 SEED_EVENT_ID = "9bb6215c-e2b1-4e51-abff-3a96ca185088"

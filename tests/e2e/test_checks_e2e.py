@@ -12,11 +12,11 @@ from pathlib import Path
 import httpx
 from sqlalchemy import Engine
 
+from sluice.actions import Action
 from sluice.cli.embedded_redis import EmbeddedRedis, free_port
-from sluice.worker.actions import Action
-from sluice.worker.admin.automations import add_automation
-from sluice.worker.health import control_app
-from sluice.worker.settings import Settings
+from sluice.ops.health import control_app
+from sluice.settings import Settings
+from sluice.store.automations import add_automation
 from tests.conftest import Stack, sluice_env
 from tests.processes import DELIVERY_WORKER_COMMAND, WORKER_COMMAND, SluiceProcess
 from tests.sluice_checks import run_check, until_check

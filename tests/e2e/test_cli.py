@@ -31,8 +31,8 @@ def test_workspace_create_prints_a_working_write_key(database_url: str) -> None:
     assert set(created) == {"workspace_id", "write_key"}
     assert created["write_key"].startswith("sk_live_")
 
-    from sluice.worker.admin.workspaces import workspace_for_key
-    from sluice.worker.db.engine import make_engine
+    from sluice.store.engine import make_engine
+    from sluice.store.workspaces import workspace_for_key
 
     engine = make_engine(database_url)
     assert workspace_for_key(engine, created["write_key"]) == created["workspace_id"]
@@ -132,10 +132,10 @@ def _wait_decided(url: str, auth: tuple[str, str]) -> str:
 
 
 def test_workspace_configure_sets_rule_overrides_that_workers_read(database_url: str) -> None:
-    from sluice.worker.admin.workspaces import create_workspace
-    from sluice.worker.db.engine import make_engine
+    from sluice.settings import Settings
+    from sluice.store.engine import make_engine
+    from sluice.store.workspaces import create_workspace
     from sluice.worker.ingest.store import EventStore
-    from sluice.worker.settings import Settings
 
     engine = make_engine(database_url)
     ws = create_workspace(engine, "tuned").workspace_id
@@ -166,9 +166,9 @@ def test_workspace_configure_sets_rule_overrides_that_workers_read(database_url:
 
 
 def test_definition_add_prints_an_id_that_bunce_accepts(database_url: str) -> None:
-    from sluice.worker.admin.definitions import find_definition
-    from sluice.worker.admin.workspaces import create_workspace
-    from sluice.worker.db.engine import make_engine
+    from sluice.store.definitions import find_definition
+    from sluice.store.engine import make_engine
+    from sluice.store.workspaces import create_workspace
 
     engine = make_engine(database_url)
     ws = create_workspace(engine, "defs").workspace_id
@@ -212,8 +212,8 @@ def test_definition_add_prints_an_id_that_bunce_accepts(database_url: str) -> No
 
 
 def test_automation_commands(database_url: str) -> None:
-    from sluice.worker.admin.workspaces import create_workspace
-    from sluice.worker.db.engine import make_engine
+    from sluice.store.engine import make_engine
+    from sluice.store.workspaces import create_workspace
 
     engine = make_engine(database_url)
     ws = create_workspace(engine, "automated").workspace_id

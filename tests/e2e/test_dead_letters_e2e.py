@@ -25,8 +25,8 @@ from sqlalchemy.engine import make_url
 
 from sluice.producer import EventClient, keys
 from sluice.producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER, register_serializer
-from sluice.worker.admin.dead_letters import list_dead_letters
-from sluice.worker.db.schema import dead_letters, outcomes
+from sluice.store.dead_letters import list_dead_letters
+from sluice.store.schema import dead_letters, outcomes
 from tests.conftest import CRASH_DB_OFFSET, Stack, sluice_env
 from tests.processes import WORKER_COMMAND, SluiceProcess, sluice_executable
 from tests.services import redis_db_of, with_redis_db

@@ -21,7 +21,7 @@ from sluice.producer.wire import (
     SERIALIZER,
     register_serializer,
 )
-from sluice.worker.db.schema import dead_letters, events
+from sluice.store.schema import dead_letters, events
 from tests.conftest import Stack
 
 ACCEPTED = ("accepted", None)
@@ -270,7 +270,7 @@ def test_workers_answer_remote_control_as_flower_uses_it(stack: Stack) -> None:
 
 
 def test_each_vendor_format_reaches_the_worker(stack: Stack) -> None:
-    from sluice.worker.admin.definitions import add_definition
+    from sluice.store.definitions import add_definition
 
     workspace = stack.new_workspace()
     ws, key = workspace.workspace_id, workspace.write_key
@@ -341,7 +341,7 @@ def test_each_vendor_format_reaches_the_worker(stack: Stack) -> None:
         ACCEPTED,
     ]
     with stack.engine.connect() as conn:
-        from sluice.worker.db.schema import contacts
+        from sluice.store.schema import contacts
 
         people = conn.execute(
             select(contacts.c.user_id, contacts.c.email)

@@ -26,13 +26,12 @@ import redis
 from celery import Celery
 from sqlalchemy import JSON, Engine, String, func, select
 
+from sluice.actions import Action
 from sluice.producer import EventClient, keys
 from sluice.producer.events import utc_now
 from sluice.producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER, register_serializer
-from sluice.worker.actions import Action
-from sluice.worker.admin.automations import add_automation
-from sluice.worker.admin.workspaces import NewWorkspace
-from sluice.worker.db.schema import (
+from sluice.store.automations import add_automation
+from sluice.store.schema import (
     contacts,
     dead_letters,
     delivery_attempts,
@@ -41,6 +40,7 @@ from sluice.worker.db.schema import (
     metadata,
     trigger_deliveries,
 )
+from sluice.store.workspaces import NewWorkspace
 from tests.conftest import Stack, sluice_env
 from tests.processes import sluice_executable
 from tests.receiver import Receiver, Reply, running_receiver

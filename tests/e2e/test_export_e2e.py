@@ -16,7 +16,7 @@ import pytest
 from sluice.producer import Event
 from sluice.producer.envelope import Envelope
 from sluice.producer.transport import BrokerTransport
-from sluice.worker.admin.workspaces import configure_workspace
+from sluice.store.workspaces import configure_workspace
 from tests.conftest import Stack
 from tests.processes import sluice_executable
 

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from sluice.producer import EventClient, keys
 from sluice.producer.wire import INGEST_QUEUE
-from sluice.worker.admin.workspaces import create_workspace
+from sluice.store.workspaces import create_workspace
 from tests.conftest import Stack, sluice_env
 from tests.processes import MIGRATE_COMMAND, WORKER_COMMAND, SluiceProcess
 

@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import Engine, select
 
 from sluice.cli.embedded_redis import free_port
-from sluice.worker.admin.workspaces import create_workspace
-from sluice.worker.db.schema import outcomes
+from sluice.store.schema import outcomes
+from sluice.store.workspaces import create_workspace
 from tests.conftest import sluice_env
 from tests.processes import GATEWAY_COMMAND, WORKER_COMMAND, sluice_executable, with_option
 

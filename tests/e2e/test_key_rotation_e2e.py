@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from sluice.producer.events import utc_now
-from sluice.worker.admin.definitions import add_definition
+from sluice.store.definitions import add_definition
 from tests.conftest import Stack
 from tests.processes import sluice_executable
 

@@ -26,14 +26,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from sluice.actions import Action
 from sluice.cli.embedded_redis import free_port
 from sluice.producer import EventClient
 from sluice.producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER, register_serializer
-from sluice.worker.actions import Action
-from sluice.worker.admin.automations import add_automation
-from sluice.worker.admin.workspaces import NewWorkspace, create_workspace
-from sluice.worker.db.engine import make_engine, normalise_url
-from sluice.worker.db.schema import outcomes, trigger_deliveries
+from sluice.store.automations import add_automation
+from sluice.store.engine import make_engine, normalise_url
+from sluice.store.schema import outcomes, trigger_deliveries
+from sluice.store.workspaces import NewWorkspace, create_workspace
 from tests.conftest import CRASH_DB_OFFSET, STACK_DELIVERY_SETTINGS, sluice_env
 from tests.processes import (
     DELIVERY_WORKER_COMMAND,

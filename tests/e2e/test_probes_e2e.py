@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from sluice.cli.embedded_redis import EmbeddedRedis, free_port
-from sluice.worker.db.engine import make_engine
-from sluice.worker.db.migrate import upgrade
+from sluice.store.engine import make_engine
+from sluice.store.migrate import upgrade
 from tests.processes import GATEWAY_COMMAND, SluiceProcess, with_option
 from tests.services import service_missing
 from tests.sluice_checks import run_check

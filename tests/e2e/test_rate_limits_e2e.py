@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from sluice.cli.embedded_redis import free_port
-from sluice.worker.admin.definitions import add_definition
-from sluice.worker.admin.workspaces import NewWorkspace
+from sluice.store.definitions import add_definition
+from sluice.store.workspaces import NewWorkspace
 from tests.conftest import Stack, sluice_env
 from tests.processes import GATEWAY_COMMAND, SluiceProcess, sluice_executable, with_option
 

@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sluice.producer import Event, EventClient, keys
 from sluice.producer.envelope import Envelope
 from sluice.producer.transport import BrokerTransport
-from sluice.worker.db.schema import contacts, events, order_claims, outcomes
+from sluice.store.schema import contacts, events, order_claims, outcomes
 from tests.conftest import CRASH_DB_OFFSET, Stack, sluice_env
 from tests.processes import WORKER_COMMAND, SluiceProcess, children_of, sluice_executable
 from tests.services import redis_db_of, with_redis_db

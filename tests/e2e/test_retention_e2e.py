@@ -19,11 +19,11 @@ import pytest
 import redis
 from sqlalchemy import Engine, func, select
 
+from sluice.actions import Action
 from sluice.producer import EventClient
-from sluice.worker.actions import Action
-from sluice.worker.admin.automations import add_automation
-from sluice.worker.admin.workspaces import configure_workspace, create_workspace
-from sluice.worker.db.schema import delivery_attempts, events, outcomes, trigger_deliveries
+from sluice.store.automations import add_automation
+from sluice.store.schema import delivery_attempts, events, outcomes, trigger_deliveries
+from sluice.store.workspaces import configure_workspace, create_workspace
 from tests.conftest import CRASH_DB_OFFSET, STACK_DELIVERY_SETTINGS, Stack, sluice_env
 from tests.processes import WORKER_COMMAND, SluiceProcess, sluice_executable, with_option
 from tests.receiver import Reply, running_receiver

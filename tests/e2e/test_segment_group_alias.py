@@ -7,7 +7,7 @@ import httpx
 from segment.analytics.client import Client as SegmentClient
 from sqlalchemy import select
 
-from sluice.worker.db.schema import events
+from sluice.store.schema import events
 from tests.conftest import Stack
 
 

@@ -19,14 +19,14 @@ import redis
 from sqlalchemy import select
 from standardwebhooks import Webhook
 
+from sluice.actions import Action
 from sluice.producer import Event, EventClient, EventKind
 from sluice.producer.envelope import Envelope
 from sluice.producer.events import utc_now
 from sluice.producer.transport import BrokerTransport
-from sluice.worker.actions import Action
-from sluice.worker.admin.automations import Automation, add_automation
-from sluice.worker.admin.workspaces import NewWorkspace
-from sluice.worker.db.schema import automations, delivery_attempts, trigger_deliveries
+from sluice.store.automations import Automation, add_automation
+from sluice.store.schema import automations, delivery_attempts, trigger_deliveries
+from sluice.store.workspaces import NewWorkspace
 from tests.conftest import Stack
 from tests.processes import SluiceProcess, sluice_executable
 from tests.receiver import Received, Receiver, Reply, running_receiver

@@ -35,7 +35,17 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = tmp_path_factory.mktemp("source")
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
-    for name in ("sluice", "producer", "rules", "worker", "gateway"):
+    for name in (
+        "sluice",
+        "producer",
+        "rules",
+        "actions",
+        "store",
+        "ops",
+        "worker",
+        "delivery",
+        "gateway",
+    ):
         shutil.copytree(
             ROOT / name,
             source / name,
@@ -58,9 +68,9 @@ def test_the_wheel_holds_one_import_package_with_its_data(wheel: Path) -> None:
         "sluice/rules/engine.py",
         "sluice/gateway/app.py",
         "sluice/cli/commands.py",
-        "sluice/worker/db/migrations/env.py",
-        "sluice/worker/db/migrations/script.py.mako",
-        "sluice/worker/db/migrations/versions/0001_initial_schema.py",
+        "sluice/store/migrations/env.py",
+        "sluice/store/migrations/script.py.mako",
+        "sluice/store/migrations/versions/0001_initial_schema.py",
     ):
         assert expected in names
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from sluice.producer.events import Event
+from sluice.rules.backends.memory import MemoryRules
 from sluice.rules.bots import BotDetector
 from sluice.rules.engine import RulePolicy
-from sluice.rules.memory import MemoryRules
 
 WS = "ws-engine"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

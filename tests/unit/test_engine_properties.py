@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice.producer.events import Event
-from sluice.rules.memory import MemoryRules
+from sluice.rules.backends.memory import MemoryRules
 
 WS = "ws-prop"
 T0 = datetime(2026, 5, 1, tzinfo=UTC)

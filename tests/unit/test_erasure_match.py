@@ -7,8 +7,8 @@ import hashlib
 
 import orjson
 
-from sluice.worker.admin.erasure import subject_of
-from sluice.worker.admin.erasure_match import Person, letter_change
+from sluice.ops.erasure import subject_of
+from sluice.ops.erasure_match import Person, letter_change
 
 PERSON = Person("ws", frozenset({"u1"}), frozenset({"ann@example.com"}))
 

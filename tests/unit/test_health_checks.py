@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from sluice.cli.checks import _checks_of
 from sluice.cli.commands import main
 from sluice.cli.embedded_redis import free_port
-from sluice.worker.delivery.heartbeat import Heartbeat, heartbeat_age_s
-from sluice.worker.health import short_reason
-from sluice.worker.settings import Settings
+from sluice.delivery.heartbeat import Heartbeat, heartbeat_age_s
+from sluice.ops.health import short_reason
+from sluice.settings import Settings
 
 
 def age(path: Path, seconds: float) -> None:

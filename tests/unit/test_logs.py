@@ -1,4 +1,4 @@
-"""JSON logs (sluice.worker.logs): one object a line, with the ids of the work under way."""
+"""JSON logs (sluice.logs): one object a line, with the ids of the work under way."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sluice.worker.logs import (
+from sluice.logs import (
     ContextFilter,
     bind,
     current_context,
@@ -20,7 +20,7 @@ from sluice.worker.logs import (
     log_context,
     uvicorn_log_config,
 )
-from sluice.worker.settings import Settings
+from sluice.settings import Settings
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sluice.producer import keys
-from sluice.worker.metrics.collector import SluiceCollector, metric_families
-from sluice.worker.metrics.families import (
+from sluice.ops.metrics.families import (
     BATCH_SECONDS,
     DEAD_LETTERS,
     EVENTS,
@@ -23,7 +21,9 @@ from sluice.worker.metrics.families import (
     TRIGGERS,
     bound_name,
 )
-from sluice.worker.metrics.tally import Tally, add_counts, flush
+from sluice.ops.metrics.prometheus import SluiceCollector, metric_families
+from sluice.ops.metrics.tally import Tally, add_counts, flush
+from sluice.producer import keys
 
 
 def scrape(client: fakeredis.FakeRedis) -> dict[str, dict[tuple, float]]:

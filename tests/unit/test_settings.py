@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sluice.worker.settings import Settings
+from sluice.settings import Settings
 
 
 def test_documented_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,6 @@
 """``sluice worker`` exits with the status of Celery's worker command, so that a supervisor
 (compose, ``sluice dev``) sees a worker that stopped on an error as a failure; and the
-collector tuning every server process applies (``sluice.worker.collector``)."""
+collector tuning every server process applies (``sluice.gc_tuning``)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_the_worker_command_exits_with_the_workers_status(
         self.exitcode = status
 
     monkeypatch.setattr(WorkController, "start", start)
-    monkeypatch.setattr("sluice.worker.collector.tune_collector", lambda: None)
+    monkeypatch.setattr("sluice.gc_tuning.tune_collector", lambda: None)
     monkeypatch.setenv("SLUICE_REDIS_URL", "redis://127.0.0.1:1/0")
     result = CliRunner().invoke(main, ["worker", "--concurrency", "1", "--pool", "solo"])
     assert ran == [1], (result.output, repr(result.exception))
@@ -40,7 +40,7 @@ def test_the_worker_command_exits_with_the_workers_status(
 def test_the_collector_is_tuned_for_a_server_process() -> None:
     # In a process of its own: freezing this one's objects would outlive the test.
     probe = (
-        "import gc; from sluice.worker.collector import tune_collector; tune_collector(); "
+        "import gc; from sluice.gc_tuning import tune_collector; tune_collector(); "
         "print(gc.get_threshold()[0], gc.get_freeze_count() > 1000)"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

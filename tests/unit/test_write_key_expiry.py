@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 
 from sluice.gateway.auth import WriteKeys
 from sluice.gateway.cache import TtlCache
-from sluice.worker.admin.workspaces import KeyGrant
+from sluice.store.workspaces import KeyGrant
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 

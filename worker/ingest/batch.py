@@ -11,7 +11,7 @@ from sluice.producer.envelope import InvalidEvent, decode_envelope
 from sluice.producer.events import Event
 from sluice.rules import Reason, Verdict
 from sluice.rules.engine import Decided, RulePolicy, RulesEngine
-from sluice.worker.admin.automations import Pending
+from sluice.store.automations import Pending
 from sluice.worker.failures import is_unstorable
 from sluice.worker.ingest.records import Decision
 from sluice.worker.ingest.store import EventStore

@@ -19,10 +19,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from sluice.actions import ACTIONS
 from sluice.producer.events import as_utc
 from sluice.rules import Status
-from sluice.worker.actions import ACTIONS
-from sluice.worker.admin.automations import (
+from sluice.store.automations import (
     Automation,
     Pending,
     TriggerStatus,

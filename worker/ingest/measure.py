@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sluice.rules import Reason, Status
-from sluice.worker.ingest.records import Decision
-from sluice.worker.metrics.families import (
+from sluice.ops.metrics.families import (
     BATCH_SECONDS,
     DECISION_LATENCY,
     EVENTS,
     UNKNOWN_SOURCE,
 )
-from sluice.worker.metrics.tally import Tally
+from sluice.ops.metrics.tally import Tally
+from sluice.rules import Reason, Status
+from sluice.worker.ingest.records import Decision
 
 
 def batch_tally(decisions: Iterable[Decision], batch_s: float, decided_at_s: float) -> Tally:

@@ -11,8 +11,8 @@ from sqlalchemy import Connection, select
 
 from sluice.rules import Reason, Status, Verdict
 from sluice.rules.engine import duplicate_order
-from sluice.worker.db.engine import by_workspace, insert_ignoring_conflicts, matches_any
-from sluice.worker.db.schema import order_claims, outcomes
+from sluice.store.engine import by_workspace, insert_ignoring_conflicts, matches_any
+from sluice.store.schema import order_claims, outcomes
 from sluice.worker.ingest.records import Decision
 
 

@@ -18,16 +18,17 @@ from sluice.rules import Reason, Status, Verdict
 from sluice.rules.engine import RulePolicy
 from sluice.rules.ports import Identity, PriorOutcome
 from sluice.rules.users import UserPolicy
-from sluice.worker.admin.automations import Pending
-from sluice.worker.admin.dead_letters import (
+from sluice.store.automations import Pending
+from sluice.store.contacts import TraitWrite, apply_trait_writes, identified
+from sluice.store.dead_letters import (
     BATCH,
     NewDeadLetter,
     encode_payload,
     provisional_note,
     record_dead_letter,
 )
-from sluice.worker.db.engine import by_workspace, insert_ignoring_conflicts, matches_any, writing
-from sluice.worker.db.schema import (
+from sluice.store.engine import by_workspace, insert_ignoring_conflicts, matches_any, writing
+from sluice.store.schema import (
     contacts,
     events,
     outcomes,
@@ -35,7 +36,6 @@ from sluice.worker.db.schema import (
     trigger_deliveries,
     workspaces,
 )
-from sluice.worker.ingest.contacts import TraitWrite, apply_trait_writes, identified
 from sluice.worker.ingest.fanout import deliverable, plan_fan_out
 from sluice.worker.ingest.records import (
     Decision,

@@ -1,0 +1,177 @@
+"""What the API and the CLI show of events' outcomes, triggers and delivery attempts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, select
+
+from sluice.producer.events import as_utc
+from sluice.rules import Reason, Status
+from sluice.store.engine import matches_any
+from sluice.store.schema import (
+    automations,
+    delivery_attempts,
+    events,
+    outcomes,
+    trigger_deliveries,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRecord:
+    workspace_id: str
+    message_id: str
+    status: Status
+    reason: Reason | None
+    detail: str | None
+    kind: str | None
+    name: str | None
+    raw: str | None
+    decided_at: datetime
+    group_id: str | None = None  # a stored Segment group call's groupId
+    previous_id: str | None = None  # a stored Segment alias call's previousId
+
+
+def outcome_record(row: Any) -> OutcomeRecord:
+    return OutcomeRecord(
+        workspace_id=row.workspace_id,
+        message_id=row.message_id,
+        status=Status(row.status),
+        reason=Reason(row.reason) if row.reason else None,
+        detail=row.detail,
+        kind=row.kind,
+        name=row.name,
+        raw=row.raw,
+        decided_at=as_utc(row.decided_at),
+        group_id=getattr(row, "group_id", None),
+        previous_id=getattr(row, "previous_id", None),
+    )
+
+
+def outcomes_of(
+    engine: Engine, workspace_id: str, message_ids: Sequence[str]
+) -> dict[str, OutcomeRecord]:
+    """The decided ones among ``message_ids``, one query."""
+    if not message_ids:
+        return {}
+    with engine.connect() as conn:
+        query = select(outcomes).where(
+            outcomes.c.workspace_id == workspace_id,
+            matches_any(conn.dialect, outcomes.c.message_id, message_ids),
+        )
+        return {row.message_id: outcome_record(row) for row in conn.execute(query)}
+
+
+def outcome_of(engine: Engine, workspace_id: str, message_id: str) -> OutcomeRecord | None:
+    """One event's outcome, with what its stored row keeps of a Segment group or alias
+    call (an event that was not stored has none)."""
+    stored = and_(
+        events.c.workspace_id == outcomes.c.workspace_id,
+        events.c.message_id == outcomes.c.message_id,
+    )
+    query = (
+        select(outcomes, events.c.group_id, events.c.previous_id)
+        .select_from(outcomes.outerjoin(events, stored))
+        .where(outcomes.c.workspace_id == workspace_id, outcomes.c.message_id == message_id)
+    )
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    return outcome_record(row) if row is not None else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return as_utc(value).isoformat() if value is not None else None
+
+
+def _trigger_view(row: Any) -> dict[str, Any]:
+    return {
+        "trigger_id": row.id,
+        "automation_id": row.automation_id,
+        "on": row.event_name,
+        "action": row.action,
+        "target": row.target,
+        "status": row.status,
+        "attempts": row.attempts,
+        "last_status_code": row.last_status_code,
+        "last_error": row.last_error,
+        "next_attempt_at": _iso(row.next_attempt_at),
+        "created_at": _iso(row.created_at),
+        "delivered_at": _iso(row.delivered_at),
+    }
+
+
+def triggers_of(engine: Engine, workspace_id: str, message_id: str) -> list[dict[str, Any]]:
+    """The triggers an event fired, with their state (for ``GET /v1/events/{id}``)."""
+    query = (
+        select(trigger_deliveries, automations.c.event_name, automations.c.target)
+        .join(automations, automations.c.id == trigger_deliveries.c.automation_id)
+        .where(
+            trigger_deliveries.c.workspace_id == workspace_id,
+            trigger_deliveries.c.message_id == message_id,
+        )
+        .order_by(trigger_deliveries.c.created_at, trigger_deliveries.c.id)
+    )
+    with engine.connect() as conn:
+        return [_trigger_view(row) for row in conn.execute(query)]
+
+
+def triggers_by_message(
+    conn: Connection, workspace_id: str, message_ids: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The triggers of many events at once, shaped as ``triggers_of`` (for exports)."""
+    query = (
+        select(trigger_deliveries, automations.c.event_name, automations.c.target)
+        .join(automations, automations.c.id == trigger_deliveries.c.automation_id)
+        .where(
+            trigger_deliveries.c.workspace_id == workspace_id,
+            matches_any(conn.dialect, trigger_deliveries.c.message_id, message_ids),
+        )
+        .order_by(trigger_deliveries.c.created_at, trigger_deliveries.c.id)
+    )
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in conn.execute(query):
+        found.setdefault(row.message_id, []).append(_trigger_view(row))
+    return found
+
+
+def recent_attempts(
+    engine: Engine, workspace_id: str | None, automation_id: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """The newest delivery attempts (for ``sluice deliveries``)."""
+    query = (
+        select(
+            delivery_attempts,
+            trigger_deliveries.c.workspace_id,
+            trigger_deliveries.c.message_id,
+            trigger_deliveries.c.automation_id,
+            trigger_deliveries.c.status.label("trigger_status"),
+        )
+        .join(trigger_deliveries, trigger_deliveries.c.id == delivery_attempts.c.trigger_id)
+        .order_by(delivery_attempts.c.started_at.desc(), delivery_attempts.c.id.desc())
+        .limit(limit)
+    )
+    if workspace_id is not None:
+        query = query.where(trigger_deliveries.c.workspace_id == workspace_id)
+    if automation_id is not None:
+        query = query.where(trigger_deliveries.c.automation_id == automation_id)
+    with engine.connect() as conn:
+        return [
+            {
+                "started_at": as_utc(row.started_at).isoformat(),
+                "trigger_id": row.trigger_id,
+                "workspace_id": row.workspace_id,
+                "automation_id": row.automation_id,
+                "message_id": row.message_id,
+                "attempt": row.attempt,
+                "result": row.result,
+                "status_code": row.status_code,
+                "latency_ms": row.latency_ms,
+                "error": row.error,
+                "trigger_status": row.trigger_status,
+            }
+            for row in conn.execute(query)
+        ]
