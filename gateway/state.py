@@ -29,11 +29,10 @@ from sluice.logs import bind
 from sluice.producer.envelope import MAX_ENVELOPE_EVENTS
 from sluice.producer.errors import PublishError
 from sluice.producer.events import Event
-from sluice.producer.journal import BatchJournal
 from sluice.producer.pending import PendingMarks
 from sluice.producer.publisher import Publisher
-from sluice.producer.transport import BrokerTransport, is_redis_url
 from sluice.producer.wire import INGEST_QUEUE
+from sluice.publishing import settings_publisher
 from sluice.settings import Settings
 from sluice.store.definitions import Definition, find_definition
 from sluice.store.engine import make_engine, ping
@@ -220,18 +219,8 @@ def build_gateway(settings: Settings) -> Gateway:
         socket_timeout=settings.publish_timeout_s,
         socket_connect_timeout=settings.publish_timeout_s / 4,
     )
-    marks = PendingMarks(client, ttl_s=settings.pending_ttl_s)
-    transport = BrokerTransport(
-        settings.broker_url,
-        timeout_s=settings.publish_timeout_s,
-        visibility_timeout_s=settings.visibility_timeout_s,
-    )
-    journal = (
-        BatchJournal(client, timeout_s=settings.publish_timeout_s)
-        if is_redis_url(settings.broker_url)
-        else None
-    )
-    publisher = Publisher(transport, marks=marks, journal=journal, batch_events=MAX_ENVELOPE_EVENTS)
+    publisher = settings_publisher(settings, client)
+    assert publisher.marks is not None  # given a Redis client, it marks
     committer = None
     if settings.group_commit_ms > 0:
         committer = GroupCommitter(publisher.publish, window_s=settings.group_commit_ms / 1000)
@@ -244,7 +233,7 @@ def build_gateway(settings: Settings) -> Gateway:
         ),
         publisher=publisher,
         database=database,
-        marks=marks,
+        marks=publisher.marks,
         redis=client,
         committer=committer,
         limiter=WorkspaceRateLimiter(

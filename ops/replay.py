@@ -21,21 +21,19 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import orjson
-import redis
 from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from sluice.producer.envelope import PoisonEnvelopeError, decode_envelope, task_message
+from sluice.producer.envelope import EncodedEnvelope, PoisonEnvelopeError, decode_envelope
 from sluice.producer.errors import PublishError
 from sluice.producer.events import Event, as_utc
-from sluice.producer.journal import BatchJournal
-from sluice.producer.pending import PendingMarks
+from sluice.producer.publisher import Publisher
 from sluice.store.dead_letters import (
     BATCH,
     batch_keys,
@@ -47,7 +45,6 @@ from sluice.store.dead_letters import (
 from sluice.store.engine import by_workspace, insert_ignoring_conflicts, matches_any, writing
 from sluice.store.schema import dead_letters, outcomes
 
-Publish = Callable[[dict[str, Any]], None]  # takes ``send_task`` arguments
 Key = tuple[str, str]  # (workspace_id, message_id)
 POLL_S = 0.25
 
@@ -79,17 +76,9 @@ class _Claimed(Exception):
 
 
 class DeadLetterReplayer:
-    def __init__(
-        self,
-        engine: Engine,
-        journal: BatchJournal,
-        publish: Publish,
-        marks: PendingMarks | None = None,
-    ) -> None:
+    def __init__(self, engine: Engine, publisher: Publisher) -> None:
         self.engine = engine
-        self.journal = journal
-        self.publish = publish
-        self.marks = marks
+        self.publisher = publisher
 
     def open_ids(self) -> list[int]:
         """The dead letters ``--all`` replays: open batches, oldest first."""
@@ -135,26 +124,31 @@ class DeadLetterReplayer:
             return self._close(letter_id, now)
         envelope["batch_id"] = batch_id
         wire = orjson.dumps(envelope)
-        try:
-            self.journal.record(batch_id, wire)
-        except PublishError as exc:
-            return ReplayResult(letter_id, "publish_failed", f"not published: {exc}")
-        try:
+        removed: list[dict[str, Any]] = []  # the provisional rejections, to put back
+        claimed: list[bool] = []
+
+        def claim() -> None:  # step 2, once the batch is journaled
             with writing(self.engine) as conn:
                 _claim(conn, letter_id, now, batch_id)
-                removed = _delete_provisional(conn, row.batch_id, keys)
-        except _Claimed:
-            return ReplayResult(letter_id, "already_replayed", "replayed by someone else just now")
-        except SQLAlchemyError as exc:
-            with contextlib.suppress(redis.RedisError):  # else the sweep publishes it: harmless
-                self.journal.forget([batch_id])
-            return ReplayResult(letter_id, "publish_failed", f"not published: {exc}")
+                removed.extend(_delete_provisional(conn, row.batch_id, keys))
+            claimed.append(True)
+
         try:
-            self.publish(task_message(batch_id, wire))
+            self.publisher.send(
+                EncodedEnvelope(batch_id, wire),
+                mark=_events_of(envelope),
+                once_journaled=claim,
+            )
+        except _Claimed:  # the journal entry is the other replay's now
+            return ReplayResult(letter_id, "already_replayed", "replayed by someone else just now")
         except Exception as exc:
-            return self._undo(letter_id, batch_id, removed, exc)
-        if self.marks is not None:
-            self.marks.mark(_events_of(envelope))
+            if claimed:  # the queue refused it
+                return self._undo(letter_id, batch_id, removed, exc)
+            if isinstance(exc, SQLAlchemyError):  # journaled, not claimed
+                self.publisher.forget(batch_id)  # else the sweep publishes it: harmless
+            elif not isinstance(exc, PublishError):  # not the journal refusing it
+                raise
+            return ReplayResult(letter_id, "publish_failed", f"not published: {exc}")
         return ReplayResult(
             letter_id,
             "queued",
@@ -210,8 +204,7 @@ class DeadLetterReplayer:
                 "sweep publishes it",
                 batch_id=batch_id,
             )
-        with contextlib.suppress(redis.RedisError):
-            self.journal.forget([batch_id])
+        self.publisher.forget(batch_id)
         return ReplayResult(
             letter_id,
             "publish_failed",

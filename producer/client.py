@@ -12,10 +12,8 @@ from pydantic import ValidationError
 from sluice.producer.envelope import describe_validation_error
 from sluice.producer.errors import InvalidEventError
 from sluice.producer.events import Event, utc_now
-from sluice.producer.journal import BatchJournal
-from sluice.producer.pending import PendingMarks
-from sluice.producer.publisher import DEFAULT_BATCH_EVENTS, Publisher
-from sluice.producer.transport import BrokerTransport, Transport, is_redis_url
+from sluice.producer.publisher import DEFAULT_BATCH_EVENTS, open_publisher
+from sluice.producer.transport import Transport, is_redis_url
 
 EventInput = Event | Mapping[str, Any]
 
@@ -52,25 +50,24 @@ class EventClient:
         source: str = "client",
         pending_ttl_s: int = 86_400,
     ) -> None:
-        if transport is None:
-            if broker_url is None:
-                raise ValueError("EventClient needs broker_url or transport")
-            transport = BrokerTransport(broker_url, timeout_s=timeout_s)
+        if transport is None and broker_url is None:
+            raise ValueError("EventClient needs broker_url or transport")
         if redis_url is None and is_redis_url(broker_url):
             redis_url = broker_url
-        marks = journal = None
         self._redis: redis.Redis | None = None
         if redis_url is not None:
             self._redis = redis.Redis.from_url(
                 redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
             )
-            marks = PendingMarks(self._redis, ttl_s=pending_ttl_s)
-            if is_redis_url(broker_url):  # the broker that can lose a message in flight
-                journal = BatchJournal(self._redis, timeout_s=timeout_s)
         self.workspace_id = workspace_id
         self._source = source
-        self._publisher = Publisher(
-            transport, marks=marks, journal=journal, batch_events=batch_events
+        self._publisher = open_publisher(
+            broker_url,
+            self._redis,
+            transport=transport,
+            timeout_s=timeout_s,
+            batch_events=batch_events,
+            pending_ttl_s=pending_ttl_s,
         )
 
     def send(self, event: EventInput) -> str:

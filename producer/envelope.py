@@ -57,9 +57,46 @@ class Envelope(BaseModel):
         """The envelope's JSON, encoded once (for the queue and the journal)."""
         return self.model_dump_json().encode()
 
+    @property
+    def delay_s(self) -> float:
+        """A new batch is due at once."""
+        return 0.0
+
+    @property
+    def journaled(self) -> bool:
+        """A new batch is not in the journal yet."""
+        return False
+
     def task_message(self) -> dict[str, Any]:
         """``send_task`` arguments that queue this envelope for the ingest task."""
         return task_message(self.batch_id, self.wire, len(self.events))
+
+    def encoded(self, *, delay_s: float = 0.0) -> EncodedEnvelope:
+        """This envelope as its wire form, due in ``delay_s``."""
+        return EncodedEnvelope(self.batch_id, self.wire, len(self.events), delay_s=delay_s)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEnvelope:
+    """An envelope in its wire form, published as it is: a batch's deferred part (due in
+    ``delay_s``), a dead letter's batch replayed, a lost batch published again from the
+    journal (``journaled``: its journal entry is there already)."""
+
+    batch_id: str
+    wire: bytes
+    events: int | None = None  # how many, when known (Flower shows it)
+    delay_s: float = 0.0
+    journaled: bool = False
+
+    def task_message(self) -> dict[str, Any]:
+        message = task_message(self.batch_id, self.wire, self.events)
+        if self.delay_s > 0:
+            message["countdown"] = self.delay_s
+        return message
+
+
+# What a publisher puts on the queue.
+Outgoing = Envelope | EncodedEnvelope
 
 
 def task_message(batch_id: str, wire: bytes, events: int | None = None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from celery import Celery
 from kombu.entity import Queue
 from kombu.exceptions import KombuError
 
-from sluice.producer.envelope import Envelope
+from sluice.producer.envelope import Envelope, Outgoing
 from sluice.producer.errors import PublishError
 from sluice.producer.wire import INGEST_QUEUE, SERIALIZER, register_serializer
 
@@ -26,7 +26,7 @@ def is_redis_url(url: str | None) -> bool:
 
 
 class Transport(Protocol):
-    def publish(self, envelope: Envelope) -> None:
+    def publish(self, envelope: Outgoing) -> None:
         """Return only once the envelope is durable in the queue; raise PublishError else."""
 
     def close(self) -> None: ...
@@ -88,7 +88,7 @@ class BrokerTransport:
             task_publish_retry_policy=self._retry_policy,
         )
 
-    def publish(self, envelope: Envelope) -> None:
+    def publish(self, envelope: Outgoing) -> None:
         try:
             self._app.send_task(
                 **envelope.task_message(), retry=True, retry_policy=self._retry_policy
@@ -102,15 +102,18 @@ class BrokerTransport:
 
 
 class MemoryTransport:
-    """Keeps published envelopes in ``envelopes``; ``fail_with`` makes publish raise."""
+    """Keeps published envelopes in ``envelopes`` (those published in their wire form
+    decoded); ``fail_with`` makes publish raise."""
 
     def __init__(self) -> None:
         self.envelopes: list[Envelope] = []
         self.fail_with: PublishError | None = None
 
-    def publish(self, envelope: Envelope) -> None:
+    def publish(self, envelope: Outgoing) -> None:
         if self.fail_with is not None:
             raise self.fail_with
+        if not isinstance(envelope, Envelope):
+            envelope = Envelope.model_validate_json(envelope.wire)
         self.envelopes.append(envelope)
 
     def close(self) -> None:

@@ -52,8 +52,7 @@ def journal_sweep_step(runtime: Runtime) -> type[bootsteps.StartStopStep]:
         "journal sweep",
         settings.journal_sweep_s,
         lambda app: resend_lost_batches(
-            app,
-            runtime.journal,
+            runtime.publisher,
             runtime.broker_redis,
             grace_s=settings.lost_batch_after_s(),
             every_s=settings.journal_sweep_s,

@@ -9,7 +9,9 @@ import redis
 from redis import Redis
 
 from sluice.producer.journal import BatchJournal
+from sluice.producer.publisher import Publisher
 from sluice.producer.transport import is_redis_url
+from sluice.publishing import settings_publisher
 from sluice.rules.backends.redis import RedisClaimStore
 from sluice.rules.bots import BotDetector
 from sluice.rules.engine import RulePolicy, RulesEngine
@@ -47,6 +49,11 @@ class Runtime:
         return BatchJournal(self.redis)
 
     @cached_property
+    def publisher(self) -> Publisher:
+        """How this process publishes a batch (a deferred part, a lost one again)."""
+        return settings_publisher(self.settings, self.redis)
+
+    @cached_property
     def broker_redis(self) -> Redis | None:
         """The broker, when it is Redis (the journal sweep reads its queue)."""
         url = self.settings.broker_url
@@ -58,6 +65,9 @@ class Runtime:
 
     def reset(self) -> None:
         """Drop connections inherited across a fork; they are reopened on first use."""
+        publisher = self.__dict__.get("publisher")
+        if publisher is not None:
+            publisher.close()
         for name, attribute in vars(type(self)).items():
             if isinstance(attribute, cached_property):
                 self.__dict__.pop(name, None)

@@ -127,7 +127,7 @@ def _process(
     if report.triggers:
         wake_deliverers(runtime.redis, len(report.triggers))  # after the commit
     if report.deferred:
-        _defer(task, runtime, report)
+        _defer(runtime, report)
     tally = batch_tally(report.decisions, time.perf_counter() - started_s, time.time())
     if report.unkeyed:  # in the batch's pipeline, not a round trip per dead letter
         tally.count(DEAD_LETTERS, amount=len(report.unkeyed))
@@ -170,7 +170,7 @@ def _give_up(
         _settled(runtime, batch_id, [])
 
 
-def _defer(task: Task, runtime: Runtime, report: IngestReport) -> None:
+def _defer(runtime: Runtime, report: IngestReport) -> None:
     """Queue the events waiting for their user again, to be decided when their grace
     period ends. The batch id is derived from this one, so a redelivery of this batch
     publishes the same deferred batch and its verdicts replay instead of repeating. It is
@@ -179,8 +179,8 @@ def _defer(task: Task, runtime: Runtime, report: IngestReport) -> None:
     deferred_id = deferred_batch_id(report.batch_id)
     envelope = Envelope.of([d.event for d in report.deferred], batch_id=deferred_id)
     delay_s = max((retry_at - utc_now()).total_seconds(), 0.0) + DEFER_SLACK_S
-    runtime.journal.record(envelope.batch_id, envelope.wire, not_before=time.time() + delay_s)
-    task.app.send_task(**envelope.task_message(), countdown=delay_s)
+    # Refused, it stays journaled and the sweep publishes it; the batch is retried anyway.
+    runtime.publisher.send(envelope.encoded(delay_s=delay_s))
     log.info(
         "batch %s: %d events wait %.1fs for their users",
         report.batch_id,

@@ -146,34 +146,23 @@ def dlq_replay(
 
 @contextmanager
 def _replayer(settings: Settings, engine: Engine) -> Iterator[DeadLetterReplayer]:
-    """A replayer that publishes as the worker does: the batch journal in Redis, then the
-    ingest task through the worker's Celery app."""
+    """A replayer that publishes as every producer does (``open_publisher``): journaled in
+    Redis, then the ingest task on the broker."""
     import redis
 
     from sluice.ops.replay import DeadLetterReplayer
-    from sluice.producer.journal import BatchJournal
-    from sluice.producer.pending import PendingMarks
-    from sluice.worker.celery_app import create_app
+    from sluice.publishing import settings_publisher
 
     client = redis.Redis.from_url(
         settings.redis_url,
         socket_timeout=settings.publish_timeout_s,
         socket_connect_timeout=settings.publish_timeout_s,
     )
-    app = create_app(settings)
-
-    def publish(message: dict[str, Any]) -> None:
-        app.send_task(**message)
-
+    publisher = settings_publisher(settings, client)
     try:
-        yield DeadLetterReplayer(
-            engine,
-            BatchJournal(client, timeout_s=settings.publish_timeout_s),
-            publish,
-            PendingMarks(client, ttl_s=settings.pending_ttl_s),
-        )
+        yield DeadLetterReplayer(engine, publisher)
     finally:
-        app.close()
+        publisher.close()
         client.close()
 
 

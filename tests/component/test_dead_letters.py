@@ -16,8 +16,9 @@ from sluice.ops.replay import (
 )
 from sluice.ops.stats import outcome_counts
 from sluice.producer import keys
-from sluice.producer.envelope import Envelope, decode_envelope
+from sluice.producer.envelope import Envelope, Outgoing, decode_envelope
 from sluice.producer.events import Event, utc_now
+from sluice.producer.publisher import Publisher
 from sluice.store.dead_letters import (
     dead_letter_counts,
     list_dead_letters,
@@ -32,7 +33,8 @@ from tests.component.test_ingest_task import FakeTask, Request
 
 
 class Published:
-    """Stands in for the broker: keeps the task messages, and fails on demand."""
+    """Stands in for the broker (a transport): keeps the task messages, and fails on
+    demand."""
 
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
@@ -41,12 +43,16 @@ class Published:
         self.engine: Engine | None = None
         self.workspace_id = ""
 
-    def __call__(self, message: dict[str, Any]) -> None:
+    def publish(self, envelope: Outgoing) -> None:
+        message = envelope.task_message()
         if self.fail:
             raise ConnectionError("broker down")
         if self.engine is not None:  # what a worker taking it at once would find
             self.seen_outcomes.append(outcomes_of(self.engine, self.workspace_id))
         self.messages.append(message)
+
+    def close(self) -> None:
+        pass
 
     def deliver_all(self, runtime: Runtime) -> None:
         """Run the published messages through the ingest task, as a worker would."""
@@ -92,7 +98,7 @@ def failing_batch(
 
 
 def replayer(runtime: Runtime, publish: Published) -> DeadLetterReplayer:
-    return DeadLetterReplayer(runtime.store.engine, runtime.journal, publish)
+    return DeadLetterReplayer(runtime.store.engine, Publisher(publish, journal=runtime.journal))
 
 
 def test_a_fixed_batch_is_replayed_to_real_verdicts_once(

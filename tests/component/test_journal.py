@@ -19,6 +19,7 @@ from sluice.producer.envelope import Envelope, task_message
 from sluice.producer.events import Event, EventKind, utc_now
 from sluice.producer.journal import BatchJournal
 from sluice.producer.publisher import Publisher
+from sluice.producer.transport import BrokerTransport
 from sluice.producer.wire import INGEST_QUEUE, register_serializer
 from sluice.worker.ingest.resend import resend_lost_batches
 
@@ -38,6 +39,13 @@ def app(isolated_redis_url: str) -> Iterator[Celery]:
     celery = Celery("journal-test", broker=isolated_redis_url, set_as_current=False)
     yield celery
     celery.close()
+
+
+@pytest.fixture
+def transport(isolated_redis_url: str) -> Iterator[BrokerTransport]:
+    broker = BrokerTransport(isolated_redis_url)
+    yield broker
+    broker.close()
 
 
 def envelope(batch_id: str) -> Envelope:
@@ -86,13 +94,15 @@ def test_a_batch_the_queue_refused_is_not_left_in_the_journal(client: redis.Redi
 
 
 def test_the_sweep_publishes_untouched_batches_again_once_per_interval(
-    app: Celery, client: redis.Redis
+    transport: BrokerTransport, client: redis.Redis
 ) -> None:
     journal = BatchJournal(client)
     now = time.time()
     for batch_id, age_s in (("b-old", 300), ("b-older", 600), ("b-young", 5)):
         journal.record(batch_id, envelope(batch_id).wire, not_before=now - age_s)
-    resent = resend_lost_batches(app, journal, client, grace_s=GRACE_S, every_s=30)
+    resent = resend_lost_batches(
+        Publisher(transport, journal=journal), client, grace_s=GRACE_S, every_s=30
+    )
     assert resent == ["b-older", "b-old"]
     assert queued_batch_ids(client) == ["b-older", "b-old"]
     oldest = client.lindex(INGEST_QUEUE, -1)
@@ -101,16 +111,26 @@ def test_the_sweep_publishes_untouched_batches_again_once_per_interval(
     body = base64.b64decode(message["body"])  # kombu's Redis transport encodes bodies
     assert orjson.loads(body)[0][0]["batch_id"] == "b-older"  # the envelope as it was
     # Another worker in the same interval does nothing; the next interval finds them touched.
-    assert resend_lost_batches(app, journal, client, grace_s=GRACE_S, every_s=30) == []
+    assert (
+        resend_lost_batches(
+            Publisher(transport, journal=journal), client, grace_s=GRACE_S, every_s=30
+        )
+        == []
+    )
     client.delete(keys.journal_sweep_lock())
-    assert resend_lost_batches(app, journal, client, grace_s=GRACE_S, every_s=30) == []
+    assert (
+        resend_lost_batches(
+            Publisher(transport, journal=journal), client, grace_s=GRACE_S, every_s=30
+        )
+        == []
+    )
     assert client.llen(INGEST_QUEUE) == 2
     journal.forget(["b-older", "b-old", "b-young"])
     assert client.hlen(keys.journal()) == client.zcard(keys.journal_seen()) == 0
 
 
 def test_during_a_backlog_only_batches_older_than_the_queue_are_published_again(
-    app: Celery, client: redis.Redis
+    app: Celery, transport: BrokerTransport, client: redis.Redis
 ) -> None:
     journal = BatchJournal(client)
     now = time.time()
@@ -119,12 +139,21 @@ def test_during_a_backlog_only_batches_older_than_the_queue_are_published_again(
     # Workers are ten minutes behind: b-waiting and b-behind-it are still in the queue.
     for batch_id in ("b-waiting", "b-behind-it"):
         app.send_task(**task_message(batch_id, envelope(batch_id).wire))
-    assert resend_lost_batches(app, journal, client, grace_s=GRACE_S, every_s=30) == ["b-lost"]
+    assert resend_lost_batches(
+        Publisher(transport, journal=journal), client, grace_s=GRACE_S, every_s=30
+    ) == ["b-lost"]
     assert queued_batch_ids(client) == ["b-waiting", "b-behind-it", "b-lost"]
 
 
-def test_without_a_redis_broker_there_is_nothing_to_sweep(app: Celery, client: redis.Redis) -> None:
+def test_without_a_redis_broker_there_is_nothing_to_sweep(
+    transport: BrokerTransport, client: redis.Redis
+) -> None:
     journal = BatchJournal(client)
     journal.record("b-x", envelope("b-x").wire, not_before=time.time() - 3600)
-    assert resend_lost_batches(app, journal, None, grace_s=GRACE_S, every_s=30) == []
+    assert (
+        resend_lost_batches(
+            Publisher(transport, journal=journal), None, grace_s=GRACE_S, every_s=30
+        )
+        == []
+    )
     assert client.llen(INGEST_QUEUE) == 0

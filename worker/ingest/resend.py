@@ -16,10 +16,9 @@ import time
 
 import orjson
 import redis
-from celery import Celery
 
-from sluice.producer.envelope import task_message
-from sluice.producer.journal import BatchJournal
+from sluice.producer.envelope import EncodedEnvelope
+from sluice.producer.publisher import Publisher
 from sluice.producer.wire import INGEST_QUEUE
 
 log = logging.getLogger(__name__)
@@ -28,8 +27,7 @@ RESEND_LIMIT = 200  # batches per sweep; the rest wait for the next one
 
 
 def resend_lost_batches(
-    app: Celery,
-    journal: BatchJournal,
+    publisher: Publisher,
     broker: redis.Redis | None,
     *,
     grace_s: float,
@@ -38,7 +36,8 @@ def resend_lost_batches(
     """One sweep, if no other worker swept this interval: the ids of the batches published
     again. ``broker`` is the Redis broker whose queue the backlog rule reads (None when the
     broker is not Redis: producers journal nothing then)."""
-    if broker is None or not journal.elect_sweeper(every_s):
+    journal = publisher.journal
+    if broker is None or journal is None or not journal.elect_sweeper(every_s):
         return []
     now = time.time()
     cutoff = now - grace_s
@@ -48,11 +47,10 @@ def resend_lost_batches(
         if seen is not None:
             cutoff = min(cutoff, seen)
     lost = journal.stale(cutoff, RESEND_LIMIT)
-    for batch_id, wire in lost:
-        app.send_task(**task_message(batch_id, wire))
+    for batch_id, wire in lost:  # each one's grace period starts again
+        publisher.send(EncodedEnvelope(batch_id, wire, journaled=True))
     ids = [batch_id for batch_id, _ in lost]
     if ids:
-        journal.touch(ids, now)
         log.warning(
             "published %d batches again that no worker committed within %.0fs "
             "(their messages were lost): %s",
