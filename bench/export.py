@@ -44,11 +44,12 @@ from sluice.ops.export import (
 )
 from sluice.producer.events import Event
 from sluice.rules import Reason, Verdict
+from sluice.rules.decisions import Decision
 from sluice.store.engine import insert_ignoring_conflicts, make_engine, normalise_url, writing
 from sluice.store.migrate import upgrade
 from sluice.store.schema import events, outcomes
 from sluice.store.workspaces import create_workspace
-from sluice.worker.ingest.records import Decision, event_row, outcome_row
+from sluice.worker.ingest.records import event_row, outcome_row
 
 INSERT_ROWS = 10_000  # rows a statement
 EVENT_TIMES_S = 30 * 86_400  # events spread over 30 days, inserted out of time order

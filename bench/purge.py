@@ -45,12 +45,12 @@ from sluice.producer import EventClient
 from sluice.producer.events import Event, EventKind
 from sluice.producer.wire import INGEST_QUEUE
 from sluice.rules import Verdict
+from sluice.rules.decisions import Decision
 from sluice.store.automations import add_automation, disable_automation
 from sluice.store.engine import make_engine, writing
 from sluice.store.migrate import upgrade
 from sluice.store.schema import events, outcomes, trigger_deliveries
 from sluice.store.workspaces import create_workspace
-from sluice.worker.ingest.records import Decision
 from sluice.worker.ingest.store import EventStore
 
 SEED_BATCH = 5_000

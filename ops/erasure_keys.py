@@ -11,9 +11,6 @@ import redis
 from sluice.ops.erasure_match import Person
 from sluice.producer import keys
 
-# The user keys of email-open claims (sluice.rules.engine.open_user_key).
-OPEN_KEY_KINDS = {"user_id": "id", "email": "email"}
-
 # Deletes each key that still holds the message id given for it; how many it deleted.
 _FORGET_CLAIMS = """
 local n = 0
@@ -48,8 +45,9 @@ class ClaimKeys:
 
     def forget_opens(self, person: Person) -> int:
         users = [
-            *(f"{OPEN_KEY_KINDS['user_id']}:{u}" for u in sorted(person.user_ids)),
-            *(f"{OPEN_KEY_KINDS['email']}:{e}" for e in sorted(person.emails)),
+            # The user keys of email-open claims (sluice.rules.engine.open_user_key).
+            *(keys.open_user("id", u) for u in sorted(person.user_ids)),
+            *(keys.open_user("email", e) for e in sorted(person.emails)),
         ]
         names = [keys.email_opens(person.workspace_id, user) for user in users]
         return int(self._redis.unlink(*names)) if names else 0

@@ -5,7 +5,7 @@ gave, and the user id and email of the contact it finds (a contact may have both
 data is every event carrying one of those identifiers, stored (``events``) or not (the raw
 copy a discarded or rejected event leaves in ``outcomes``, a repeated delivery's in
 ``repeats``, and the events of dead-lettered batches). Emails compare lower-cased, as
-contacts store them (``sluice.rules.users.identities``).
+contacts store them (``sluice.producer.events.Event.identities``).
 """
 
 from __future__ import annotations

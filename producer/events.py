@@ -93,6 +93,10 @@ def _walk_has_nul(value: Any) -> bool:
     return False
 
 
+# A user identity within a workspace: ("id", user_id) or ("email", lower-cased email).
+Identity = tuple[str, str]
+
+
 class Event(BaseModel):
     """One customer event, whatever wire format it arrived in.
 
@@ -136,6 +140,22 @@ class Event(BaseModel):
     # while unset, so envelopes without them are what they always were.
     order_id: str | None = Field(default=None, min_length=1, exclude_if=_unset)
     creates_user: bool | None = Field(default=None, exclude_if=_unset)
+
+    @property
+    def email_key(self) -> str | None:
+        """The email as users are matched by it: emails compare case-insensitively."""
+        return self.email.lower() if self.email else None
+
+    @property
+    def identities(self) -> list[Identity]:
+        """The identities that name the event's user: its user id, its email."""
+        found: list[Identity] = []
+        if self.user_id:
+            found.append(("id", self.user_id))
+        email = self.email_key
+        if email:
+            found.append(("email", email))
+        return found
 
     @model_validator(mode="before")
     @classmethod

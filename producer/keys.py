@@ -24,6 +24,12 @@ def order_claim(workspace_id: str, order_id: str) -> str:
     return f"{PREFIX}:{{{workspace_id}}}:order:{order_id}"
 
 
+def open_user(kind: str, value: str) -> str:
+    """The user part of an email-open claim's key: ``id:<user_id>``, ``email:<email>``
+    (lower-cased) or ``anon:<anonymous_id>``."""
+    return f"{kind}:{value}"
+
+
 def email_opens(workspace_id: str, user_key: str) -> str:
     """A user's accepted email opens (sorted set: ``message_id`` scored by event time in ms,
     pruned past the retention, expires)."""

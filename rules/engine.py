@@ -25,11 +25,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
+from sluice.producer import keys
 from sluice.producer.events import Event, EventKind, order_key
 from sluice.rules.bots import BotDetector
 from sluice.rules.claims import Claim, ClaimStore, OpenClaim, OrderClaim
+from sluice.rules.decisions import Decision
 from sluice.rules.ports import Identity, MessageLedger, UserDirectory
-from sluice.rules.users import UserPolicy, grace_ends, identities, user_policy
+from sluice.rules.users import UserPolicy, grace_ends, user_policy
 from sluice.rules.verdicts import Reason, Status, Verdict
 
 
@@ -40,20 +42,6 @@ class RulePolicy:
     email_open_window_s: int = 1200
     unknown_user_grace_s: int = 30
     bot_mode: Literal["drop", "flag"] = "drop"
-
-
-@dataclass(frozen=True, slots=True)
-class Decided:
-    """A verdict, with what persistence needs of the decision: the order the event claimed
-    (accepted confirmations) and what it may do to its user."""
-
-    event: Event
-    verdict: Verdict
-    user_policy: UserPolicy = UserPolicy.NONE
-    order_id: str | None = None  # the order this accepted confirmation claimed
-    bot: bool = False  # flagged (bot mode "flag"), stored with the mark
-    replayed: bool = False  # the verdict this batch reached on an earlier delivery
-    retry_at: datetime | None = None  # deferred: decide again at this time
 
 
 def order_id_of(event: Event) -> str | None:
@@ -76,11 +64,11 @@ def duplicate_order(order_id: str, holder: str) -> Verdict:
 
 
 def open_user_key(event: Event) -> str | None:
-    found = identities(event)
+    """Whose email opens an open counts against: its first identity, else its anonymous id."""
+    found = event.identities
     if found:
-        kind, value = found[0]
-        return f"{kind}:{value}"
-    return f"anon:{event.anonymous_id}" if event.anonymous_id else None
+        return keys.open_user(*found[0])
+    return keys.open_user("anon", event.anonymous_id) if event.anonymous_id else None
 
 
 class RulesEngine:
@@ -99,7 +87,7 @@ class RulesEngine:
         users: UserDirectory,
         policies: Mapping[str, RulePolicy],
         now: datetime,
-    ) -> list[Decided]:
+    ) -> list[Decision]:
         prior = ledger.prior_outcomes({(e.workspace_id, e.message_id) for e in events})
         for_users = [user_policy(e) for e in events]
         # Only events that require their user need the directory; most batches have none.
@@ -108,19 +96,21 @@ class RulesEngine:
                 (e.workspace_id, identity)
                 for e, for_user in zip(events, for_users, strict=True)
                 if for_user is UserPolicy.REQUIRE
-                for identity in identities(e)
+                for identity in e.identities
             }
         )
         seen: set[tuple[str, str]] = set()
-        decided: list[Decided | None] = [None] * len(events)
+        decided: list[Decision | None] = [None] * len(events)
         claims: list[tuple[int, Claim]] = []
         for index, (event, for_user) in enumerate(zip(events, for_users, strict=True)):
             key = (event.workspace_id, event.message_id)
             earlier = prior.get(key)
             if earlier is not None and earlier.batch_id == batch_id and key not in seen:
-                decided[index] = Decided(event, earlier.verdict, for_user, replayed=True)
+                decided[index] = Decision.of(event, earlier.verdict, for_user, replayed=True)
             elif earlier is not None or key in seen:
-                decided[index] = Decided(event, _duplicate_message(earlier is not None), for_user)
+                decided[index] = Decision.of(
+                    event, _duplicate_message(earlier is not None), for_user
+                )
             else:
                 policy = policies.get(event.workspace_id, RulePolicy())
                 decided[index], claim = self._one(event, policy, for_user, known, now)
@@ -137,33 +127,33 @@ class RulesEngine:
         for_user: UserPolicy,
         known: set[tuple[str, Identity]],
         now: datetime,
-    ) -> tuple[Decided, Claim | None]:
+    ) -> tuple[Decision, Claim | None]:
         bot = self._bots.reason(event.context)
         if bot is not None and policy.bot_mode == "drop":
-            return Decided(event, Verdict.discard(Reason.BOT, bot), for_user), None
-        names = [(event.workspace_id, identity) for identity in identities(event)]
+            return Decision.of(event, Verdict.discard(Reason.BOT, bot), for_user), None
+        names = [(event.workspace_id, identity) for identity in event.identities]
         if for_user is UserPolicy.REQUIRE and not known.intersection(names):
             ends = grace_ends(event, policy.unknown_user_grace_s)
             who = event.user_id or event.email or "(no user id or email)"
             if now < ends:
                 waiting = Verdict(Status.QUEUED, None, f"waiting for user {who} to exist")
-                return Decided(event, waiting, for_user, retry_at=ends), None
+                return Decision.of(event, waiting, for_user, retry_at=ends), None
             detail = f"no user {who} after {policy.unknown_user_grace_s} s"
-            return Decided(event, Verdict.reject(Reason.UNKNOWN_USER, detail), for_user), None
+            return Decision.of(event, Verdict.reject(Reason.UNKNOWN_USER, detail), for_user), None
         if for_user is UserPolicy.CREATE:
             known.update(names)
         if bot is not None:
             flagged = Verdict(Status.ACCEPTED, Reason.BOT, f"flagged: {bot}")
-            return Decided(event, flagged, for_user, bot=True), None
+            return Decision.of(event, flagged, for_user, bot=True), None
         claim = _claim_for(event, policy)
         order_id = claim.order_id if isinstance(claim, OrderClaim) else None
-        return Decided(event, Verdict.accept(), for_user, order_id), claim
+        return Decision.of(event, Verdict.accept(), for_user, order_id), claim
 
     def _settle_claims(
         self,
         events: Sequence[Event],
         claims: list[tuple[int, Claim]],
-        decided: list[Decided | None],
+        decided: list[Decision | None],
     ) -> None:
         if not claims:
             return

@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from sluice.producer.events import Identity
 from sluice.rules.verdicts import Verdict
 
-# A user identity within a workspace: ("id", user_id) or ("email", lower-cased email).
-Identity = tuple[str, str]
+__all__ = ["Identity", "MessageLedger", "PriorOutcome", "UserDirectory"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sluice.producer.events import Event, EventKind
-from sluice.rules.ports import Identity
 
 
 class UserPolicy(StrEnum):
@@ -30,16 +29,6 @@ def user_policy(event: Event) -> UserPolicy:
     if event.creates_user and event.kind is not EventKind.UPDATE:
         return UserPolicy.CREATE
     return DEFAULT_POLICY.get(event.kind, UserPolicy.NONE)
-
-
-def identities(event: Event) -> list[Identity]:
-    """The identities that name the event's user; emails compare case-insensitively."""
-    found: list[Identity] = []
-    if event.user_id:
-        found.append(("id", event.user_id))
-    if event.email:
-        found.append(("email", event.email.lower()))
-    return found
 
 
 def grace_ends(event: Event, grace_s: int) -> datetime:

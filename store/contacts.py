@@ -35,7 +35,7 @@ class TraitWrite:
         return cls(
             workspace_id=event.workspace_id,
             user_id=event.user_id,
-            email=event.email.lower() if event.email else None,
+            email=event.email_key,
             traits=event.traits,
             version=(int(event.timestamp.timestamp() * 1000), event.message_id),
             create=create,

@@ -38,12 +38,12 @@ from sluice.producer.events import utc_now
 from sluice.producer.journal import forget_on, seen_now
 from sluice.producer.pending import clear_on
 from sluice.producer.wire import INGEST_TASK, SERIALIZER
+from sluice.rules.decisions import Decision
 from sluice.store.dead_letters import EVENT
 from sluice.wakeups import wake_deliverers
 from sluice.worker.failures import is_transient
 from sluice.worker.ingest.batch import IngestReport, ingest
 from sluice.worker.ingest.measure import batch_tally
-from sluice.worker.ingest.records import Decision
 from sluice.worker.retries import retry_or_requeue
 from sluice.worker.runtime import Runtime
 
@@ -125,7 +125,7 @@ def _process(
             kind=EVENT,
         )
     if report.triggers:
-        wake_deliverers(runtime.redis, len(report.triggers))  # after the commit
+        wake_deliverers(runtime.redis, report.triggers)  # after the commit
     if report.deferred:
         _defer(runtime, report)
     tally = batch_tally(report.decisions, time.perf_counter() - started_s, time.time())
@@ -177,7 +177,8 @@ def _defer(runtime: Runtime, report: IngestReport) -> None:
     journaled like any batch, its grace period starting when it is due."""
     retry_at = max(d.retry_at for d in report.deferred if d.retry_at is not None)
     deferred_id = deferred_batch_id(report.batch_id)
-    envelope = Envelope.of([d.event for d in report.deferred], batch_id=deferred_id)
+    waiting = [d.event for d in report.deferred if d.event is not None]
+    envelope = Envelope.of(waiting, batch_id=deferred_id)
     delay_s = max((retry_at - utc_now()).total_seconds(), 0.0) + DEFER_SLACK_S
     # Refused, it stays journaled and the sweep publishes it; the batch is retried anyway.
     runtime.publisher.send(envelope.encoded(delay_s=delay_s))

@@ -9,10 +9,11 @@ from datetime import datetime
 from sluice.producer.events import Event
 from sluice.rules.bots import BotDetector
 from sluice.rules.claims import GRANTED, Claim, ClaimResult, OrderClaim
-from sluice.rules.engine import Decided, RulePolicy, RulesEngine
+from sluice.rules.decisions import Decision
+from sluice.rules.engine import RulePolicy, RulesEngine
 from sluice.rules.ports import Identity, PriorOutcome
-from sluice.rules.users import UserPolicy, identities
-from sluice.rules.verdicts import Reason, Status, Verdict
+from sluice.rules.users import UserPolicy
+from sluice.rules.verdicts import Status, Verdict
 
 
 class MemoryClaimStore:
@@ -85,7 +86,7 @@ class MemoryRules:
         *,
         now: datetime,
         policies: Mapping[str, RulePolicy] | None = None,
-    ) -> list[Decided]:
+    ) -> list[Decision]:
         decided = self.rules.decide(
             batch_id,
             events,
@@ -95,13 +96,13 @@ class MemoryRules:
             now=now,
         )
         for item in decided:
-            event, verdict = item.event, item.verdict
-            if item.retry_at is not None or item.replayed:
+            if item.deferred or item.replayed:
                 continue
-            if verdict.reason is not Reason.DUPLICATE_MESSAGE:
-                self.ledger.record(event.workspace_id, event.message_id, batch_id, verdict)
-            if verdict.status is Status.ACCEPTED and item.user_policy is UserPolicy.CREATE:
-                self.directory.add(event.workspace_id, identities(event))
+            if not item.repeat:
+                self.ledger.record(item.workspace_id, item.message_id, batch_id, item.verdict)
+            creates = item.user_policy is UserPolicy.CREATE
+            if item.event is not None and item.verdict.status is Status.ACCEPTED and creates:
+                self.directory.add(item.workspace_id, item.event.identities)
         return decided
 
 

@@ -20,10 +20,10 @@ from sluice.delivery.leases import Attempted, Claimed, DeliveryPolicy, TriggerSt
 from sluice.ops.erasure import ErasureIncompleteError, ErasureReport, erase_contact
 from sluice.producer.events import Event, EventKind, utc_now
 from sluice.rules import Verdict
+from sluice.rules.decisions import Decision
 from sluice.rules.users import UserPolicy
 from sluice.store.schema import contacts, erasures, events, trigger_deliveries
 from sluice.store.workspaces import create_workspace
-from sluice.worker.ingest.records import Decision
 from sluice.worker.ingest.store import EventStore
 from tests.component.test_triggers import webhook_on
 

@@ -16,6 +16,7 @@ from sluice.ops.retention import PurgeReport, purge_before
 from sluice.ops.retention_sweep import SweepLock, retention_cutoffs, sweep_retention
 from sluice.producer.events import Event, EventKind
 from sluice.rules import Reason, Verdict
+from sluice.rules.decisions import Decision
 from sluice.store.automations import add_automation
 from sluice.store.engine import writing
 from sluice.store.schema import (
@@ -26,7 +27,6 @@ from sluice.store.schema import (
     trigger_deliveries,
 )
 from sluice.store.workspaces import configure_workspace, create_workspace
-from sluice.worker.ingest.records import Decision
 from sluice.worker.ingest.store import EventStore
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

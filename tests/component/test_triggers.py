@@ -35,6 +35,7 @@ from sluice.delivery.deliverer import Deliverer, backoff_s, retry_delay_s
 from sluice.delivery.leases import Attempted, Claimed, DeliveryPolicy, TriggerStore
 from sluice.producer.events import Event, EventKind, utc_now
 from sluice.rules import Reason, Verdict
+from sluice.rules.decisions import Decision
 from sluice.settings import Settings
 from sluice.store.automations import (
     Automation,
@@ -46,7 +47,6 @@ from sluice.store.engine import writing
 from sluice.store.schema import automations, delivery_attempts, trigger_deliveries
 from sluice.store.workspaces import create_workspace
 from sluice.wakeups import listen_for_wakeups, wake_deliverers
-from sluice.worker.ingest.records import Decision
 from sluice.worker.ingest.store import EventStore
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -171,7 +171,8 @@ def test_a_bento_event_queued_by_an_older_gateway_keeps_its_meaning(
 
 def test_the_raw_copy_is_the_event_as_mapped_without_the_hints() -> None:
     from sluice.rules import Verdict
-    from sluice.worker.ingest.records import Decision, raw_copy
+    from sluice.rules.decisions import Decision
+    from sluice.worker.ingest.records import raw_copy
 
     event = Event(
         workspace_id=WS, kind=EventKind.CONFIRMATION, name="$purchase", email="a@example.com"

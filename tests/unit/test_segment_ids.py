@@ -15,7 +15,8 @@ from sluice.producer import Event, EventClient, EventKind
 from sluice.producer.envelope import Envelope, decode_envelope
 from sluice.producer.transport import MemoryTransport
 from sluice.rules import Verdict
-from sluice.worker.ingest.records import Decision, event_row, raw_copy
+from sluice.rules.decisions import Decision
+from sluice.worker.ingest.records import event_row, raw_copy
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

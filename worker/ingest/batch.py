@@ -10,10 +10,10 @@ from typing import Any
 from sluice.producer.envelope import InvalidEvent, decode_envelope
 from sluice.producer.events import Event
 from sluice.rules import Reason, Verdict
-from sluice.rules.engine import Decided, RulePolicy, RulesEngine
+from sluice.rules.decisions import Decision
+from sluice.rules.engine import RulePolicy, RulesEngine
 from sluice.store.automations import Pending
 from sluice.worker.failures import is_unstorable
-from sluice.worker.ingest.records import Decision
 from sluice.worker.ingest.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -24,8 +24,8 @@ class IngestReport:
     batch_id: str
     decisions: list[Decision]
     unkeyed: list[InvalidEvent] = field(default_factory=list)
-    deferred: list[Decided] = field(default_factory=list)  # decide again at ``retry_at``
-    triggers: list[Pending] = field(default_factory=list)  # the deliverers are woken for them
+    deferred: list[Decision] = field(default_factory=list)  # decide again at ``retry_at``
+    triggers: int = 0  # new triggers to deliver: the deliverers are woken for them
 
 
 def ingest(
@@ -65,7 +65,7 @@ def ingest(
         policies=policies,
         now=now,
     )
-    decisions += [Decision.of(d) for d in decided if d.retry_at is None]
+    decisions += [d for d in decided if not d.deferred]
     try:
         recorded = store.record_batch(batch.batch_id, decisions, now)
         final, triggers = recorded.decisions, recorded.triggers
@@ -90,8 +90,8 @@ def ingest(
                 decision.verdict.detail,
                 extra={"message_id": decision.message_id, "workspace_id": decision.workspace_id},
             )
-    deferred = [d for d in decided if d.retry_at is not None]
-    return IngestReport(batch.batch_id, final, unkeyed, deferred, list(dict.fromkeys(triggers)))
+    deferred = [d for d in decided if d.deferred]
+    return IngestReport(batch.batch_id, final, unkeyed, deferred, len(set(triggers)))
 
 
 def _record_alone(

@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 
 from sluice.actions import ACTIONS
 from sluice.producer.events import as_utc
-from sluice.rules import Status
+from sluice.rules.decisions import Decision
 from sluice.store.automations import (
     Automation,
     Pending,
@@ -29,7 +29,6 @@ from sluice.store.automations import (
     active_automations,
     too_old_to_fire,
 )
-from sluice.worker.ingest.records import Decision
 
 TRIGGER_NAMESPACE = uuid.UUID("5d2f7d56-4f0e-4c53-9a7e-0b6f3f3c2a11")
 
@@ -72,54 +71,43 @@ class FanOut:
 
 
 def plan_fan_out(
-    conn: Connection, decisions: Sequence[Decision], now: datetime, max_age_s: int
-) -> tuple[FanOut, list[Decision]]:
-    """Match the accepted, non-bot events against their workspaces' active automations.
+    conn: Connection, decisions: list[Decision], fresh: Sequence[int], now: datetime, max_age_s: int
+) -> FanOut:
+    """Match the events that fire (accepted, not bots) among ``decisions[i]`` for ``i`` in
+    ``fresh`` against their workspaces' active automations.
 
-    Returns the plan and the decisions, where an accepted event older than ``max_age_s``
-    (event time against ``now``) that matched automations says in its detail that it
-    fired none (docs/architecture.md §6: late events do not fire stale automations)."""
-    firing = [
-        d
-        for d in decisions
-        if d.verdict.status is Status.ACCEPTED and d.event is not None and not d.bot
-    ]
+    An accepted event older than ``max_age_s`` (event time against ``now``) that matched
+    automations says so in its detail, rewritten in ``decisions``: it fired none
+    (docs/architecture.md §6: late events do not fire stale automations)."""
+    firing = [i for i in fresh if decisions[i].fires]
     if not firing:
-        return FanOut({}), list(decisions)
+        return FanOut({})
     automations = active_automations(
         conn,
-        {d.workspace_id for d in firing},
-        {d.event.name for d in firing if d.event is not None},
+        {decisions[i].workspace_id for i in firing},
+        {event.name for i in firing if (event := decisions[i].event) is not None},
     )
     if not automations:
-        return FanOut({}), list(decisions)
+        return FanOut({})
     planned: dict[tuple[str, str], list[Automation]] = {}
-    stale: dict[tuple[str, str], str] = {}
-    for decision in firing:
-        assert decision.event is not None
+    for i in firing:
+        decision, event = decisions[i], decisions[i].event
+        assert event is not None
         matched = [
-            a
-            for a in automations
-            if a.workspace_id == decision.workspace_id and a.matches(decision.event)
+            a for a in automations if a.workspace_id == decision.workspace_id and a.matches(event)
         ]
         if not matched:
             continue
-        key = (decision.workspace_id, decision.message_id)
-        if too_old_to_fire(decision.event, now, max_age_s):
-            age_s = int((now - as_utc(decision.event.timestamp)).total_seconds())
-            stale[key] = (
+        if too_old_to_fire(event, now, max_age_s):
+            age_s = int((now - as_utc(event.timestamp)).total_seconds())
+            detail = (
                 f"stored without firing {len(matched)} matching automation(s): the event is "
                 f"{age_s} s old, over the trigger age limit of {max_age_s} s"
             )
+            decisions[i] = replace(decision, verdict=replace(decision.verdict, detail=detail))
         else:
-            planned[key] = matched
-    annotated = [
-        replace(d, verdict=replace(d.verdict, detail=stale[(d.workspace_id, d.message_id)]))
-        if (d.workspace_id, d.message_id) in stale
-        else d
-        for d in decisions
-    ]
-    return FanOut(planned), annotated
+            planned[(decision.workspace_id, decision.message_id)] = matched
+    return FanOut(planned)
 
 
 def deliverable(rows: Iterable[dict[str, Any]]) -> list[Pending]:

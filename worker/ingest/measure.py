@@ -15,7 +15,7 @@ from sluice.ops.metrics.families import (
 )
 from sluice.ops.metrics.tally import Tally
 from sluice.rules import Reason, Status
-from sluice.worker.ingest.records import Decision
+from sluice.rules.decisions import Decision
 
 
 def batch_tally(decisions: Iterable[Decision], batch_s: float, decided_at_s: float) -> Tally:

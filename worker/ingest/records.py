@@ -1,17 +1,14 @@
-"""What the worker records: decisions, and the rows they become in the database."""
+"""The rows decisions become in the database."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 
 from sluice.producer.events import Event
-from sluice.rules import Verdict
-from sluice.rules.engine import Decided
-from sluice.rules.users import UserPolicy
+from sluice.rules.decisions import Decision
 
 RAW_LIMIT_BYTES = 4096
 _HINTS = {"order_id", "creates_user"}  # for the rules; not columns of ``events``
@@ -21,36 +18,6 @@ _STORED_FIELDS = tuple(name for name in Event.model_fields if name not in _HINTS
 def truncate(data: bytes, limit: int) -> str:
     text = data[:limit].decode("utf-8", errors="replace")
     return text if len(data) <= limit else text + "…"
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """A verdict for one event of a batch; ``event`` is None for an event that did not
-    validate (then ``raw`` is what arrived)."""
-
-    workspace_id: str
-    message_id: str
-    verdict: Verdict
-    event: Event | None = None
-    raw: Any = None
-    user_policy: UserPolicy = UserPolicy.NONE  # what the event may do to its user
-    order_id: str | None = None  # the order an accepted confirmation claimed
-    bot: bool = False
-    replayed: bool = False  # decided and committed by an earlier delivery of this batch
-
-    @classmethod
-    def of(cls, decided: Decided) -> Decision:
-        event = decided.event
-        return cls(
-            event.workspace_id,
-            event.message_id,
-            decided.verdict,
-            event,
-            user_policy=decided.user_policy,
-            order_id=decided.order_id,
-            bot=decided.bot,
-            replayed=decided.replayed,
-        )
 
 
 def event_row(decision: Decision, batch_id: str, now: datetime) -> dict[str, Any]:

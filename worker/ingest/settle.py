@@ -3,31 +3,33 @@ Redis is the fast path, the unique constraints decide)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import Connection, select
 
-from sluice.rules import Reason, Status, Verdict
+from sluice.rules import Reason, Verdict
+from sluice.rules.decisions import Decision
 from sluice.rules.engine import duplicate_order
 from sluice.store.engine import by_workspace, insert_ignoring_conflicts, matches_any
 from sluice.store.schema import order_claims, outcomes
-from sluice.worker.ingest.records import Decision
 
 
 def settle_order_claims(
-    conn: Connection, decisions: list[Decision], now: datetime
-) -> list[Decision]:
-    # The orders the rules engine claimed in Redis for accepted confirmations; a replayed
-    # decision claimed nothing, and its claim row was committed with its first verdict.
+    conn: Connection, decisions: list[Decision], fresh: Sequence[int], now: datetime
+) -> None:
+    """Claim in the database the orders the rules engine claimed in Redis for the accepted
+    confirmations among ``decisions[i]``, ``i`` in ``fresh``; one another message holds is a
+    ``duplicate_order`` now, rewritten in ``decisions``. (A replayed decision claimed
+    nothing: its claim row was committed with its first verdict.)"""
     claiming = {
-        i: d.order_id
-        for i, d in enumerate(decisions)
-        if d.order_id is not None and d.verdict.status is Status.ACCEPTED and not d.bot
+        i: order_id
+        for i in fresh
+        if decisions[i].claims_order and (order_id := decisions[i].order_id) is not None
     }
     if not claiming:
-        return decisions
+        return
     insert_ignoring_conflicts(
         conn,
         order_claims,
@@ -49,23 +51,23 @@ def settle_order_claims(
             matches_any(conn.dialect, order_claims.c.order_id, order_ids),
         )
         holders.update(((workspace_id, r.order_id), r.message_id) for r in conn.execute(query))
-    settled = list(decisions)
     for i, order_id in claiming.items():
         holder = holders.get((decisions[i].workspace_id, order_id))
         if holder is not None and holder != decisions[i].message_id:
-            settled[i] = replace(decisions[i], verdict=duplicate_order(order_id, holder))
-    return settled
+            decisions[i] = replace(decisions[i], verdict=duplicate_order(order_id, holder))
 
 
 def settle_message_ids(
     conn: Connection,
     decisions: list[Decision],
+    fresh: Sequence[int],
     batch_id: str,
     inserted: Collection[tuple[str, str]],
-) -> list[Decision]:
+) -> None:
     """Which batch owns each message id's outcome now, given the outcome keys our insert
-    ``inserted``. Another batch deciding the same message id concurrently (both found no
-    prior outcome) wins if it committed first; ours are then repeats. (PostgreSQL: our
+    ``inserted`` for ``decisions[i]``, ``i`` in ``fresh`` (rewritten in ``decisions``).
+    Another batch deciding the same message id concurrently (both found no prior
+    outcome) wins if it committed first; ours are then repeats. (PostgreSQL: our
     insert waited for theirs; SQLite: serialised.) Only the keys our insert skipped are
     looked up: one of them may be ours after all, written by a concurrent delivery of this
     same batch: that delivery decided it, so it is marked ``replayed`` here (not counted
@@ -73,9 +75,8 @@ def settle_message_ids(
     the events it decides; an invalid event's rejection comes back this way."""
     skipped = {
         (d.workspace_id, d.message_id)
-        for d in decisions
-        if d.verdict.reason is not Reason.DUPLICATE_MESSAGE
-        and (d.workspace_id, d.message_id) not in inserted
+        for d in (decisions[i] for i in fresh)
+        if not d.repeat and (d.workspace_id, d.message_id) not in inserted
     }
     lost: set[tuple[str, str]] = set()
     for workspace_id, message_ids in by_workspace(skipped).items():
@@ -86,17 +87,14 @@ def settle_message_ids(
         )
         lost.update((workspace_id, message_id) for message_id in conn.execute(query).scalars())
     if not skipped:
-        return decisions
+        return
     repeat = Verdict.discard(
         Reason.DUPLICATE_MESSAGE, "message id decided by another batch at the same time"
     )
-
-    def settled(d: Decision) -> Decision:
+    for i in fresh:
+        d = decisions[i]
         key = (d.workspace_id, d.message_id)
         if key in lost:
-            return replace(d, verdict=repeat)
-        if key in skipped and d.verdict.reason is not Reason.DUPLICATE_MESSAGE:
-            return replace(d, replayed=True)
-        return d
-
-    return [settled(d) for d in decisions]
+            decisions[i] = replace(d, verdict=repeat)
+        elif key in skipped and not d.repeat:
+            decisions[i] = replace(d, replayed=True)

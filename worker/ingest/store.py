@@ -15,6 +15,7 @@ from sqlalchemy import Engine, select
 from sluice.producer.envelope import InvalidEvent
 from sluice.producer.events import MAX_MESSAGE_ID_CHARS, Event
 from sluice.rules import Reason, Status, Verdict
+from sluice.rules.decisions import Decision
 from sluice.rules.engine import RulePolicy
 from sluice.rules.ports import Identity, PriorOutcome
 from sluice.rules.users import UserPolicy
@@ -37,12 +38,7 @@ from sluice.store.schema import (
     workspaces,
 )
 from sluice.worker.ingest.fanout import deliverable, plan_fan_out
-from sluice.worker.ingest.records import (
-    Decision,
-    event_row,
-    outcome_row,
-    repeat_row,
-)
+from sluice.worker.ingest.records import event_row, outcome_row, repeat_row
 from sluice.worker.ingest.settle import settle_message_ids, settle_order_claims
 
 MAX_WORKSPACE_ID_CHARS = 64  # as Event.workspace_id
@@ -143,37 +139,31 @@ class EventStore:
         whose outcome another batch wrote first is recorded as a repeat. Triggers are
         created only for the accepted events this batch owns (``sluice.worker.ingest.fanout``).
         """
-        fresh = [d for d in decisions if not d.replayed]
+        final = list(decisions)  # the settle steps rewrite the fresh ones in place
+        fresh = [i for i, d in enumerate(final) if not d.replayed]
         if not fresh:  # a redelivery: everything was committed before
-            return Recorded(list(decisions))
+            return Recorded(final)
         with writing(self.engine) as conn:
-            fresh = settle_order_claims(conn, fresh, now)
-            fan_out, fresh = plan_fan_out(conn, fresh, now, self.trigger_max_age_s)
-            accepted = [d for d in fresh if d.verdict.status is Status.ACCEPTED and d.event]
-            apply_trait_writes(conn, _trait_writes(accepted), now)
-            insert_ignoring_conflicts(conn, events, [event_row(d, batch_id, now) for d in accepted])
-            decided = [d for d in fresh if d.verdict.reason is not Reason.DUPLICATE_MESSAGE]
+            settle_order_claims(conn, final, fresh, now)
+            fan_out = plan_fan_out(conn, final, fresh, now, self.trigger_max_age_s)
+            stored = [final[i] for i in fresh if final[i].stored]
+            apply_trait_writes(conn, [_trait_write(d) for d in stored if d.writes_traits], now)
+            insert_ignoring_conflicts(conn, events, [event_row(d, batch_id, now) for d in stored])
             inserted = insert_ignoring_conflicts(
                 conn,
                 outcomes,
-                [outcome_row(d, batch_id, now) for d in decided],
+                [outcome_row(final[i], batch_id, now) for i in fresh if not final[i].repeat],
                 returning=("workspace_id", "message_id"),
             )
-            fresh = settle_message_ids(conn, fresh, batch_id, {(ws, m) for ws, m in inserted})
+            settle_message_ids(conn, final, fresh, batch_id, {(ws, m) for ws, m in inserted})
             insert_ignoring_conflicts(
                 conn,
                 repeats,
-                [
-                    repeat_row(d, batch_id, now)
-                    for d in fresh
-                    if d.verdict.reason is Reason.DUPLICATE_MESSAGE
-                ],
+                [repeat_row(final[i], batch_id, now) for i in fresh if final[i].repeat],
             )
-            owned = [d for d in fresh if d.verdict.status is Status.ACCEPTED]
+            owned = [final[i] for i in fresh if final[i].verdict.status is Status.ACCEPTED]
             triggers = fan_out.rows(owned, now)
             insert_ignoring_conflicts(conn, trigger_deliveries, triggers)
-        settled = iter(fresh)  # same order as ``decisions`` without the replayed ones
-        final = [d if d.replayed else next(settled) for d in decisions]
         return Recorded(final, deliverable(triggers))
 
     def record_outcomes_only(
@@ -259,11 +249,6 @@ def _policy(default: RulePolicy, overrides: Mapping[str, Any]) -> RulePolicy:
     return replace(default, **known)
 
 
-def _trait_writes(accepted: list[Decision]) -> list[TraitWrite]:
-    writes = []
-    for decision in accepted:
-        assert decision.event is not None
-        policy = decision.user_policy
-        if policy is not UserPolicy.NONE and not decision.bot:
-            writes.append(TraitWrite.of(decision.event, create=policy is UserPolicy.CREATE))
-    return writes
+def _trait_write(decision: Decision) -> TraitWrite:
+    assert decision.event is not None  # a stored decision has its event
+    return TraitWrite.of(decision.event, create=decision.user_policy is UserPolicy.CREATE)
