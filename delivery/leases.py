@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, exists, literal_column, select, update
 
 from sluice.actions import AttemptResult, Outcome
+from sluice.delivery.payload import EVENT_FIELDS
 from sluice.producer.events import as_utc
 from sluice.store.automations import (
     OPEN,
@@ -41,21 +42,6 @@ from sluice.store.engine import (
 from sluice.store.schema import automations, delivery_attempts, events, trigger_deliveries
 
 EARLY_TOLERANCE_S = 0.05
-EVENT_FIELDS = (
-    "message_id",
-    "kind",
-    "name",
-    "user_id",
-    "email",
-    "anonymous_id",
-    "traits",
-    "properties",
-    "context",
-    "timestamp",
-    "sent_at",
-    "received_at",
-    "source",
-)
 
 triggers = trigger_deliveries
 # Written as literals, so that PostgreSQL plans them with the partial index on open triggers.

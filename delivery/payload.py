@@ -7,11 +7,16 @@ from typing import Any
 
 import orjson
 
-from sluice.delivery.leases import EVENT_FIELDS
 from sluice.producer.events import as_utc
 from sluice.store.automations import Automation
+from sluice.store.schema import EVENT_COLUMNS
 
 EVENT_TYPE = "event.triggered"
+# The stored event's fields a payload carries: all but the workspace (a field of the
+# payload's own) and what is kept of Segment group and alias calls.
+EVENT_FIELDS = tuple(
+    name for name in EVENT_COLUMNS if name not in {"workspace_id", "group_id", "previous_id"}
+)
 
 
 def trigger_body(

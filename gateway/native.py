@@ -29,7 +29,8 @@ from sluice.gateway.state import from_database, gateway_of
 from sluice.gateway.vendors.openapi import json_body
 from sluice.producer.events import MAX_MESSAGE_ID_CHARS, utc_now
 from sluice.rules import Status
-from sluice.store.views import outcome_of, triggers_of
+from sluice.store.outcomes import outcome_of
+from sluice.store.views import triggers_of
 
 router = APIRouter(tags=["native"])
 
@@ -84,6 +85,9 @@ class Trigger(BaseModel):
 
 
 class EventOutcome(BaseModel):
+    """``sluice.store.outcomes.EventOutcome`` as the API shows it (same fields, in order),
+    with the triggers the event fired."""
+
     message_id: str
     status: Status
     reason: str | None = None
@@ -271,17 +275,7 @@ async def event_outcome(message_id: str, request: Request) -> JsonResponse:
     if outcome is not None:
         fired = await from_database(triggers_of, gateway.database, workspace_id, message_id)
         result = EventOutcome(
-            message_id=message_id,
-            status=outcome.status,
-            reason=outcome.reason,
-            detail=outcome.detail,
-            kind=outcome.kind,
-            name=outcome.name,
-            decided_at=outcome.decided_at,
-            group_id=outcome.group_id,
-            previous_id=outcome.previous_id,
-            raw=outcome.raw,
-            triggers=[Trigger.model_validate(view) for view in fired],
+            **outcome.fields(), triggers=[Trigger.model_validate(view) for view in fired]
         )
     elif await run_in_threadpool(gateway.marks.is_pending, workspace_id, message_id):
         result = EventOutcome(message_id=message_id, status=Status.QUEUED)

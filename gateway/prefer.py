@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from sluice.store.views import outcomes_of
+from sluice.store.outcomes import outcomes_of
 
 MAX_WAIT_S = 30.0
 # One preference of a Prefer header: its name, and its value up to a parameter or the end.
@@ -67,12 +67,8 @@ async def verdicts(
             found = await run_in_threadpool(outcomes_of, database, workspace_id, missing)
         except SQLAlchemyError:  # the events are queued already: say so, do not fail
             break
-        for message_id, record in found.items():
-            decided[message_id] = {
-                "status": str(record.status),
-                "reason": record.reason,
-                "detail": record.detail,
-            }
+        for message_id, outcome in found.items():
+            decided[message_id] = outcome.verdict()
         remaining = deadline - time.monotonic()
         if len(decided) == len(set(message_ids)) or remaining <= 0:
             break

@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     Engine,
     Select,
@@ -46,13 +47,24 @@ from sqlalchemy import (
 
 from sluice.producer.events import as_utc
 from sluice.rules import Status
-from sluice.store.schema import events, outcomes, workspaces
+from sluice.store.outcomes import OUTCOME_FIELDS, STORED_EVENT_FIELDS
+from sluice.store.schema import EVENT_COLUMNS, events, outcomes, workspaces
 from sluice.store.views import triggers_by_message
 
 EXPORT_CHUNK_ROWS = 2000
 # Datetimes from SQLite are naive UTC; PostgreSQL's are read in UTC (``SET LOCAL``).
 _ENCODE = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 EXPORTABLE = (Status.ACCEPTED, Status.DISCARDED, Status.REJECTED)  # queued: only in Redis
+# A line: the outcome's fields (as the API shows them, with the workspace), then the stored
+# event's other columns, event time first; JSON columns are embedded as the database keeps
+# them. A stored event's row gives what both tables have, the outcome row the verdict.
+OUTCOME_PART = ("message_id", "workspace_id", *OUTCOME_FIELDS[1:])
+VERDICT_COLUMNS = frozenset(OUTCOME_FIELDS) - frozenset(EVENT_COLUMNS)
+EVENT_PART = (
+    "timestamp",
+    *(name for name in EVENT_COLUMNS if name not in {*OUTCOME_PART, "timestamp"}),
+)
+JSON_COLUMNS = frozenset(name for name in EVENT_PART if isinstance(events.c[name].type, JSON))
 
 
 class UnknownWorkspaceError(LookupError):
@@ -192,28 +204,15 @@ def stored_events_query(selection: ExportSelection, after: tuple[Any, int] | Non
             events.c.id.label("row_id"),
             events.c.timestamp.label("sort_time"),
             literal(True).label("stored"),
-            events.c.message_id,
-            events.c.workspace_id,
-            outcomes.c.status,
-            outcomes.c.reason,
-            outcomes.c.detail,
-            events.c.kind,
-            events.c.name,
-            outcomes.c.decided_at,
-            events.c.group_id,
-            events.c.previous_id,
-            outcomes.c.raw,
-            events.c.timestamp,
-            events.c.user_id,
-            events.c.email,
-            events.c.anonymous_id,
-            # As the text the database keeps: embedded in the line without decoding.
-            cast(events.c.traits, Text).label("traits"),
-            cast(events.c.properties, Text).label("properties"),
-            cast(events.c.context, Text).label("context"),
-            events.c.sent_at,
-            events.c.received_at,
-            events.c.source,
+            *(
+                outcomes.c[name] if name in VERDICT_COLUMNS else events.c[name]
+                for name in OUTCOME_PART
+            ),
+            *(
+                # As the text the database keeps: embedded in the line without decoding.
+                cast(events.c[name], Text).label(name) if name in JSON_COLUMNS else events.c[name]
+                for name in EVENT_PART
+            ),
             events.c.is_bot,
             events.c.batch_id,
         )
@@ -239,15 +238,7 @@ def outcome_only_query(selection: ExportSelection, after: tuple[Any, int] | None
             outcomes.c.id.label("row_id"),
             outcomes.c.decided_at.label("sort_time"),
             literal(False).label("stored"),
-            outcomes.c.message_id,
-            outcomes.c.workspace_id,
-            outcomes.c.status,
-            outcomes.c.reason,
-            outcomes.c.detail,
-            outcomes.c.kind,
-            outcomes.c.name,
-            outcomes.c.decided_at,
-            outcomes.c.raw,
+            *(outcomes.c[name] for name in OUTCOME_PART if name not in STORED_EVENT_FIELDS),
             outcomes.c.batch_id,
         )
         .where(
@@ -291,31 +282,15 @@ def export_line(row: Any, fired: dict[str, list[dict[str, Any]]] | None = None) 
     them, then the stored event's (null for an event that was not stored)."""
     stored = bool(row.stored)
     line: dict[str, Any] = {
-        "message_id": row.message_id,
-        "workspace_id": row.workspace_id,
-        "status": row.status,
-        "reason": row.reason,
-        "detail": row.detail,
-        "kind": row.kind,
-        "name": row.name,
-        "decided_at": row.decided_at,
-        "group_id": row.group_id if stored else None,
-        "previous_id": row.previous_id if stored else None,
-        "raw": row.raw,
-        "stored": stored,
-        "timestamp": row.timestamp if stored else None,
-        "user_id": row.user_id if stored else None,
-        "email": row.email if stored else None,
-        "anonymous_id": row.anonymous_id if stored else None,
-        "traits": _json(row.traits) if stored else None,
-        "properties": _json(row.properties) if stored else None,
-        "context": _json(row.context) if stored else None,
-        "sent_at": row.sent_at if stored else None,
-        "received_at": row.received_at if stored else None,
-        "source": row.source if stored else None,
-        "is_bot": bool(row.is_bot) if stored else None,
-        "batch_id": row.batch_id,
+        name: getattr(row, name) if stored or name not in STORED_EVENT_FIELDS else None
+        for name in OUTCOME_PART
     }
+    line["stored"] = stored
+    for name in EVENT_PART:
+        value = getattr(row, name) if stored else None
+        line[name] = _json(value) if name in JSON_COLUMNS else value
+    line["is_bot"] = bool(row.is_bot) if stored else None
+    line["batch_id"] = row.batch_id
     if fired is not None:
         line["triggers"] = fired.get(row.message_id, [])
     return line

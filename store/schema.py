@@ -22,6 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from sluice.producer.events import Event
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(column_0_label)s",
@@ -85,6 +87,11 @@ events = Table(
     # Purges, retention and exports read a workspace's events by event time (migration 0008).
     Index("ix_events_workspace_timestamp", "workspace_id", "timestamp"),
 )
+# What the rules read of an event and nothing stores (``Event.order_id``, ``creates_user``).
+EVENT_HINTS = frozenset({"order_id", "creates_user"})
+# The canonical event's fields that are columns of ``events``, in the model's order (the
+# one list the worker's rows, a trigger's payload and the export are made from).
+EVENT_COLUMNS = tuple(name for name in Event.model_fields if name not in EVENT_HINTS)
 
 outcomes = Table(
     "outcomes",

@@ -1,86 +1,21 @@
-"""What the API and the CLI show of events' outcomes, triggers and delivery attempts."""
+"""What the API and the CLI show of triggers and delivery attempts (an event's outcome:
+``sluice.store.outcomes``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, select
+from sqlalchemy import Connection, Engine, select
 
 from sluice.producer.events import as_utc
-from sluice.rules import Reason, Status
 from sluice.store.engine import matches_any
 from sluice.store.schema import (
     automations,
     delivery_attempts,
-    events,
-    outcomes,
     trigger_deliveries,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class OutcomeRecord:
-    workspace_id: str
-    message_id: str
-    status: Status
-    reason: Reason | None
-    detail: str | None
-    kind: str | None
-    name: str | None
-    raw: str | None
-    decided_at: datetime
-    group_id: str | None = None  # a stored Segment group call's groupId
-    previous_id: str | None = None  # a stored Segment alias call's previousId
-
-
-def outcome_record(row: Any) -> OutcomeRecord:
-    return OutcomeRecord(
-        workspace_id=row.workspace_id,
-        message_id=row.message_id,
-        status=Status(row.status),
-        reason=Reason(row.reason) if row.reason else None,
-        detail=row.detail,
-        kind=row.kind,
-        name=row.name,
-        raw=row.raw,
-        decided_at=as_utc(row.decided_at),
-        group_id=getattr(row, "group_id", None),
-        previous_id=getattr(row, "previous_id", None),
-    )
-
-
-def outcomes_of(
-    engine: Engine, workspace_id: str, message_ids: Sequence[str]
-) -> dict[str, OutcomeRecord]:
-    """The decided ones among ``message_ids``, one query."""
-    if not message_ids:
-        return {}
-    with engine.connect() as conn:
-        query = select(outcomes).where(
-            outcomes.c.workspace_id == workspace_id,
-            matches_any(conn.dialect, outcomes.c.message_id, message_ids),
-        )
-        return {row.message_id: outcome_record(row) for row in conn.execute(query)}
-
-
-def outcome_of(engine: Engine, workspace_id: str, message_id: str) -> OutcomeRecord | None:
-    """One event's outcome, with what its stored row keeps of a Segment group or alias
-    call (an event that was not stored has none)."""
-    stored = and_(
-        events.c.workspace_id == outcomes.c.workspace_id,
-        events.c.message_id == outcomes.c.message_id,
-    )
-    query = (
-        select(outcomes, events.c.group_id, events.c.previous_id)
-        .select_from(outcomes.outerjoin(events, stored))
-        .where(outcomes.c.workspace_id == workspace_id, outcomes.c.message_id == message_id)
-    )
-    with engine.connect() as conn:
-        row = conn.execute(query).first()
-    return outcome_record(row) if row is not None else None
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -7,12 +7,10 @@ from typing import Any
 
 import orjson
 
-from sluice.producer.events import Event
 from sluice.rules.decisions import Decision
+from sluice.store.schema import EVENT_COLUMNS, EVENT_HINTS
 
 RAW_LIMIT_BYTES = 4096
-_HINTS = {"order_id", "creates_user"}  # for the rules; not columns of ``events``
-_STORED_FIELDS = tuple(name for name in Event.model_fields if name not in _HINTS)
 
 
 def truncate(data: bytes, limit: int) -> str:
@@ -24,7 +22,7 @@ def event_row(decision: Decision, batch_id: str, now: datetime) -> dict[str, Any
     event = decision.event
     assert event is not None
     # The validated fields as they are (a model_dump would copy each of them again).
-    row = {name: getattr(event, name) for name in _STORED_FIELDS}
+    row = {name: getattr(event, name) for name in EVENT_COLUMNS}
     row["kind"] = str(event.kind)
     row["batch_id"] = batch_id
     row["stored_at"] = now
@@ -34,9 +32,8 @@ def event_row(decision: Decision, batch_id: str, now: datetime) -> dict[str, Any
 
 def raw_copy(decision: Decision) -> str:
     # What arrived, as the adapter mapped it: the rules' hints are not part of it.
-    source = (
-        decision.event.model_dump(mode="json", exclude=_HINTS) if decision.event else decision.raw
-    )
+    event = decision.event
+    source = event.model_dump(mode="json", exclude=set(EVENT_HINTS)) if event else decision.raw
     return truncate(orjson.dumps(source, default=repr), RAW_LIMIT_BYTES)
 
 

@@ -1,0 +1,104 @@
+"""An event's outcome as everyone shows it: ``GET /v1/events/{id}``, ``Prefer: wait``
+and the export read it through ``EventOutcome``, in the field order of ``OUTCOME_FIELDS``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, and_, select
+
+from sluice.producer.events import as_utc
+from sluice.rules import Reason, Status
+from sluice.store.engine import matches_any
+from sluice.store.schema import events, outcomes
+
+# What an outcome shows, in order: the outcome row's columns, and what a stored event's row
+# keeps of a Segment group or alias call (``group_id``, ``previous_id``).
+OUTCOME_FIELDS = (
+    "message_id",
+    "status",
+    "reason",
+    "detail",
+    "kind",
+    "name",
+    "decided_at",
+    "group_id",
+    "previous_id",
+    "raw",
+)
+STORED_EVENT_FIELDS = ("group_id", "previous_id")  # from ``events``, the rest from ``outcomes``
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    workspace_id: str
+    message_id: str
+    status: Status
+    reason: Reason | None
+    detail: str | None
+    kind: str | None
+    name: str | None
+    decided_at: datetime
+    group_id: str | None = None  # a stored Segment group call's groupId
+    previous_id: str | None = None  # a stored Segment alias call's previousId
+    raw: str | None = None  # a truncated copy of a discarded or rejected event
+
+    @classmethod
+    def from_row(cls, row: Any) -> EventOutcome:
+        """From a row with the columns of ``outcomes`` (and, joined, those of
+        ``STORED_EVENT_FIELDS``: null or absent for an event that was not stored)."""
+        return cls(
+            workspace_id=row.workspace_id,
+            message_id=row.message_id,
+            status=Status(row.status),
+            reason=Reason(row.reason) if row.reason else None,
+            detail=row.detail,
+            kind=row.kind,
+            name=row.name,
+            decided_at=as_utc(row.decided_at),
+            group_id=getattr(row, "group_id", None),
+            previous_id=getattr(row, "previous_id", None),
+            raw=row.raw,
+        )
+
+    def fields(self) -> dict[str, Any]:
+        """The shown fields, in ``OUTCOME_FIELDS`` order."""
+        return {name: getattr(self, name) for name in OUTCOME_FIELDS}
+
+    def verdict(self) -> dict[str, Any]:
+        """The verdict alone (``Prefer: wait`` answers with it)."""
+        return {"status": str(self.status), "reason": self.reason, "detail": self.detail}
+
+
+def outcomes_of(
+    engine: Engine, workspace_id: str, message_ids: Sequence[str]
+) -> dict[str, EventOutcome]:
+    """The decided ones among ``message_ids``, one query."""
+    if not message_ids:
+        return {}
+    with engine.connect() as conn:
+        query = select(outcomes).where(
+            outcomes.c.workspace_id == workspace_id,
+            matches_any(conn.dialect, outcomes.c.message_id, message_ids),
+        )
+        return {row.message_id: EventOutcome.from_row(row) for row in conn.execute(query)}
+
+
+def outcome_of(engine: Engine, workspace_id: str, message_id: str) -> EventOutcome | None:
+    """One event's outcome, with what its stored row keeps of a Segment group or alias
+    call (an event that was not stored has none)."""
+    stored = and_(
+        events.c.workspace_id == outcomes.c.workspace_id,
+        events.c.message_id == outcomes.c.message_id,
+    )
+    query = (
+        select(outcomes, *(events.c[name] for name in STORED_EVENT_FIELDS))
+        .select_from(outcomes.outerjoin(events, stored))
+        .where(outcomes.c.workspace_id == workspace_id, outcomes.c.message_id == message_id)
+    )
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    return EventOutcome.from_row(row) if row is not None else None
