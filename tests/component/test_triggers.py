@@ -360,7 +360,7 @@ def test_a_crashed_last_attempt_counts_and_the_trigger_is_closed(engine: Engine)
         now += timedelta(seconds=61)
     assert claim(store, automation_id, now) == []
     assert trigger_status(engine, trigger) == "pending"
-    assert store.close_abandoned(now) >= 1
+    assert sum(store.settle_abandoned(now).values()) >= 1
     assert trigger_status(engine, trigger) == "failed"
 
 
@@ -412,7 +412,7 @@ def test_disabling_cancels_the_waiting_deliveries_at_once(engine: Engine) -> Non
     # Its automation is disabled: no claim takes it, the housekeeping closes it.
     later = now + timedelta(seconds=2)
     assert claim(store, automation_id, later) == []
-    store.close_abandoned(later)
+    store.settle_abandoned(later)
     assert trigger_status(engine, under_way.trigger_id) == "cancelled"
 
 
