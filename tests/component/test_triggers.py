@@ -31,7 +31,7 @@ from sluice.actions.webhook_urls import (
     check_webhook_url,
 )
 from sluice.cli.worker_app import create_app
-from sluice.delivery.deliverer import Deliverer, backoff_s, retry_delay_s
+from sluice.delivery.deliverer import Deliverer, trigger_retry_delay_s
 from sluice.delivery.leases import Attempted, Claimed, DeliveryPolicy, TriggerStore
 from sluice.producer.events import Event, EventKind, utc_now
 from sluice.rules import Reason, Verdict
@@ -206,12 +206,12 @@ def test_retry_after_is_seconds_or_an_http_date(header: str | None, seconds: flo
 
 def test_backoff_grows_with_jitter_and_never_passes_the_cap() -> None:
     for attempt in range(1, 40):
-        delay = backoff_s(attempt, 5.0, 450.0)
+        delay = trigger_retry_delay_s(attempt, None, 5.0, 450.0)
         ceiling = min(450.0, 5.0 * 2 ** (attempt - 1))
         assert ceiling / 2 <= delay <= ceiling
-    assert retry_delay_s(1, 30.0, 5.0, 450.0) == 30.0  # Retry-After wins over the backoff
-    assert retry_delay_s(1, 10_000.0, 5.0, 450.0) == 10_000.0  # even past the cap
-    assert retry_delay_s(1, 10**9, 5.0, 450.0) == 86_400.0  # up to a day
+    assert trigger_retry_delay_s(1, 30.0, 5.0, 450.0) == 30.0  # Retry-After wins over the backoff
+    assert trigger_retry_delay_s(1, 10_000.0, 5.0, 450.0) == 10_000.0  # even past the cap
+    assert trigger_retry_delay_s(1, 10**9, 5.0, 450.0) == 86_400.0  # up to a day
 
 
 # The database side: trigger rows in the batch transaction, and claims.
