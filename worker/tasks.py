@@ -29,6 +29,7 @@ from sluice.ops.metrics.families import DEAD_LETTERS
 from sluice.ops.metrics.tally import Tally, flush
 from sluice.producer import keys
 from sluice.producer.envelope import (
+    MAX_BATCH_ID_CHARS,
     DecodedBatch,
     Envelope,
     PoisonEnvelopeError,
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 60
 DEFER_SLACK_S = 0.5  # land just after the grace period ends, not just before
 DELIVERY_COUNTER_TTL_S = 86_400
-MAX_BATCH_ID_CHARS = 64
 
 
 def batch_retry_delay_s(retries: int, visibility_timeout_s: int) -> float:
