@@ -5,6 +5,7 @@ backend). The end-to-end behaviour is in ``test_triggers_e2e.py``."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -599,5 +600,12 @@ def test_a_wake_up_reaches_every_listening_deliverer(isolated_redis_url: str) ->
     assert all(flag.is_set() for flag in woken)
 
 
-def test_a_wake_up_without_redis_is_a_warning_not_an_error() -> None:
-    wake_deliverers(redis.Redis(port=1, socket_connect_timeout=0.2), 1)
+def test_a_wake_up_without_redis_is_a_warning_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        wake_deliverers(redis.Redis(port=1, socket_connect_timeout=0.2), 1)  # does not raise
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.name for r in warnings] == ["sluice.wakeups"]
+    assert "could not wake the deliverers" in warnings[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
