@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -37,6 +36,7 @@ import aiohttp
 from celery import Celery
 
 from sluice.actions import ACTIONS, Attempt, AttemptResult, Outcome
+from sluice.backoff import backoff_s
 from sluice.delivery.leases import Attempted, Claimed, TriggerStore
 from sluice.delivery.payload import trigger_body
 from sluice.logs import bind
@@ -50,22 +50,28 @@ POLL_S = 1.0  # look for due triggers (retries) at least this often
 GATHER_S = 0.01  # once woken, let more attempts finish (and wake-ups come) before claiming
 PREFETCH = 2  # a deliverer holds up to this many times an automation's in-flight cap
 HOUSEKEEPING_S = 30.0  # settle the triggers no claim will take this often
-DATABASE_BACKOFF_S = (0.5, 10.0)  # a failed claim or record: first and longest wait
+DATABASE_BACKOFF_BASE_S = 0.5  # a failed claim or record: the first wait
+DATABASE_BACKOFF_CAP_S = 10.0  # and the longest
 LEASE_MARGIN_S = 15.0  # an attempt starts only if it ends this long before its lease does
 T = TypeVar("T")
 
 
-def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
-    """Exponential (base · 2^(attempt-1)) with equal jitter, capped at ``cap_s``."""
-    ceiling = min(cap_s, base_s * 2.0 ** min(attempt - 1, 30))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-
-def retry_delay_s(attempt: int, retry_after_s: float | None, base_s: float, cap_s: float) -> float:
-    """The wait before the next attempt: the backoff (at most ``cap_s``), or ``Retry-After``
-    when the endpoint asks for longer (up to a day)."""
+def trigger_retry_delay_s(
+    attempt: int, retry_after_s: float | None, base_s: float, cap_s: float
+) -> float:
+    """The wait before a trigger's next attempt: exponential (``base_s`` · 2^(attempt-1))
+    with equal jitter, at most ``cap_s``, or ``Retry-After`` when the endpoint asks for
+    longer (up to a day)."""
     asked_s = min(retry_after_s or 0.0, MAX_RETRY_AFTER_S)
-    return max(backoff_s(attempt, base_s, cap_s), asked_s)
+    return max(backoff_s(attempt, base_s=base_s, cap_s=cap_s, jitter="equal"), asked_s)
+
+
+def database_retry_delay_s(failures: int) -> float:
+    """The wait after ``failures`` failed claims or records in a row: exponential with
+    equal jitter, from ``DATABASE_BACKOFF_BASE_S`` up to ``DATABASE_BACKOFF_CAP_S``."""
+    return backoff_s(
+        failures, base_s=DATABASE_BACKOFF_BASE_S, cap_s=DATABASE_BACKOFF_CAP_S, jitter="equal"
+    )
 
 
 class Deliverer:
@@ -160,7 +166,7 @@ class Deliverer:
                 except Exception:
                     failures += 1
                     log.exception("claiming triggers failed; trying again")
-                    await self._sleep(backoff_s(failures, *DATABASE_BACKOFF_S))
+                    await self._sleep(database_retry_delay_s(failures))
                     continue
                 for claim in claimed:
                     self._held[claim.automation.id] += 1
@@ -233,7 +239,7 @@ class Deliverer:
                 del self._held[automation_id], self._slots[automation_id]
             if held == self.max_in_flight * (PREFETCH - 1):
                 self.wake()  # room for a full cap of this automation
-        delay_s = retry_delay_s(
+        delay_s = trigger_retry_delay_s(
             claim.attempt, outcome.retry_after_s, self.backoff_base_s, self.max_backoff_s
         )
         self._finished.append(Attempted(claim, outcome, started_at, delay_s))
@@ -285,7 +291,7 @@ class Deliverer:
             self._to_record.clear()
             if not await self._record_finished():
                 failures += 1
-                await asyncio.sleep(backoff_s(failures, *DATABASE_BACKOFF_S))
+                await asyncio.sleep(database_retry_delay_s(failures))
                 self._to_record.set()
                 continue
             failures = 0

@@ -7,14 +7,15 @@ another claim holds is skipped) and one killed mid-attempt only delays the next 
 until its lease runs out. A claim takes no more triggers of an automation than the
 deliverer has room for (``per_automation`` less those it holds), so a slow endpoint holds
 that many, never all. Attempts are recorded many at a time too, with their consequences
-for the trigger and its automation.
+for the trigger and its automation (the health policy: ``sluice.delivery.automation_health``).
+The housekeeping settles the triggers no claim will take (``settle_abandoned``).
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, exists, literal_column, select, update
 
 from sluice.actions import AttemptResult, Outcome
+from sluice.delivery.automation_health import AutomationResult, apply_results
 from sluice.delivery.payload import EVENT_FIELDS
 from sluice.producer.events import as_utc
 from sluice.store.automations import (
@@ -30,7 +32,6 @@ from sluice.store.automations import (
     AutomationStatus,
     TriggerStatus,
     automation_of,
-    disable_automation,
 )
 from sluice.store.engine import (
     by_workspace,
@@ -208,12 +209,12 @@ class TriggerStore:
         self, attempts: Sequence[Attempted], now: datetime, unstarted: Sequence[Claimed] = ()
     ) -> Counter[str]:
         """Record attempts and their consequences, in one transaction: the attempt rows,
-        each trigger's new state (delivered, retrying at its time, or failed), and for each
-        automation a success (no longer failing), a 410 (disabled) or a failure (disabled
-        when every attempt has failed for ``disable_after_s``). A trigger whose lease ran
+        each trigger's new state (delivered, retrying at its time, or failed), and what they
+        mean for each automation (``sluice.delivery.automation_health``: no longer failing,
+        failing, or disabled). A trigger whose lease ran
         out and was claimed again keeps what the newer attempt records: this attempt is on
         record, its verdict is not. A verdict arriving after its lease ran out and the
-        trigger was settled without it (``close_abandoned``) is what happened, and wins.
+        trigger was settled without it (``settle_abandoned``) is what happened, and wins.
 
         ``unstarted`` are claims given back without an attempt (the deliverer stopped, or
         their lease would have run out first): their attempt is not counted and they are
@@ -254,7 +255,17 @@ class TriggerStore:
             )
             verdicts = [self._verdict(done, now) for done in attempts]
             update_by_key(conn, triggers, ("id", "attempts"), verdicts)
-            self._automation_effects(conn, attempts, now)
+            apply_results(
+                conn,
+                (
+                    AutomationResult(
+                        done.claim.automation.id, done.outcome.result, done.claim.failing
+                    )
+                    for done in attempts
+                ),
+                now,
+                disable_after_s=self.policy.disable_after_s,
+            )
         return Counter(verdict["status"] for verdict in verdicts)
 
     def _verdict(self, done: Attempted, now: datetime) -> dict[str, Any]:
@@ -281,29 +292,6 @@ class TriggerStore:
             "delivered_at": now if status is TriggerStatus.DELIVERED else None,
         }
 
-    def _automation_effects(
-        self, conn: Connection, attempts: Iterable[Attempted], now: datetime
-    ) -> None:
-        results: dict[str, set[AttemptResult]] = {}
-        failing: set[str] = set()
-        for done in attempts:
-            automation_id = done.claim.automation.id
-            results.setdefault(automation_id, set()).add(done.outcome.result)
-            if done.claim.failing:
-                failing.add(automation_id)
-        for automation_id, seen in sorted(results.items()):  # the same lock order everywhere
-            if AttemptResult.GONE in seen:
-                disable_automation(conn, automation_id, "the endpoint answered 410 Gone", now)
-            elif AttemptResult.DELIVERED in seen:
-                if automation_id in failing:  # otherwise nothing to write (and no row to lock)
-                    conn.execute(
-                        update(automations)
-                        .where(automations.c.id == automation_id)
-                        .values(failing_since=None)
-                    )
-            else:
-                self._note_failure(conn, automation_id, now)
-
     @staticmethod
     def _give_back(conn: Connection, claims: Sequence[Claimed], now: datetime) -> None:
         conn.execute(
@@ -325,14 +313,10 @@ class TriggerStore:
             ],
         )
 
-    def close_abandoned(self, now: datetime) -> int:
+    def settle_abandoned(self, now: datetime) -> Counter[str]:
         """Settle the open triggers no claim will take: those whose last allowed attempt
         never finished (failed), and those of a disabled automation whose attempt was
-        under way when it was disabled (cancelled). How many it settled."""
-        return sum(self.settle_abandoned(now).values())
-
-    def settle_abandoned(self, now: datetime) -> Counter[str]:
-        """``close_abandoned``, returning how many it settled in each status."""
+        under way when it was disabled (cancelled). How many it settled in each status."""
         with writing(self.engine) as conn:
             free = triggers.c.next_attempt_at <= now
             exhausted = conn.execute(
@@ -365,25 +349,6 @@ class TriggerStore:
             ).rowcount
         settled = {TriggerStatus.FAILED: exhausted, TriggerStatus.CANCELLED: orphaned}
         return Counter({str(status): int(n) for status, n in settled.items() if n})
-
-    def _note_failure(self, conn: Any, automation_id: str, now: datetime) -> None:
-        conn.execute(
-            update(automations)
-            .where(automations.c.id == automation_id, automations.c.failing_since.is_(None))
-            .values(failing_since=now)
-        )
-        since = conn.execute(
-            select(automations.c.failing_since).where(automations.c.id == automation_id)
-        ).scalar_one()
-        failing_s = (now - as_utc(since)).total_seconds()
-        if failing_s >= self.policy.disable_after_s:
-            disable_automation(
-                conn,
-                automation_id,
-                f"every attempt failed since {as_utc(since).isoformat()} "
-                f"(over {int(self.policy.disable_after_s)} s)",
-                now,
-            )
 
 
 def _commit_without_waiting(conn: Connection) -> None:

@@ -28,6 +28,7 @@ ENVELOPE_VERSION = 1
 QUEUED_FIELDS = ("message_id", "workspace_id", "timestamp", "received_at")
 _FIELDS = frozenset(Event.model_fields)
 MAX_ENVELOPE_EVENTS = 1000
+MAX_BATCH_ID_CHARS = 64  # a longer batch id makes the envelope poison
 
 
 class Envelope(BaseModel):
@@ -123,7 +124,7 @@ class _Shell(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     v: int
-    batch_id: str = Field(min_length=1, max_length=64)
+    batch_id: str = Field(min_length=1, max_length=MAX_BATCH_ID_CHARS)
     events: list[dict[str, Any]] = Field(min_length=1)
 
 

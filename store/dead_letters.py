@@ -17,11 +17,10 @@ from typing import Any
 import orjson
 from sqlalchemy import ColumnElement, Connection, Engine, and_, case, func, select
 
-from sluice.producer.envelope import PoisonEnvelopeError, decode_envelope
+from sluice.producer.envelope import MAX_BATCH_ID_CHARS, PoisonEnvelopeError, decode_envelope
 from sluice.producer.events import as_utc
 from sluice.store.schema import dead_letter_workspaces, dead_letters, outcomes
 
-MAX_BATCH_ID_CHARS = 64
 BATCH = "batch"
 EVENT = "event"  # an event without workspace_id or message_id: it can have no outcome
 PROVISIONAL_PREFIX = "not processed: "

@@ -16,7 +16,6 @@ Celery acks a task that raises (docs/reliability.md #8), so nothing may escape u
 from __future__ import annotations
 
 import logging
-import random
 import time
 import traceback
 from typing import Any, NoReturn
@@ -24,11 +23,13 @@ from typing import Any, NoReturn
 from celery import Celery, Task
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
+from sluice.backoff import backoff_s
 from sluice.logs import log_context
 from sluice.ops.metrics.families import DEAD_LETTERS
 from sluice.ops.metrics.tally import Tally, flush
 from sluice.producer import keys
 from sluice.producer.envelope import (
+    MAX_BATCH_ID_CHARS,
     DecodedBatch,
     Envelope,
     PoisonEnvelopeError,
@@ -52,15 +53,14 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 60
 DEFER_SLACK_S = 0.5  # land just after the grace period ends, not just before
 DELIVERY_COUNTER_TTL_S = 86_400
-MAX_BATCH_ID_CHARS = 64
 
 
-def retry_delay_s(retries: int, visibility_timeout_s: int) -> float:
-    """Exponential backoff with full jitter, capped well below the visibility timeout
-    (a countdown longer than it would be redelivered while still waiting,
-    docs/reliability.md #4)."""
-    cap = min(MAX_BACKOFF_S, visibility_timeout_s / 4)
-    return random.uniform(0, min(cap, 2.0 ** min(retries, 16)))
+def batch_retry_delay_s(retries: int, visibility_timeout_s: int) -> float:
+    """The countdown of a batch's retry after ``retries`` retries so far: exponential from
+    1 s with full jitter, capped well below the visibility timeout (a countdown longer than
+    it would be redelivered while still waiting, docs/reliability.md #4)."""
+    cap_s = min(MAX_BACKOFF_S, visibility_timeout_s / 4)
+    return backoff_s(retries + 1, base_s=1.0, cap_s=cap_s, jitter="full")
 
 
 def register_tasks(app: Celery, runtime: Runtime) -> None:
@@ -137,7 +137,7 @@ def _process(
 def _retry(
     task: Task, runtime: Runtime, exc: Exception, batch_id: str | None, retries: int
 ) -> NoReturn:
-    delay = retry_delay_s(retries, runtime.settings.visibility_timeout_s)
+    delay = batch_retry_delay_s(retries, runtime.settings.visibility_timeout_s)
     log.warning(
         "batch %s: transient failure, retry %d in %.1fs: %s", batch_id, retries + 1, delay, exc
     )

@@ -199,11 +199,11 @@ def test_an_error_with_nowhere_to_go_requeues_the_message(
 
 
 def test_backoff_stays_below_the_visibility_timeout() -> None:
-    from sluice.worker.tasks import retry_delay_s
+    from sluice.worker.tasks import batch_retry_delay_s
 
-    assert max(retry_delay_s(retries, 900) for retries in range(40)) <= 60
-    assert max(retry_delay_s(retries, 40) for retries in range(40)) <= 10
-    assert retry_delay_s(5000, 900) <= 60  # days into an outage: still a number
+    assert max(batch_retry_delay_s(retries, 900) for retries in range(40)) <= 60
+    assert max(batch_retry_delay_s(retries, 40) for retries in range(40)) <= 10
+    assert batch_retry_delay_s(5000, 900) <= 60  # days into an outage: still a number
 
 
 def test_a_retried_or_requeued_batch_restarts_its_journal_clock(

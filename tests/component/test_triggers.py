@@ -5,6 +5,7 @@ backend). The end-to-end behaviour is in ``test_triggers_e2e.py``."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from sluice.actions.webhook_urls import (
     check_webhook_url,
 )
 from sluice.cli.worker_app import create_app
-from sluice.delivery.deliverer import Deliverer, backoff_s, retry_delay_s
+from sluice.delivery.deliverer import Deliverer, trigger_retry_delay_s
 from sluice.delivery.leases import Attempted, Claimed, DeliveryPolicy, TriggerStore
 from sluice.producer.events import Event, EventKind, utc_now
 from sluice.rules import Reason, Verdict
@@ -206,12 +207,12 @@ def test_retry_after_is_seconds_or_an_http_date(header: str | None, seconds: flo
 
 def test_backoff_grows_with_jitter_and_never_passes_the_cap() -> None:
     for attempt in range(1, 40):
-        delay = backoff_s(attempt, 5.0, 450.0)
+        delay = trigger_retry_delay_s(attempt, None, 5.0, 450.0)
         ceiling = min(450.0, 5.0 * 2 ** (attempt - 1))
         assert ceiling / 2 <= delay <= ceiling
-    assert retry_delay_s(1, 30.0, 5.0, 450.0) == 30.0  # Retry-After wins over the backoff
-    assert retry_delay_s(1, 10_000.0, 5.0, 450.0) == 10_000.0  # even past the cap
-    assert retry_delay_s(1, 10**9, 5.0, 450.0) == 86_400.0  # up to a day
+    assert trigger_retry_delay_s(1, 30.0, 5.0, 450.0) == 30.0  # Retry-After wins over the backoff
+    assert trigger_retry_delay_s(1, 10_000.0, 5.0, 450.0) == 10_000.0  # even past the cap
+    assert trigger_retry_delay_s(1, 10**9, 5.0, 450.0) == 86_400.0  # up to a day
 
 
 # The database side: trigger rows in the batch transaction, and claims.
@@ -360,7 +361,7 @@ def test_a_crashed_last_attempt_counts_and_the_trigger_is_closed(engine: Engine)
         now += timedelta(seconds=61)
     assert claim(store, automation_id, now) == []
     assert trigger_status(engine, trigger) == "pending"
-    assert store.close_abandoned(now) >= 1
+    assert sum(store.settle_abandoned(now).values()) >= 1
     assert trigger_status(engine, trigger) == "failed"
 
 
@@ -412,7 +413,7 @@ def test_disabling_cancels_the_waiting_deliveries_at_once(engine: Engine) -> Non
     # Its automation is disabled: no claim takes it, the housekeeping closes it.
     later = now + timedelta(seconds=2)
     assert claim(store, automation_id, later) == []
-    store.close_abandoned(later)
+    store.settle_abandoned(later)
     assert trigger_status(engine, under_way.trigger_id) == "cancelled"
 
 
@@ -599,5 +600,12 @@ def test_a_wake_up_reaches_every_listening_deliverer(isolated_redis_url: str) ->
     assert all(flag.is_set() for flag in woken)
 
 
-def test_a_wake_up_without_redis_is_a_warning_not_an_error() -> None:
-    wake_deliverers(redis.Redis(port=1, socket_connect_timeout=0.2), 1)
+def test_a_wake_up_without_redis_is_a_warning_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        wake_deliverers(redis.Redis(port=1, socket_connect_timeout=0.2), 1)  # does not raise
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.name for r in warnings] == ["sluice.wakeups"]
+    assert "could not wake the deliverers" in warnings[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -40,8 +41,36 @@ def test_a_heartbeat_touches_its_file_at_most_once_a_second(tmp_path: Path) -> N
     heartbeat.stop()  # stopping twice is harmless
 
 
-def test_a_heartbeat_that_cannot_write_does_not_raise(tmp_path: Path) -> None:
-    Heartbeat(tmp_path / "missing-dir" / "beat").beat()
+def test_a_heartbeat_that_cannot_write_does_not_raise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("sluice.delivery.heartbeat.BEAT_EVERY_S", 0.0)  # every beat touches
+    directory = tmp_path / "missing-dir"
+    path = directory / "beat"
+    heartbeat = Heartbeat(path)
+
+    def warnings() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "sluice.delivery.heartbeat" and r.levelno == logging.WARNING
+        ]
+
+    with caplog.at_level(logging.WARNING):
+        heartbeat.beat()  # the directory is missing: no exception
+        heartbeat.beat()
+        assert len(warnings()) == 1  # once per run of failures
+        assert str(path) in warnings()[0]
+        assert heartbeat_age_s(path) is None
+        directory.mkdir()  # writable again: the next beat touches the file
+        heartbeat.beat()
+        age_s = heartbeat_age_s(path)
+        assert age_s is not None and age_s < 5
+        path.unlink()
+        directory.rmdir()
+        heartbeat.beat()  # a new run of failures is told again
+        assert len(warnings()) == 2
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def check(*args: str) -> tuple[int, str]:
