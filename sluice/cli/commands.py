@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -15,32 +15,8 @@ from sluice.cli import contacts as contact_commands
 from sluice.cli import dlq as dead_letter_commands
 from sluice.cli import events as event_commands
 from sluice.cli import purge as purge_command
+from sluice.cli.options import database_engine, json_option, parse_pairs
 from sluice.settings import Settings
-
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-
-
-def _engine(settings: Settings | None = None) -> Engine:
-    """The database, checked: reachable and migrated, or a one-line error saying what to do
-    (``sluice.cli.database``). Every command but ``migrate`` and ``dev`` opens it here."""
-    from sluice.cli.database import checked_engine
-
-    return checked_engine((settings or Settings()).database_url)
-
-
-def _pairs(items: tuple[str, ...], sep: str, option: str, shape: str) -> dict[str, str]:
-    """``KEY<sep>VALUE`` options as a dict; a usage error names the malformed one."""
-    pairs = {}
-    for item in items:
-        key, found, value = item.partition(sep)
-        if not found or not key:
-            raise click.BadParameter(f"{item!r} is not {shape}", param_hint=option)
-        pairs[key] = value
-    return pairs
 
 
 @click.group()
@@ -72,7 +48,7 @@ def migrate() -> None:
     from sluice.store.engine import make_engine
     from sluice.store.migrate import upgrade
 
-    upgrade(make_engine(Settings().database_url))  # not _engine: it refuses an old schema
+    upgrade(make_engine(Settings().database_url))  # not database_engine: it refuses an old schema
     click.echo("database schema is up to date")
 
 
@@ -88,7 +64,7 @@ def workspace_create(name: str, as_json: bool) -> None:
     """Create a workspace and print its id and write key (shown only this once)."""
     from sluice.store.workspaces import create_workspace
 
-    created = create_workspace(_engine(), name)
+    created = create_workspace(database_engine(), name)
     if as_json:
         click.echo(
             json.dumps({"workspace_id": created.workspace_id, "write_key": created.write_key})
@@ -114,7 +90,7 @@ def workspace_configure(workspace_id: str, settings: tuple[str, ...]) -> None:
 
     pairs = dict(item.partition("=")[::2] for item in settings)
     try:
-        merged = configure_workspace(_engine(), workspace_id, pairs)
+        merged = configure_workspace(database_engine(), workspace_id, pairs)
     except (ValueError, LookupError, ValidationError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(merged, sort_keys=True))
@@ -162,10 +138,10 @@ def definition_add(
     """Define an event; prints its id (Bunce's event_id)."""
     from sluice.store.definitions import add_definition
 
-    typed = _pairs(params, ":", "--param", "KEY:TYPE")
+    typed = parse_pairs(params, ":", "--param", "KEY:TYPE")
     try:
         created = add_definition(
-            _engine(),
+            database_engine(),
             workspace_id,
             "bunce" if format_ == "bunce" else "clevertap",
             name,
@@ -232,11 +208,11 @@ def automation_add(
         raise click.UsageError("give exactly one of --webhook URL, --task NAME, --bulletin")
     if queue and not ACTIONS[actions[0]].takes_queue:
         raise click.UsageError("--queue goes with --task")
-    where = _pairs(filters, "=", "--where", "KEY=VALUE")
+    where = parse_pairs(filters, "=", "--where", "KEY=VALUE")
     settings = Settings()
     try:
         created = add_automation(
-            _engine(settings),
+            database_engine(settings),
             workspace_id,
             event_name,
             actions[0],
@@ -262,7 +238,7 @@ def automation_list(workspace_id: str | None, as_json: bool) -> None:
     """Automations (of one workspace, or all), with their triggers counted by status."""
     from sluice.store.automations import list_automations
 
-    found = list_automations(_engine(), workspace_id)
+    found = list_automations(database_engine(), workspace_id)
     if as_json:
         click.echo(json.dumps(found))
         return
@@ -286,7 +262,7 @@ def automation_disable(automation_id: str) -> None:
     from sluice.store.automations import disable_automation
     from sluice.store.engine import writing
 
-    with writing(_engine()) as conn:
+    with writing(database_engine()) as conn:
         changed = disable_automation(conn, automation_id, "disabled by an operator", utc_now())
     if not changed:
         raise click.ClickException(f"no active automation {automation_id!r}")
@@ -304,7 +280,7 @@ def deliveries(
     """The most recent delivery attempts: result, HTTP status, latency, error."""
     from sluice.store.views import recent_attempts
 
-    found = recent_attempts(_engine(), workspace_id, automation_id, limit)
+    found = recent_attempts(database_engine(), workspace_id, automation_id, limit)
     if as_json:
         click.echo(json.dumps(found))
         return
@@ -324,7 +300,7 @@ def stats(workspace_id: str | None, as_json: bool) -> None:
     """Outcome counts by status and reason, and dead letters, for one workspace or all."""
     from sluice.ops.stats import outcome_counts
 
-    counts = outcome_counts(_engine(), workspace_id)
+    counts = outcome_counts(database_engine(), workspace_id)
     if as_json:
         click.echo(json.dumps(counts, sort_keys=True))
         return

@@ -4,24 +4,13 @@ Write keys: rotation and the workspace list)."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 import click
 
+from sluice.cli.options import database_engine, json_option
 from sluice.settings import Settings
 
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 NOTICE_TIMEOUT_S = 2.0
-
-
-def _engine(settings: Settings) -> Engine:
-    """Checked as every command's (``sluice.cli.database``)."""
-    from sluice.cli.database import checked_engine
-
-    return checked_engine(settings.database_url)
 
 
 @click.command("list")
@@ -30,7 +19,7 @@ def workspace_list(as_json: bool) -> None:
     """List the workspaces: id, name, creation time, working keys and settings."""
     from sluice.store.write_keys import list_workspaces
 
-    engine = _engine(Settings())
+    engine = database_engine()
     try:
         found = list_workspaces(engine)
     finally:
@@ -69,7 +58,7 @@ def workspace_rotate_key(workspace_id: str, grace_s: int, as_json: bool) -> None
     from sluice.store.write_keys import announce_rotation, rotate_key
 
     settings = Settings()
-    engine = _engine(settings)
+    engine = database_engine(settings)
     try:
         rotated = rotate_key(engine, workspace_id, grace_s)
     except (ValueError, LookupError) as exc:
