@@ -1,5 +1,5 @@
-"""``sluice workspace list`` and ``sluice workspace rotate-key`` (docs/data-lifecycle.md,
-Write keys: rotation and the workspace list)."""
+"""``sluice workspace``: create, configure and list workspaces, and rotate their write keys
+(docs/data-lifecycle.md, Write keys: rotation and the workspace list)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,51 @@ from sluice.settings import Settings
 NOTICE_TIMEOUT_S = 2.0
 
 
-@click.command("list")
+@click.group()
+def workspace() -> None:
+    """Manage workspaces."""
+
+
+@workspace.command("create")
+@click.argument("name")
+@json_option
+def workspace_create(name: str, as_json: bool) -> None:
+    """Create a workspace and print its id and write key (shown only this once)."""
+    from sluice.store.workspaces import create_workspace
+
+    created = create_workspace(database_engine(), name)
+    if as_json:
+        click.echo(
+            json.dumps({"workspace_id": created.workspace_id, "write_key": created.write_key})
+        )
+    else:
+        click.echo(f"workspace_id: {created.workspace_id}\nwrite_key:    {created.write_key}")
+
+
+@workspace.command("configure")
+@click.argument("workspace_id")
+@click.argument("settings", nargs=-1, required=True, metavar="KEY=VALUE...")
+def workspace_configure(workspace_id: str, settings: tuple[str, ...]) -> None:
+    """Override rule settings for one workspace, e.g. email_open_window_s=600 bot_mode=flag.
+
+    Known keys: email_open_window_s, unknown_user_grace_s, bot_mode, rate_limit_per_s
+    (events a second the gateways take; 0: no limit), retention_days (days of events
+    kept, over SLUICE_RETENTION_DAYS; 0: keep everything). Workers and gateways pick
+    changes up within 30 s.
+    """
+    from pydantic import ValidationError
+
+    from sluice.store.workspaces import configure_workspace
+
+    pairs = dict(item.partition("=")[::2] for item in settings)
+    try:
+        merged = configure_workspace(database_engine(), workspace_id, pairs)
+    except (ValueError, LookupError, ValidationError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(merged, sort_keys=True))
+
+
+@workspace.command("list")
 @json_option
 def workspace_list(as_json: bool) -> None:
     """List the workspaces: id, name, creation time, working keys and settings."""
@@ -39,7 +83,7 @@ def workspace_list(as_json: bool) -> None:
         click.echo(f"{line}  {row['name']}")
 
 
-@click.command("rotate-key")
+@workspace.command("rotate-key")
 @click.argument("workspace_id")
 @click.option(
     "--grace-s",
