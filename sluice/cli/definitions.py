@@ -1,5 +1,5 @@
-"""``sluice definition``: event definitions, the Bunce events and CleverTap business events
-the gateway checks (docs/architecture.md §9)."""
+"""``sluice definition``: event definitions per workspace, Bunce events with typed parameters
+and CleverTap business events with required properties (docs/api.md)."""
 
 from __future__ import annotations
 
