@@ -1,4 +1,5 @@
 """The ``sluice`` command: the CLI and the embedded dev stack, on top of every other layer.
+Its root and groups are in ``sluice.cli.root``, one module per command group.
 
 They need the server extra (``pip install 'eventsluice[server]'``); without it the command
 says so instead of failing with an import traceback."""
@@ -10,10 +11,10 @@ import sys
 
 def main() -> None:
     try:
-        from sluice.cli.commands import main as commands
+        from sluice.cli.root import main as command
     except ModuleNotFoundError as exc:
         sys.exit(
             f"sluice: the command needs the server extra ({exc.name} is missing): "
             "pip install 'eventsluice[server]'"
         )
-    commands()
+    command()

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 import click
 
+from sluice.cli.options import database_engine, json_option
 from sluice.settings import Settings
 
 if TYPE_CHECKING:
     from sluice.ops.erasure_match import IdentifierKind
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 email_option = click.option("--email", default=None, help="The person's email (any case).")
 user_id_option = click.option("--user-id", default=None, help="The person's user id.")
 
@@ -75,12 +75,11 @@ def contact_delete(
     identifier in clear. Events sent later are stored anew: stop sending them first."""
     import redis
 
-    from sluice.cli.database import checked_engine
     from sluice.ops.erasure import ErasureIncompleteError, erase_contact
 
     kind, identifier = _identifier(email, user_id)
     settings = Settings()
-    engine = checked_engine(settings.database_url)
+    engine = database_engine(settings)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
     try:
         report = erase_contact(
@@ -124,11 +123,10 @@ def contact_erasures(
     workspace_id: str, email: str | None, user_id: str | None, as_json: bool
 ) -> None:
     """Whether this email or user id was erased: the erasures recorded for it."""
-    from sluice.cli.database import checked_engine
     from sluice.ops.erasure import erasures_of
 
     kind, identifier = _identifier(email, user_id)
-    found = erasures_of(checked_engine(Settings().database_url), workspace_id, kind, identifier)
+    found = erasures_of(database_engine(), workspace_id, kind, identifier)
     if as_json:
         click.echo(json.dumps(found))
         return

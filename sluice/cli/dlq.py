@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from sluice.cli.options import database_engine, json_option
 from sluice.settings import Settings
 
 if TYPE_CHECKING:
@@ -16,18 +17,9 @@ if TYPE_CHECKING:
 
     from sluice.ops.replay import DeadLetterReplayer, ReplayResult
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 DEFAULT_WAIT_S = 30.0
 # Statuses after which the command exits 1: the events did not get their verdicts.
 FAILED = {"failed_again", "refused", "not_found", "publish_failed"}
-
-
-def _engine(settings: Settings) -> Engine:
-    """Checked as every command's (``sluice.cli.database``): "run `sluice migrate`", not a
-    traceback, against a database without the schema."""
-    from sluice.cli.database import checked_engine
-
-    return checked_engine(settings.database_url)
 
 
 @click.group()
@@ -43,7 +35,7 @@ def dlq_list(workspace_id: str | None, limit: int, as_json: bool) -> None:
     """The newest dead letters first (those with events of WORKSPACE_ID, if given)."""
     from sluice.store.dead_letters import list_dead_letters
 
-    found = list_dead_letters(_engine(Settings()), workspace_id, limit)
+    found = list_dead_letters(database_engine(), workspace_id, limit)
     if as_json:
         click.echo(json.dumps(found))
         return
@@ -67,7 +59,7 @@ def dlq_show(dead_letter_id: int, as_json: bool) -> None:
     """Everything about one dead letter: the error's detail and the message decoded."""
     from sluice.store.dead_letters import show_dead_letter
 
-    found = show_dead_letter(_engine(Settings()), dead_letter_id)
+    found = show_dead_letter(database_engine(), dead_letter_id)
     if found is None:
         raise click.ClickException(f"no dead letter {dead_letter_id}")
     if as_json:
@@ -127,7 +119,7 @@ def dlq_replay(
     if replay_all == bool(dead_letter_ids):
         raise click.UsageError("give dead letter ids, or --all")
     settings = Settings()
-    engine = _engine(settings)
+    engine = database_engine(settings)
     with _replayer(settings, engine) as replayer:
         ids = replayer.open_ids() if replay_all else list(dict.fromkeys(dead_letter_ids))
         results = replayer.replay(ids, utc_now())

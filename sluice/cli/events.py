@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable
-from datetime import datetime
 from typing import IO
 
 import click
 
-from sluice.producer.events import as_utc
-from sluice.settings import Settings
+from sluice.cli.options import database_engine, parse_instant
 
 STATUSES = ("accepted", "discarded", "rejected")
 QUEUED_HELP = (
@@ -61,7 +59,6 @@ def export(
     time they were decided. Times without a zone are UTC."""
     from sqlalchemy.exc import DBAPIError
 
-    from sluice.cli.database import checked_engine
     from sluice.ops.export import ExportSelection, UnknownWorkspaceError, export_ndjson
     from sluice.ops.health import short_reason
     from sluice.rules import Status
@@ -76,7 +73,7 @@ def export(
     )
     if selection.since and selection.until and selection.since >= selection.until:
         raise click.ClickException("--since must be before --until")
-    engine = checked_engine(Settings().database_url)
+    engine = database_engine()
     try:
         write_all(export_ndjson(engine, selection), sys.stdout.buffer)
     except UnknownWorkspaceError as exc:  # before any output
@@ -112,17 +109,3 @@ def _status(value: str) -> str:
     if value not in STATUSES:
         raise click.ClickException(f"--status: {value!r} is not one of {', '.join(STATUSES)}")
     return value
-
-
-def parse_instant(value: str | None, option: str) -> datetime | None:
-    """An ISO 8601 date (midnight) or date-time, in UTC; without a zone it is UTC (the time
-    options of ``sluice events export`` and ``sluice purge``)."""
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.ClickException(
-            f"{option}: {value!r} is not an ISO 8601 time (e.g. 2026-11-30 or 2026-11-30T12:00:00Z)"
-        ) from None
-    return as_utc(parsed)

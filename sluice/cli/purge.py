@@ -7,10 +7,8 @@ import json
 
 import click
 
-from sluice.cli.events import parse_instant
+from sluice.cli.options import database_engine, json_option, parse_instant
 from sluice.settings import Settings
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 
 @click.command()
@@ -47,14 +45,13 @@ def purge(
 
     from sqlalchemy import select
 
-    from sluice.cli.database import checked_engine
     from sluice.ops.retention import TABLES, purge_before
     from sluice.store.schema import workspaces
 
     cutoff = parse_instant(before, "--before")
     assert cutoff is not None  # a required option
     settings = Settings()
-    engine = checked_engine(settings.database_url)
+    engine = database_engine(settings)
     with engine.connect() as conn:
         found = conn.execute(select(workspaces.c.id).where(workspaces.c.id == workspace_id))
         if found.first() is None:

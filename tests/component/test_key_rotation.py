@@ -16,7 +16,7 @@ import redis
 from click.testing import CliRunner
 from sqlalchemy import Engine, func, select
 
-from sluice.cli.commands import main
+from sluice.cli.root import main
 from sluice.gateway.key_notices import listen_for_rotations
 from sluice.producer import keys
 from sluice.producer.events import as_utc, utc_now

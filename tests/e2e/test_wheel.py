@@ -67,7 +67,7 @@ def test_the_wheel_holds_one_import_package_with_its_data(wheel: Path) -> None:
         "sluice/producer/client.py",
         "sluice/rules/engine.py",
         "sluice/gateway/app.py",
-        "sluice/cli/commands.py",
+        "sluice/cli/root.py",
         "sluice/store/migrations/env.py",
         "sluice/store/migrations/script.py.mako",
         "sluice/store/migrations/versions/0001_initial_schema.py",

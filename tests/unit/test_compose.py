@@ -100,7 +100,7 @@ def test_the_image_copies_what_exists_and_installs_the_command() -> None:
 
 def _resolves(argv: list[str]) -> bool:
     """Whether ``sluice <argv>`` names a command of the CLI (options aside)."""
-    from sluice.cli.commands import main
+    from sluice.cli.root import main
 
     command: click.Command | None = main
     for word in argv:

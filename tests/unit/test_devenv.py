@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from sluice.cli import devenv
-from sluice.cli.commands import main
+from sluice.cli.root import main
 
 STACK = {
     "SLUICE_DATABASE_URL": "sqlite:////home/a user/it's here/.sluice/sluice.db",

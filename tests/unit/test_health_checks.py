@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from sluice.cli.checks import _checks_of
-from sluice.cli.commands import main
 from sluice.cli.embedded_redis import free_port
+from sluice.cli.root import main
 from sluice.delivery.heartbeat import Heartbeat, heartbeat_age_s
 from sluice.ops.health import short_reason
 from sluice.settings import Settings

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import click
 import pytest
 
-from sluice.cli.events import parse_instant
+from sluice.cli.options import parse_instant
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 from celery.worker import WorkController
 from click.testing import CliRunner
 
-from sluice.cli.commands import main
+from sluice.cli.root import main
 
 
 @pytest.mark.filterwarnings("ignore::celery.exceptions.SecurityWarning")  # CI runs as root

@@ -1,36 +1,69 @@
-"""``sluice workspace list`` and ``sluice workspace rotate-key`` (docs/data-lifecycle.md,
-Write keys: rotation and the workspace list)."""
+"""``sluice workspace``: create, configure and list workspaces, and rotate their write keys
+(docs/data-lifecycle.md, Write keys: rotation and the workspace list)."""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 import click
 
+from sluice.cli.options import database_engine, json_option
 from sluice.settings import Settings
 
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 NOTICE_TIMEOUT_S = 2.0
 
 
-def _engine(settings: Settings) -> Engine:
-    """Checked as every command's (``sluice.cli.database``)."""
-    from sluice.cli.database import checked_engine
-
-    return checked_engine(settings.database_url)
+@click.group()
+def workspace() -> None:
+    """Manage workspaces."""
 
 
-@click.command("list")
+@workspace.command("create")
+@click.argument("name")
+@json_option
+def workspace_create(name: str, as_json: bool) -> None:
+    """Create a workspace and print its id and write key (shown only this once)."""
+    from sluice.store.workspaces import create_workspace
+
+    created = create_workspace(database_engine(), name)
+    if as_json:
+        click.echo(
+            json.dumps({"workspace_id": created.workspace_id, "write_key": created.write_key})
+        )
+    else:
+        click.echo(f"workspace_id: {created.workspace_id}\nwrite_key:    {created.write_key}")
+
+
+@workspace.command("configure")
+@click.argument("workspace_id")
+@click.argument("settings", nargs=-1, required=True, metavar="KEY=VALUE...")
+def workspace_configure(workspace_id: str, settings: tuple[str, ...]) -> None:
+    """Override rule settings for one workspace, e.g. email_open_window_s=600 bot_mode=flag.
+
+    Known keys: email_open_window_s, unknown_user_grace_s, bot_mode, rate_limit_per_s
+    (events a second the gateways take; 0: no limit), retention_days (days of events
+    kept, over SLUICE_RETENTION_DAYS; 0: keep everything). Workers and gateways pick
+    changes up within 30 s.
+    """
+    from pydantic import ValidationError
+
+    from sluice.store.workspaces import configure_workspace
+
+    pairs = dict(item.partition("=")[::2] for item in settings)
+    try:
+        merged = configure_workspace(database_engine(), workspace_id, pairs)
+    except (ValueError, LookupError, ValidationError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(merged, sort_keys=True))
+
+
+@workspace.command("list")
 @json_option
 def workspace_list(as_json: bool) -> None:
     """List the workspaces: id, name, creation time, working keys and settings."""
     from sluice.store.write_keys import list_workspaces
 
-    engine = _engine(Settings())
+    engine = database_engine()
     try:
         found = list_workspaces(engine)
     finally:
@@ -50,7 +83,7 @@ def workspace_list(as_json: bool) -> None:
         click.echo(f"{line}  {row['name']}")
 
 
-@click.command("rotate-key")
+@workspace.command("rotate-key")
 @click.argument("workspace_id")
 @click.option(
     "--grace-s",
@@ -69,7 +102,7 @@ def workspace_rotate_key(workspace_id: str, grace_s: int, as_json: bool) -> None
     from sluice.store.write_keys import announce_rotation, rotate_key
 
     settings = Settings()
-    engine = _engine(settings)
+    engine = database_engine(settings)
     try:
         rotated = rotate_key(engine, workspace_id, grace_s)
     except (ValueError, LookupError) as exc:
