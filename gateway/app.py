@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(probes.router)
     app.include_router(native.router)
+    app.include_router(probes.health_router)
     for vendor in (bunce, userevent, clevertap, bento, platformly):
         app.include_router(vendor.router)
     return app

@@ -9,8 +9,10 @@ from datetime import datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from sluice.gateway.blocking import from_database
 from sluice.gateway.cache import TtlCache
 from sluice.gateway.errors import unauthorized
+from sluice.logs import bind
 from sluice.producer.events import utc_now
 from sluice.store.workspaces import KeyGrant
 
@@ -62,6 +64,24 @@ class WriteKeys:
     def _working(self, grant: KeyGrant | None) -> str | None:
         """The grant's workspace if its key works now (checked at every use)."""
         return grant.workspace_id if grant is not None and grant.works_at(self._clock()) else None
+
+
+async def workspace_for(keys: WriteKeys, write_key: str) -> str | None:
+    """The key's workspace (cached), or None; 503 while the database is unavailable."""
+    found, workspace_id = keys.cached(write_key)
+    if not found:
+        workspace_id = await from_database(keys.workspace_for, write_key)
+    bind(workspace_id=workspace_id)  # on this request's log lines (sluice.logs)
+    return workspace_id
+
+
+async def workspace_from_basic_auth(keys: WriteKeys, header: str | None) -> str:
+    """The workspace of the write key in an HTTP Basic ``Authorization`` header; 401 when
+    it opens none."""
+    workspace_id = await workspace_for(keys, basic_auth_user(header))
+    if workspace_id is None:
+        raise unauthorized("unknown write key")
+    return workspace_id
 
 
 def basic_auth_user(header: str | None) -> str:

@@ -14,13 +14,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sluice.gateway.dependencies import DatabaseDep, RedisDep, SettingsDep
 from sluice.ops.metrics.depth import ScrapeGauges
 from sluice.ops.metrics.families import HTTP_REQUESTS, HTTP_SECONDS
 from sluice.ops.metrics.prometheus import SluiceCollector
@@ -37,11 +38,33 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 OTHER_METHOD = "other"
 
 
+async def metrics_registry(
+    request: Request, settings: SettingsDep, database: DatabaseDep, client: RedisDep
+) -> CollectorRegistry:
+    """The app's own registry (not prometheus_client's global one, whose per-process
+    metrics would differ from one gateway process to the next), made at the first scrape."""
+    state = request.app.state
+    registry: CollectorRegistry | None = getattr(state, "metrics_registry", None)
+    if registry is None:
+        gauges = ScrapeGauges(
+            settings.broker_url,
+            database,
+            broker_redis=client if settings.broker_url == settings.redis_url else None,
+            timeout_s=settings.publish_timeout_s,
+        )
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SluiceCollector(client, gauges.collect))
+        state.metrics_registry = registry
+    return registry
+
+
+RegistryDep = Annotated[CollectorRegistry, Depends(metrics_registry)]
+
+
 @router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
+async def metrics(registry: RegistryDep) -> Response:
     """Every Sluice metric, cluster-wide; 503 (and a line saying why) while Redis, which
     holds the counters, does not answer."""
-    registry = _registry(request.app)
     try:
         body = await run_in_threadpool(generate_latest, registry)
     except Exception as exc:
@@ -53,25 +76,6 @@ async def metrics(request: Request) -> Response:
             headers={"Retry-After": "5"},
         )
     return Response(body, media_type=CONTENT_TYPE_LATEST)
-
-
-def _registry(app: FastAPI) -> CollectorRegistry:
-    """The app's own registry (not prometheus_client's global one, whose per-process
-    metrics would differ from one gateway process to the next), made at the first scrape."""
-    registry: CollectorRegistry | None = getattr(app.state, "metrics_registry", None)
-    if registry is None:
-        gateway = app.state.gateway
-        settings = gateway.settings
-        gauges = ScrapeGauges(
-            settings.broker_url,
-            gateway.database,
-            broker_redis=gateway.redis if settings.broker_url == settings.redis_url else None,
-            timeout_s=settings.publish_timeout_s,
-        )
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(SluiceCollector(gateway.redis, gauges.collect))
-        app.state.metrics_registry = registry
-    return registry
 
 
 class RequestMetrics:

@@ -13,8 +13,17 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from sluice.gateway.blocking import from_database
 from sluice.gateway.body import encoded_size, parse_json_object, read_limited
+from sluice.gateway.dependencies import (
+    BasicAuthWorkspace,
+    EventQueueDep,
+    OutcomesDep,
+    RateLimitsDep,
+)
 from sluice.gateway.errors import ApiError, invalid_fields, too_large
+from sluice.gateway.intake import EventQueue
+from sluice.gateway.outcomes import OutcomeReader
 from sluice.gateway.responses import JsonResponse
 from sluice.gateway.segment import (
     BATCH_LIMIT_BYTES,
@@ -25,7 +34,6 @@ from sluice.gateway.segment import (
     batch_call_type,
     to_event,
 )
-from sluice.gateway.state import from_database, gateway_of
 from sluice.gateway.vendors.openapi import json_body
 from sluice.producer.events import MAX_MESSAGE_ID_CHARS, utc_now
 from sluice.rules import Status
@@ -125,13 +133,17 @@ def _call_body(call_type: str) -> dict[str, Any]:
     return json_body(_CALL_SCHEMA, f"A Segment {call_type} call.")
 
 
-async def _single(request: Request, call_type: CallType) -> JsonResponse:
-    gateway = gateway_of(request)
-    workspace_id = await gateway.workspace_from_basic_auth(request)
+async def _single(
+    request: Request,
+    call_type: CallType,
+    workspace_id: str,
+    queue: EventQueue,
+    outcomes: OutcomeReader,
+) -> JsonResponse:
     body = parse_json_object(await read_limited(request, EVENT_LIMIT_BYTES))
     event = to_event(body, call_type, workspace_id=workspace_id, received_at=utc_now())
-    (message_id,) = await gateway.publish([event])
-    found, headers = await gateway.outcomes_if_asked(request, workspace_id, [message_id])
+    (message_id,) = await queue.publish([event])
+    found, headers = await outcomes.outcomes_if_asked(request, workspace_id, [message_id])
     answer = Queued(message_id=message_id, **(found[message_id] if found else {}))
     return JsonResponse(answer.model_dump(), headers=headers)
 
@@ -143,8 +155,13 @@ async def _single(request: Request, call_type: CallType) -> JsonResponse:
     openapi_extra=_call_body("track"),
     summary="Record an action a user performed",
 )
-async def track(request: Request) -> JsonResponse:
-    return await _single(request, "track")
+async def track(
+    request: Request,
+    workspace_id: BasicAuthWorkspace,
+    queue: EventQueueDep,
+    outcomes: OutcomesDep,
+) -> JsonResponse:
+    return await _single(request, "track", workspace_id, queue, outcomes)
 
 
 @router.post(
@@ -154,8 +171,13 @@ async def track(request: Request) -> JsonResponse:
     openapi_extra=_call_body("identify"),
     summary="Identify a user (a login: creates the contact, sets traits)",
 )
-async def identify(request: Request) -> JsonResponse:
-    return await _single(request, "identify")
+async def identify(
+    request: Request,
+    workspace_id: BasicAuthWorkspace,
+    queue: EventQueueDep,
+    outcomes: OutcomesDep,
+) -> JsonResponse:
+    return await _single(request, "identify", workspace_id, queue, outcomes)
 
 
 @router.post(
@@ -165,8 +187,13 @@ async def identify(request: Request) -> JsonResponse:
     openapi_extra=_call_body("identify-shaped update"),
     summary="Update the traits of a user that must already exist",
 )
-async def update(request: Request) -> JsonResponse:
-    return await _single(request, "update")
+async def update(
+    request: Request,
+    workspace_id: BasicAuthWorkspace,
+    queue: EventQueueDep,
+    outcomes: OutcomesDep,
+) -> JsonResponse:
+    return await _single(request, "update", workspace_id, queue, outcomes)
 
 
 @router.post(
@@ -196,9 +223,12 @@ async def update(request: Request) -> JsonResponse:
     },
     summary="Several calls in one request (what the SDKs send)",
 )
-async def batch(request: Request) -> JsonResponse:
-    gateway = gateway_of(request)
-    workspace_id = await gateway.workspace_from_basic_auth(request)
+async def batch(
+    request: Request,
+    workspace_id: BasicAuthWorkspace,
+    queue: EventQueueDep,
+    outcomes: OutcomesDep,
+) -> JsonResponse:
     body = parse_json_object(await read_limited(request, BATCH_LIMIT_BYTES))
     try:
         envelope = SegmentBatch.model_validate(body)
@@ -246,8 +276,8 @@ async def batch(request: Request) -> JsonResponse:
             },
             status_code=status,
         )
-    message_ids = await gateway.publish(events)
-    found, headers = await gateway.outcomes_if_asked(request, workspace_id, message_ids)
+    message_ids = await queue.publish(events)
+    found, headers = await outcomes.outcomes_if_asked(request, workspace_id, message_ids)
     if found:
         results = [r.model_copy(update=found[r.message_id]) if r.message_id else r for r in results]
     answer = BatchQueued(message_ids=message_ids, results=results)
@@ -264,36 +294,24 @@ async def batch(request: Request) -> JsonResponse:
     },
     summary="The outcome of an event: queued, accepted, discarded or rejected",
 )
-async def event_outcome(message_id: str, request: Request) -> JsonResponse:
-    gateway = gateway_of(request)
-    workspace_id = await gateway.workspace_from_basic_auth(request)
-    await gateway.charge(workspace_id, 1, reading=True)
+async def event_outcome(
+    message_id: str,
+    workspace_id: BasicAuthWorkspace,
+    limits: RateLimitsDep,
+    outcomes: OutcomesDep,
+) -> JsonResponse:
+    await limits.charge(workspace_id, 1, reading=True)
     if "\x00" in message_id or len(message_id) > MAX_MESSAGE_ID_CHARS:
         # No event can have this id (and PostgreSQL cannot even compare text with a NUL).
         raise ApiError(404, "not_found", "no event with this message_id in this workspace")
-    outcome = await from_database(outcome_of, gateway.database, workspace_id, message_id)
+    outcome = await from_database(outcome_of, outcomes.database, workspace_id, message_id)
     if outcome is not None:
-        fired = await from_database(triggers_of, gateway.database, workspace_id, message_id)
+        fired = await from_database(triggers_of, outcomes.database, workspace_id, message_id)
         result = EventOutcome(
             **outcome.fields(), triggers=[Trigger.model_validate(view) for view in fired]
         )
-    elif await run_in_threadpool(gateway.marks.is_pending, workspace_id, message_id):
+    elif await run_in_threadpool(outcomes.marks.is_pending, workspace_id, message_id):
         result = EventOutcome(message_id=message_id, status=Status.QUEUED)
     else:
         raise ApiError(404, "not_found", "no event with this message_id in this workspace")
     return JsonResponse(result.model_dump(mode="json"))
-
-
-@router.get(
-    "/healthz",
-    summary="Liveness: Redis and the database answer",
-    responses={503: {"description": "Redis or the database does not answer."}},
-)
-async def healthz(request: Request) -> JsonResponse:
-    gateway = gateway_of(request)
-    checks = await run_in_threadpool(gateway.check_services)
-    healthy = all(value == "ok" for value in checks.values())
-    return JsonResponse(
-        {"status": "ok" if healthy else "unavailable", **checks},
-        status_code=200 if healthy else 503,
-    )

@@ -1,16 +1,18 @@
-"""Probes for orchestrators (docs/operations.md): ``/livez`` answers while the process
-does; ``/readyz`` runs the readiness checks of ``sluice.ops.health``. Both stay out of
-the OpenAPI schema: they are for the platform that runs the gateway, not for API clients."""
+"""The gateway's health answers (docs/operations.md), all from the checks of
+``sluice.ops.health.Readiness``: ``/livez`` answers while the process does; ``/readyz``
+runs every readiness check; ``/healthz`` (docs/api.md) answers for the Redis and database
+parts of them. ``/livez`` and ``/readyz`` stay out of the OpenAPI schema: they are for
+the platform that runs the gateway, not for API clients; ``/healthz`` is part of the API."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 
+from sluice.gateway.dependencies import ReadinessDep
 from sluice.gateway.responses import JsonResponse
-from sluice.gateway.state import gateway_of
 from sluice.ops.health import OK, Readiness
 
 
@@ -29,6 +31,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 router = APIRouter(include_in_schema=False, lifespan=_lifespan)
+health_router = APIRouter(tags=["native"])  # /healthz: in the API's schema, beside /v1/*
 
 
 @router.get("/livez")
@@ -37,8 +40,8 @@ async def livez() -> JsonResponse:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> JsonResponse:
-    checks = await _readiness(request).check()
+async def readyz(readiness: ReadinessDep) -> JsonResponse:
+    checks = await readiness.check()
     ready = all(value == OK for value in checks.values())
     return JsonResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},
@@ -46,10 +49,15 @@ async def readyz(request: Request) -> JsonResponse:
     )
 
 
-def _readiness(request: Request) -> Readiness:
-    """The app's checks; made on first use where the app's lifespan did not run."""
-    state = request.app.state
-    readiness: Readiness | None = getattr(state, "readiness", None)
-    if readiness is None:
-        readiness = state.readiness = Readiness(gateway_of(request).settings)
-    return readiness
+@health_router.get(
+    "/healthz",
+    summary="Liveness: Redis and the database answer",
+    responses={503: {"description": "Redis or the database does not answer."}},
+)
+async def healthz(readiness: ReadinessDep) -> JsonResponse:
+    checks = await readiness.health()
+    healthy = all(value == OK for value in checks.values())
+    return JsonResponse(
+        {"status": "ok" if healthy else "unavailable", **checks},
+        status_code=200 if healthy else 503,
+    )

@@ -1,50 +1,34 @@
-"""What every route shares: the ``Gateway`` (key and definition lookups, publishing,
-outcomes, backpressure) and how a route finds it."""
+"""The gateway's collaborators, built once per app (``build_gateway``) and kept on
+``app.state``; route handlers receive them through ``sluice.gateway.dependencies``."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
 
 import redis
-from fastapi import Request
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.concurrency import run_in_threadpool
 
-from sluice.gateway.auth import WriteKeys, basic_auth_user
+from sluice.gateway.auth import WriteKeys
 from sluice.gateway.cache import TtlCache
-from sluice.gateway.errors import (
-    ApiError,
-    queue_unavailable,
-    too_large,
-    unauthorized,
-)
 from sluice.gateway.group_commit import GroupCommitter
-from sluice.gateway.prefer import applied, requested_wait_s, verdicts
-from sluice.gateway.rate_limit import RateLimiterUnavailable, WorkspaceRateLimiter
-from sluice.logs import bind
-from sluice.producer.envelope import MAX_ENVELOPE_EVENTS
-from sluice.producer.errors import PublishError
-from sluice.producer.events import Event
+from sluice.gateway.intake import QueueDepth
+from sluice.gateway.rate_limit import WorkspaceRateLimiter
 from sluice.producer.pending import PendingMarks
 from sluice.producer.publisher import Publisher
-from sluice.producer.wire import INGEST_QUEUE
 from sluice.publishing import settings_publisher
 from sluice.settings import Settings
-from sluice.store.definitions import Definition, find_definition
-from sluice.store.engine import make_engine, ping
-from sluice.store.workspaces import key_grant, rate_limit_per_s
+from sluice.store.definitions import Definition
+from sluice.store.engine import make_engine
+from sluice.store.workspaces import key_grant
 
-T = TypeVar("T")
 DEFINITION_CACHE_TTL_S = 30.0
 
 
 @dataclass
 class Gateway:
-    """What every route needs: key lookup, the publisher, outcome and pending lookups."""
+    """What the routes share: settings, connections, caches, the publisher and the limits."""
 
     settings: Settings
     keys: WriteKeys
@@ -58,158 +42,10 @@ class Gateway:
     rate_limits: TtlCache[str, int]  # workspace id -> its rate_limit_per_s (0: none)
     committer: GroupCommitter | None = None
 
-    async def workspace_from_basic_auth(self, request: Request) -> str:
-        write_key = basic_auth_user(request.headers.get("authorization"))
-        workspace_id = await self.workspace_for(write_key)
-        if workspace_id is None:
-            raise unauthorized("unknown write key")
-        return workspace_id
-
-    async def workspace_for(self, write_key: str) -> str | None:
-        """The key's workspace (cached), or None; 503 while the database is unavailable."""
-        found, workspace_id = self.keys.cached(write_key)
-        if not found:
-            workspace_id = await from_database(self.keys.workspace_for, write_key)
-        bind(workspace_id=workspace_id)  # on this request's log lines (sluice.logs)
-        return workspace_id
-
-    async def definition(
-        self, workspace_id: str, format: Literal["bunce", "clevertap"], **match: str
-    ) -> Definition | None:
-        """A workspace's definition, or None. Found ones are cached for 30 s; misses are not,
-        so a definition added a moment ago works at once. 503 while the database is down."""
-        key = (workspace_id, format, tuple(sorted(match.items())))
-        found, cached = self.definitions.peek(key)
-        if found:
-            return cached
-
-        def load() -> Definition | None:
-            return find_definition(self.database, workspace_id, format, **match)
-
-        return await from_database(self.definitions.get, key, load)
-
-    async def publish(self, events: Sequence[Event]) -> list[str]:
-        """Queue one request's events as one envelope: all or nothing. Answer 429 when the
-        queue is deeper than ``max_queue_depth`` or the workspace is past its rate limit,
-        503 when the queue is unavailable, all with Retry-After."""
-        if len(events) > MAX_ENVELOPE_EVENTS:
-            raise too_large(f"at most {MAX_ENVELOPE_EVENTS} events per request")
-        await self.depth.check()
-        if events:  # one request's events share their workspace
-            await self.charge(events[0].workspace_id, len(events))
-        try:
-            if self.committer is not None:
-                return await self.committer.submit(events)
-            return await run_in_threadpool(self.publisher.publish, events)
-        except PublishError as exc:
-            raise queue_unavailable() from exc
-
-    async def charge(self, workspace_id: str, events: int, *, reading: bool = False) -> None:
-        """Take a request's events (a read: 1) from the workspace's rate limit, if it has
-        one (``sluice.gateway.rate_limit``): 429 past it. Redis not answering is a 503 for
-        publishing (which needs Redis anyway); a read goes on uncounted."""
-        found, per_s = self.rate_limits.peek(workspace_id)
-        if not found:
-
-            def load() -> int:
-                return rate_limit_per_s(self.database, workspace_id)
-
-            per_s = await from_database(self.rate_limits.get, workspace_id, load)
-        if not per_s:
-            return  # no limit: no round trip
-        try:
-            await self.limiter.take(workspace_id, per_s, events)
-        except RateLimiterUnavailable as exc:
-            if not reading:
-                raise queue_unavailable() from exc
-
-    async def outcomes_if_asked(
-        self, request: Request, workspace_id: str, message_ids: Sequence[str]
-    ) -> tuple[dict[str, dict[str, Any]] | None, dict[str, str]]:
-        """With ``Prefer: wait=N``: the verdicts (within N s) and the response headers."""
-        wait_s = requested_wait_s(request)
-        if wait_s is None:
-            return None, {}
-        found = await verdicts(self.database, workspace_id, message_ids, wait_s)
-        return found, applied(wait_s)
-
     def close(self) -> None:
         self.publisher.close()
         self.redis.close()
         self.database.dispose()
-
-    def check_services(self) -> dict[str, str]:
-        """``ok`` or the error class, for Redis and for the database."""
-        checks = {}
-        for name, check in (("redis", self.redis.ping), ("database", lambda: ping(self.database))):
-            try:
-                check()
-                checks[name] = "ok"
-            except Exception as exc:
-                checks[name] = f"error: {type(exc).__name__}"
-        return checks
-
-
-async def from_database(lookup: Callable[..., T], *args: Any) -> T:
-    """``lookup(*args)`` in a worker thread; a database error becomes a 503 with Retry-After."""
-    try:
-        return await run_in_threadpool(lookup, *args)
-    except SQLAlchemyError as exc:
-        raise ApiError(
-            503,
-            "database_unavailable",
-            "the database is unavailable; retry later",
-            headers={"Retry-After": "5"},
-        ) from exc
-
-
-class QueueDepth:
-    """Backpressure: refuse new events while the ingest queue is deeper than ``limit``
-    batches. The depth is sampled at most every ``sample_s``, so checking costs no round
-    trip per request. Only a Redis broker is sampled (``client`` None: no check)."""
-
-    def __init__(
-        self,
-        client: redis.Redis | None,
-        *,
-        limit: int,
-        sample_s: float = 0.25,
-        retry_after_s: int = 5,
-    ) -> None:
-        self._client = client
-        self._limit = limit
-        self._sample_s = sample_s
-        self._retry_after_s = retry_after_s
-        self._depth = 0
-        self._reachable = True
-        self._sampled_at = float("-inf")
-
-    async def check(self) -> None:
-        if self._client is None:
-            return
-        now = time.monotonic()
-        if now - self._sampled_at >= self._sample_s:
-            self._sampled_at = now  # one sample per interval, failed or not
-            try:
-                self._depth = await run_in_threadpool(self._client.llen, INGEST_QUEUE)
-                self._reachable = True
-            except redis.RedisError as exc:
-                self._reachable = False
-                raise queue_unavailable(self._retry_after_s) from exc
-        if not self._reachable:
-            raise queue_unavailable(self._retry_after_s)
-        if self._depth >= self._limit:
-            raise ApiError(
-                429,
-                "queue_full",
-                f"{self._depth} batches are waiting; nothing was queued, retry later",
-                headers={"Retry-After": str(self._retry_after_s)},
-            )
-
-
-def gateway_of(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
 
 
 def build_gateway(settings: Settings) -> Gateway:

@@ -3,6 +3,8 @@
 - ``Readiness``: can this process do its work now? Redis answers, the broker takes a
   connection, the database answers ``SELECT 1`` and its schema is at this release's newest
   Alembic revision. Each part runs on a thread of its own with a short timeout, all at once.
+  ``check`` answers every part (``/readyz``); ``health`` the same Redis and database parts
+  in the older shape of ``/healthz``.
 - ``worker_problem``: is the worker node of this host consuming ``sluice.ingest``?
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -90,21 +92,47 @@ def known_revisions() -> frozenset[str]:
     return frozenset(script.revision for script in directory.walk_revisions())
 
 
+HEALTH_PARTS = ("redis", "database")  # what /healthz answers for
+STILL_RUNNING = "timed out (the previous check has not finished)"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One part's answer: ``ok`` or a short reason, and the class of the error when the
+    check raised or timed out (what ``/healthz`` shows)."""
+
+    reason: str
+    error: str | None = None
+
+    @classmethod
+    def of(cls, exc: BaseException) -> Finding:
+        return cls(short_reason(exc), type(exc).__name__)
+
+
 @dataclass
 class _Part:
-    """One check, run on its own thread; a check still running when asked again is not
-    started twice (a hung connection holds one thread, not one per probe)."""
+    """One check, run on its own thread. A check still running when asked again is not
+    started twice (a hung connection holds one thread, not one per probe): the new caller
+    waits for the same run."""
 
     check: Callable[[], str | None]
-    running: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    running: Future[Finding] | None = None
 
-    def run(self) -> str | None:
-        if not self.running.acquire(blocking=False):
-            return "timed out (the previous check has not finished)"
+    def start(self, threads: ThreadPoolExecutor) -> tuple[Future[Finding], bool]:
+        """The run under way, or a new one; and whether it is new."""
+        with self.lock:
+            if self.running is not None and not self.running.done():
+                return self.running, False
+            self.running = threads.submit(self._run)
+            return self.running, True
+
+    def _run(self) -> Finding:
         try:
-            return self.check()
-        finally:
-            self.running.release()
+            problem = self.check()
+        except Exception as exc:
+            return Finding.of(exc)
+        return Finding(OK if problem is None else problem)
 
 
 class Readiness:
@@ -135,20 +163,8 @@ class Readiness:
 
     async def check(self) -> dict[str, str]:
         """``ok`` or a short reason for each part (redis, broker, database, schema)."""
-        loop = asyncio.get_running_loop()
-        names = list(self._parts)
-        futures = [loop.run_in_executor(self._threads, self._run, name) for name in names]
-        done = await asyncio.gather(
-            *(asyncio.wait_for(f, self.timeout_s + 0.5) for f in futures), return_exceptions=True
-        )
-        results: dict[str, str] = {}
-        for name, result in zip(names, done, strict=True):
-            if isinstance(result, TimeoutError):
-                results[name] = f"timed out after {self.timeout_s:g} s"
-            elif isinstance(result, BaseException):
-                results[name] = short_reason(result)
-            else:
-                results[name] = result
+        findings = await self._findings(list(self._parts))
+        results = {name: finding.reason for name, finding in findings.items()}
         database = results.pop("database")
         if database.startswith(SCHEMA_PROBLEM):  # the database answered; its schema is off
             results["database"], results["schema"] = OK, database.removeprefix(SCHEMA_PROBLEM)
@@ -156,6 +172,15 @@ class Readiness:
             results["database"] = database
             results["schema"] = OK if database == OK else "not checked: no database"
         return {name: results[name] for name in PARTS}
+
+    async def health(self) -> dict[str, str]:
+        """``ok`` or ``error: <its class>`` for Redis and for the database (answering, its
+        schema aside): the parts ``check`` runs, in the shape of ``/healthz``."""
+        findings = await self._findings(list(HEALTH_PARTS))
+        return {
+            name: OK if finding.error is None else f"error: {finding.error}"
+            for name, finding in findings.items()
+        }
 
     def check_now(self) -> dict[str, str]:
         """``check`` from code without an event loop (the command line)."""
@@ -168,12 +193,23 @@ class Readiness:
             self._broker_redis.close()
         self._engine.dispose()
 
-    def _run(self, name: str) -> str:
-        try:
-            problem = self._parts[name].run()
-        except Exception as exc:
-            return short_reason(exc)
-        return OK if problem is None else problem
+    async def _findings(self, names: list[str]) -> dict[str, Finding]:
+        """Each named part's finding, the parts run at once (or joined, if under way)."""
+        runs = [self._parts[name].start(self._threads) for name in names]
+        done = await asyncio.gather(
+            *(asyncio.wait_for(asyncio.wrap_future(run), self.timeout_s + 0.5) for run, _ in runs),
+            return_exceptions=True,
+        )
+        findings: dict[str, Finding] = {}
+        for name, (_run, new), result in zip(names, runs, done, strict=True):
+            if isinstance(result, TimeoutError):
+                reason = f"timed out after {self.timeout_s:g} s" if new else STILL_RUNNING
+                findings[name] = Finding(reason, TimeoutError.__name__)
+            elif isinstance(result, BaseException):
+                findings[name] = Finding.of(result)
+            else:
+                findings[name] = result
+        return findings
 
     def _ping_redis(self) -> None:
         self._redis.ping()

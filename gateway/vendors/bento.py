@@ -14,9 +14,9 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from sluice.gateway.auth import basic_auth_user
+from sluice.gateway.dependencies import EventQueueDep, OutcomesDep, WriteKeysDep
 from sluice.gateway.errors import ApiError
 from sluice.gateway.responses import JsonResponse
-from sluice.gateway.state import gateway_of
 from sluice.gateway.vendors.common import (
     VendorError,
     answer,
@@ -64,13 +64,18 @@ def _problem(raw: Any) -> str | None:
     responses=BENTO_ERRORS,
     summary="Bento: record 1 to 1000 events",
 )
-async def batch_events(request: Request, site_uuid: str | None = None) -> JsonResponse:
-    gateway = gateway_of(request)
+async def batch_events(
+    request: Request,
+    keys: WriteKeysDep,
+    queue: EventQueueDep,
+    outcomes: OutcomesDep,
+    site_uuid: str | None = None,
+) -> JsonResponse:
     try:
         write_key = basic_auth_user(request.headers.get("authorization"))
     except ApiError as exc:
         raise fail(401, exc.message) from exc
-    workspace_id = await workspace_for_key(gateway, write_key, fail)
+    workspace_id = await workspace_for_key(keys, write_key, fail)
     if site_uuid != workspace_id:
         raise fail(401, "site_uuid does not match the key")
     body = json_body(await body_bytes(request, LIMIT_BYTES, fail), fail)
@@ -89,10 +94,10 @@ async def batch_events(request: Request, site_uuid: str | None = None) -> JsonRe
             except ValidationError as exc:
                 problem = describe_validation_error(exc)
         failures.append({"index": index, "reason": problem})
-    message_ids = await vendor_shaped(fail, gateway.publish(queued)) if queued else []
+    message_ids = await vendor_shaped(fail, queue.publish(queued)) if queued else []
     return await answer(
         request,
-        gateway,
+        outcomes,
         workspace_id,
         message_ids,
         {

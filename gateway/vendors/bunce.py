@@ -14,8 +14,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from sluice.gateway.dependencies import DefinitionsDep, EventQueueDep, OutcomesDep, WriteKeysDep
 from sluice.gateway.responses import JsonResponse
-from sluice.gateway.state import gateway_of
 from sluice.gateway.vendors.common import (
     VendorError,
     body_bytes,
@@ -64,9 +64,14 @@ def _typed(kind: str, value: Any) -> bool:
     responses=BUNCE_ERRORS,
     summary="Bunce: trigger a defined event for a customer",
 )
-async def trigger(request: Request) -> JsonResponse:
-    gateway = gateway_of(request)
-    workspace_id = await workspace_for_key(gateway, request.headers.get("x-authorization"), fail)
+async def trigger(
+    request: Request,
+    keys: WriteKeysDep,
+    definitions: DefinitionsDep,
+    queue: EventQueueDep,
+    outcomes: OutcomesDep,
+) -> JsonResponse:
+    workspace_id = await workspace_for_key(keys, request.headers.get("x-authorization"), fail)
     body = json_body(await body_bytes(request, LIMIT_BYTES, fail), fail)
     if not isinstance(body, dict):
         raise fail(422, "the body must be a JSON object with event_id and payload")
@@ -79,7 +84,7 @@ async def trigger(request: Request) -> JsonResponse:
     if not isinstance(email, str) or not EMAIL.match(email):
         raise fail(422, "payload.email must be a valid email address", field="payload.email")
     definition = await vendor_definition(
-        gateway, fail, workspace_id, "bunce", definition_id=str(uuid.UUID(event_id))
+        definitions, fail, workspace_id, "bunce", definition_id=str(uuid.UUID(event_id))
     )
     if definition is None:
         raise fail(422, f"no event {event_id} in this workspace", field="event_id")
@@ -113,4 +118,4 @@ async def trigger(request: Request) -> JsonResponse:
         "context": {"skipped_params": skipped} if skipped else {},
         "source": "bunce",
     }
-    return await queue_event(request, gateway, fail, fields, reply, invalid_status=422)
+    return await queue_event(request, queue, outcomes, fail, fields, reply, invalid_status=422)

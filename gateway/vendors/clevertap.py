@@ -12,10 +12,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
+from sqlalchemy import Engine
 
 from sluice.actions import ACTIONS
+from sluice.gateway.blocking import from_database
+from sluice.gateway.dependencies import (
+    DatabaseDep,
+    DefinitionsDep,
+    EventQueueDep,
+    OutcomesDep,
+    SettingsDep,
+    WriteKeysDep,
+)
 from sluice.gateway.responses import JsonResponse
-from sluice.gateway.state import Gateway, from_database, gateway_of
 from sluice.gateway.vendors.common import (
     VendorError,
     body_bytes,
@@ -63,12 +72,17 @@ def _when(value: Any, received_at: datetime) -> datetime:
     responses=CLEVERTAP_ERRORS,
     summary="CleverTap: raise bulletins for a business event",
 )
-async def trigger(request: Request) -> JsonResponse:
-    gateway = gateway_of(request)
+async def trigger(
+    request: Request,
+    settings: SettingsDep,
+    database: DatabaseDep,
+    keys: WriteKeysDep,
+    definitions: DefinitionsDep,
+    queue: EventQueueDep,
+    outcomes: OutcomesDep,
+) -> JsonResponse:
     account = request.headers.get("x-clevertap-account-id")
-    workspace_id = await workspace_for_key(
-        gateway, request.headers.get("x-clevertap-passcode"), fail
-    )
+    workspace_id = await workspace_for_key(keys, request.headers.get("x-clevertap-passcode"), fail)
     if account != workspace_id:
         raise fail(401, "Invalid Credentials")
     body = json_body(await body_bytes(request, LIMIT_BYTES, fail), fail)
@@ -78,7 +92,7 @@ async def trigger(request: Request) -> JsonResponse:
     if not isinstance(business_event, str) or not business_event:
         raise fail(400, "Business Event Not Found")
     definition = await vendor_definition(
-        gateway, fail, workspace_id, "clevertap", name=business_event
+        definitions, fail, workspace_id, "clevertap", name=business_event
     )
     if definition is None:
         raise fail(400, "Business Event Not Found")
@@ -113,20 +127,22 @@ async def trigger(request: Request) -> JsonResponse:
         "source": "clevertap",
     }
     event = make_event(fields, fail)
-    targets = await vendor_shaped(fail, bulletin_targets(gateway, event))
+    targets = await vendor_shaped(
+        fail, bulletin_targets(database, event, settings.trigger_max_age_s)
+    )
     reply = {"status": "success", "targets": targets}
-    return await queue_built_event(request, gateway, fail, event, reply)
+    return await queue_built_event(request, queue, outcomes, fail, event, reply)
 
 
-async def bulletin_targets(gateway: Gateway, event: Event) -> int:
+async def bulletin_targets(database: Engine, event: Event, max_age_s: int) -> int:
     """How many bulletin automations this event will raise (CleverTap's ``targets``):
     the active ones on its name whose filters match, none for a stale event. Read
     fresh each time, so a bulletin added a moment ago counts at once."""
-    if too_old_to_fire(event, utc_now(), gateway.settings.trigger_max_age_s):
+    if too_old_to_fire(event, utc_now(), max_age_s):
         return 0
 
     def count() -> int:
-        with gateway.database.connect() as conn:
+        with database.connect() as conn:
             found = active_automations(conn, [event.workspace_id], [event.name])
         return sum(1 for a in found if ACTIONS[a.action].counted and a.matches(event))
 

@@ -9,10 +9,13 @@ from typing import Any, Literal, TypeVar
 import orjson
 from fastapi import Request
 
+from sluice.gateway.auth import WriteKeys, workspace_for
 from sluice.gateway.body import read_limited
+from sluice.gateway.definitions import DefinitionLookup
 from sluice.gateway.errors import ApiError
+from sluice.gateway.intake import EventQueue
+from sluice.gateway.outcomes import OutcomeReader
 from sluice.gateway.responses import JsonResponse
-from sluice.gateway.state import Gateway
 from sluice.producer.events import Event
 from sluice.store.definitions import Definition
 
@@ -63,10 +66,10 @@ def json_body(body: bytes, fail: Fail) -> Any:
         ) from exc
 
 
-async def workspace_for_key(gateway: Gateway, write_key: str | None, fail: Fail) -> str:
+async def workspace_for_key(keys: WriteKeys, write_key: str | None, fail: Fail) -> str:
     if not write_key:
         raise fail(401, "missing API key", None)
-    workspace_id = await vendor_shaped(fail, gateway.workspace_for(write_key))
+    workspace_id = await vendor_shaped(fail, workspace_for(keys, write_key))
     if workspace_id is None:
         raise fail(401, "invalid API key", None)
     return workspace_id
@@ -74,32 +77,33 @@ async def workspace_for_key(gateway: Gateway, write_key: str | None, fail: Fail)
 
 async def answer(
     request: Request,
-    gateway: Gateway,
+    outcomes: OutcomeReader,
     workspace_id: str,
     message_ids: Sequence[str],
     body: dict[str, Any],
 ) -> JsonResponse:
     """The vendor's success body; with ``Prefer: wait=N`` it also lists the verdicts under
     ``outcomes`` (additive: the vendor's own fields are unchanged)."""
-    found, headers = await gateway.outcomes_if_asked(request, workspace_id, message_ids)
+    found, headers = await outcomes.outcomes_if_asked(request, workspace_id, message_ids)
     if found is not None:
         body = {**body, "outcomes": [{"message_id": m, **found[m]} for m in message_ids]}
     return JsonResponse(body, headers=headers)
 
 
 async def definition(
-    gateway: Gateway,
+    definitions: DefinitionLookup,
     fail: Fail,
     workspace_id: str,
     format: Literal["bunce", "clevertap"],
     **match: str,
 ) -> Definition | None:
-    return await vendor_shaped(fail, gateway.definition(workspace_id, format, **match))
+    return await vendor_shaped(fail, definitions.find(workspace_id, format, **match))
 
 
 async def queue_event(
     request: Request,
-    gateway: Gateway,
+    queue: EventQueue,
+    outcomes: OutcomeReader,
     fail: Fail,
     fields: dict[str, Any],
     reply: dict[str, Any],
@@ -109,16 +113,21 @@ async def queue_event(
     """Validate one event, queue it, and answer with the vendor's ``reply`` plus its
     ``message_id`` (and the verdict, with ``Prefer: wait``)."""
     return await queue_built_event(
-        request, gateway, fail, make_event(fields, fail, invalid_status), reply
+        request, queue, outcomes, fail, make_event(fields, fail, invalid_status), reply
     )
 
 
 async def queue_built_event(
-    request: Request, gateway: Gateway, fail: Fail, event: Event, reply: dict[str, Any]
+    request: Request,
+    queue: EventQueue,
+    outcomes: OutcomeReader,
+    fail: Fail,
+    event: Event,
+    reply: dict[str, Any],
 ) -> JsonResponse:
-    (message_id,) = await vendor_shaped(fail, gateway.publish([event]))
+    (message_id,) = await vendor_shaped(fail, queue.publish([event]))
     return await answer(
-        request, gateway, event.workspace_id, [message_id], {**reply, "message_id": message_id}
+        request, outcomes, event.workspace_id, [message_id], {**reply, "message_id": message_id}
     )
 
 

@@ -14,8 +14,8 @@ from urllib.parse import parse_qs
 import orjson
 from fastapi import APIRouter, Request
 
+from sluice.gateway.dependencies import EventQueueDep, OutcomesDep, WriteKeysDep
 from sluice.gateway.responses import JsonResponse
-from sluice.gateway.state import gateway_of
 from sluice.gateway.vendors.common import (
     VendorError,
     body_bytes,
@@ -60,8 +60,9 @@ def _json_object(text: Any, what: str) -> dict[str, Any]:
     responses=PLATFORMLY_ERRORS,
     summary="Platform.ly: contact_event_fire",
 )
-async def action(request: Request) -> JsonResponse:
-    gateway = gateway_of(request)
+async def action(
+    request: Request, keys: WriteKeysDep, queue: EventQueueDep, outcomes: OutcomesDep
+) -> JsonResponse:
     if not request.headers.get("content-type", "").lower().startswith(FORM):
         raise fail(400, f"send a form-encoded body ({FORM}) with api_key, action and value")
     body = await body_bytes(request, LIMIT_BYTES, fail)
@@ -74,7 +75,7 @@ async def action(request: Request) -> JsonResponse:
         }
     except (UnicodeDecodeError, ValueError) as exc:
         raise fail(400, f"malformed form body: {exc}") from exc
-    workspace_id = await workspace_for_key(gateway, form.get("api_key"), fail)
+    workspace_id = await workspace_for_key(keys, form.get("api_key"), fail)
     if form.get("action") != "contact_event_fire":
         raise fail(
             400, f"unknown action {form.get('action')!r}; this endpoint takes contact_event_fire"
@@ -101,4 +102,4 @@ async def action(request: Request) -> JsonResponse:
         "source": "platformly",
     }
     reply = {"status": "success", "message": "The action has been processed"}
-    return await queue_event(request, gateway, fail, fields, reply)
+    return await queue_event(request, queue, outcomes, fail, fields, reply)

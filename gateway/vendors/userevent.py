@@ -12,8 +12,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from sluice.gateway.dependencies import EventQueueDep, OutcomesDep, WriteKeysDep
 from sluice.gateway.responses import JsonResponse
-from sluice.gateway.state import gateway_of
 from sluice.gateway.vendors.common import (
     VendorError,
     body_bytes,
@@ -55,10 +55,11 @@ def _bearer(header: str | None) -> str | None:
     responses=USER_EVENT_ERRORS,
     summary="user/event API: record an event for a user",
 )
-async def create_event(request: Request) -> JsonResponse:
-    gateway = gateway_of(request)
+async def create_event(
+    request: Request, keys: WriteKeysDep, queue: EventQueueDep, outcomes: OutcomesDep
+) -> JsonResponse:
     workspace_id = await workspace_for_key(
-        gateway, _bearer(request.headers.get("authorization")), fail
+        keys, _bearer(request.headers.get("authorization")), fail
     )
     body = json_body(await body_bytes(request, LIMIT_BYTES, fail), fail)
     if not isinstance(body, dict):
@@ -112,7 +113,7 @@ async def create_event(request: Request) -> JsonResponse:
             "email": "Event was created for the specified user",
         }
     }
-    return await queue_event(request, gateway, fail, fields, reply)
+    return await queue_event(request, queue, outcomes, fail, fields, reply)
 
 
 def _text(value: Any) -> str | None:
