@@ -1,8 +1,8 @@
 """Replaying dead letters (``sluice dlq replay``; docs/dead-letters.md).
 
-A replay publishes the dead letter's batch again, as the gateway publishes a batch: journaled
-first (``sluice.producer.journal``: a lost message is published again by the journal sweep),
-then sent as the ingest task. Its events carry a provisional rejection; outcomes are unique
+A replay publishes the dead letter's batch again, as the gateway publishes a batch
+(``Publisher.send``): with a Redis broker journaled first (``sluice.producer.journal``: a
+lost message is published again by the journal sweep), then sent as the ingest task. Its events carry a provisional rejection; outcomes are unique
 per message and a worker keeps the first, so those rejections must be gone before a worker
 decides the events again. The order that loses and doubles nothing:
 
@@ -134,11 +134,7 @@ class DeadLetterReplayer:
             claimed.append(True)
 
         try:
-            self.publisher.send(
-                EncodedEnvelope(batch_id, wire),
-                mark=_events_of(envelope),
-                once_journaled=claim,
-            )
+            self.publisher.send(EncodedEnvelope(batch_id, wire), once_journaled=claim)
         except _Claimed:  # the journal entry is the other replay's now
             return ReplayResult(letter_id, "already_replayed", "replayed by someone else just now")
         except Exception as exc:
@@ -149,6 +145,7 @@ class DeadLetterReplayer:
             elif not isinstance(exc, PublishError):  # not the journal refusing it
                 raise
             return ReplayResult(letter_id, "publish_failed", f"not published: {exc}")
+        self.publisher.mark(_events_of(envelope))  # published: nothing after it undoes that
         return ReplayResult(
             letter_id,
             "queued",

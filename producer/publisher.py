@@ -64,22 +64,20 @@ class Publisher:
         """Put one envelope on the queue, in this order:
 
         1. with a journal, record it (``sluice.producer.journal``; its grace period starts
-           when it is due), or for a batch from the journal restart its grace period;
+           when it is due); a batch from the journal is there already;
         2. ``once_journaled()``, what must happen before a worker may take the batch (a
            dead letter's claim); if it raises, nothing is published (the caller knows
            whether the journal entry is its own to ``forget``);
-        3. publish it;
+        3. publish it (a batch from the journal then starts its grace period again; refused,
+           it is found by the next sweep);
         4. mark the events of ``mark`` as queued.
 
         Raises ``PublishError`` when the journal or the queue refuses it. A batch the queue
         refused stays in the journal, and the journal sweep publishes it, unless
         ``forget_if_refused``."""
-        if self.journal is not None:
-            if envelope.journaled:
-                self.journal.touch([envelope.batch_id], time.time())
-            else:
-                due = time.time() + envelope.delay_s if envelope.delay_s > 0 else None
-                self.journal.record(envelope.batch_id, envelope.wire, not_before=due)
+        if self.journal is not None and not envelope.journaled:
+            due = time.time() + envelope.delay_s if envelope.delay_s > 0 else None
+            self.journal.record(envelope.batch_id, envelope.wire, not_before=due)
         if once_journaled is not None:
             once_journaled()
         try:
@@ -88,10 +86,16 @@ class Publisher:
             if forget_if_refused and not envelope.journaled:
                 self.forget(envelope.batch_id)
             raise
+        if self.journal is not None and envelope.journaled:
+            self.journal.touch([envelope.batch_id], time.time())
+        self.mark(mark)
+
+    def mark(self, events: Iterable[Event]) -> None:
+        """Mark published events as queued (a failure is logged, not raised)."""
         if self.marks is not None:
-            events = list(mark)
-            if events:
-                self.marks.mark(events)
+            chosen = list(events)
+            if chosen:
+                self.marks.mark(chosen)
 
     def forget(self, batch_id: str) -> None:
         """Drop a batch from the journal, if Redis lets us; else the sweep publishes it

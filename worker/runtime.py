@@ -65,9 +65,6 @@ class Runtime:
 
     def reset(self) -> None:
         """Drop connections inherited across a fork; they are reopened on first use."""
-        publisher = self.__dict__.get("publisher")
-        if publisher is not None:
-            publisher.close()
         for name, attribute in vars(type(self)).items():
             if isinstance(attribute, cached_property):
                 self.__dict__.pop(name, None)

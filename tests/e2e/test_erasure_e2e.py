@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -202,11 +203,12 @@ def test_contact_delete_leaves_nothing_of_the_person(stack: Stack, receiver: Rec
     user_id, email = f"erase-u-{tag}", f"Erase.Me+{tag}@Example.com"
     other_id, other_email = f"keep-u-{tag}", f"keep-{tag}@example.com"
     order_id = f"ord-{tag}"
+    hooks = set()
     for on, path, replies in (
         ("Signed Up", "/signed-up", [Reply(204)]),
         ("Upgraded", "/slow", [Reply(200, delay_s=SLOW_WEBHOOK_S)]),
     ):
-        add_automation(
+        hook = add_automation(
             stack.engine,
             ws,
             on,
@@ -214,6 +216,7 @@ def test_contact_delete_leaves_nothing_of_the_person(stack: Stack, receiver: Rec
             target=receiver.script(path, replies),
             allow_private_webhooks=True,
         )
+        hooks.add(hook.id)
     t0 = utc_now() - timedelta(hours=1)
 
     # The person: a login with both identifiers (the contact links them), then events that
@@ -364,7 +367,9 @@ def test_contact_delete_leaves_nothing_of_the_person(stack: Stack, receiver: Rec
     assert redis_mentions(client, [*needles, upgraded]) == set()
     for message_id in (signed_up, opened_again, upgraded):
         assert event_status(stack, workspace, message_id) == 404
-    assert "failed" not in stack.deliverer.log_text()[deliverer_log_at:]
+    # (The stack is shared: attempts of other tests' automations may fail meanwhile.)
+    logged = stack.deliverer.log_text()[deliverer_log_at:].splitlines()
+    assert not [line for line in logged if "failed" in line and not _of_others(line, hooks)]
 
     # The other contact is untouched, and so is their event in the dead letter.
     assert rows_of(stack, ws, other_id, other_email) == {
@@ -414,3 +419,12 @@ def test_contact_delete_as_text_refusals_and_the_erasure_asked_about(stack: Stac
     assert row["requested_by"] and row["requested_by"] != "dpo@example.com"  # the OS user
     assert set(row["removed"].values()) == {0}
     assert f"erasure {row['erasure_id']}" in done.stdout
+
+
+_ATTEMPT = re.compile(r"trigger \S+ attempt \d+ \(\S+ (\S+)\)")
+
+
+def _of_others(line: str, automations: set[str]) -> bool:
+    """Whether a deliverer's log line is about an attempt of another automation."""
+    found = _ATTEMPT.search(line)
+    return found is not None and found[1] not in automations
