@@ -4,7 +4,8 @@ A replay publishes the dead letter's batch again, as the gateway publishes a bat
 (``Publisher.send``): with a Redis broker journaled first (``sluice.producer.journal``: a
 lost message is published again by the journal sweep), then sent as the ingest task. Its
 events carry a provisional rejection; outcomes are unique per message and a worker keeps the
-first, so those rejections must be gone before a worker decides the events again. The order that loses and doubles nothing:
+first, so those rejections must be gone before a worker decides the events again. The
+order that loses and doubles nothing:
 
 1. journal the batch (Redis refuses: nothing changed, the dead letter stays open);
 2. one transaction: claim the dead letter (``replayed_at`` set only where it is still null,
