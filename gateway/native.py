@@ -310,7 +310,7 @@ async def event_outcome(
         result = EventOutcome(
             **outcome.fields(), triggers=[Trigger.model_validate(view) for view in fired]
         )
-    elif await run_in_threadpool(outcomes.marks.is_pending, workspace_id, message_id):
+    elif await run_in_threadpool(outcomes.is_pending, workspace_id, message_id):
         result = EventOutcome(message_id=message_id, status=Status.QUEUED)
     else:
         raise ApiError(404, "not_found", "no event with this message_id in this workspace")

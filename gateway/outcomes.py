@@ -17,7 +17,11 @@ from sluice.producer.pending import PendingMarks
 @dataclass(frozen=True, slots=True)
 class OutcomeReader:
     database: Engine
-    marks: PendingMarks
+    marks: PendingMarks | None  # where the publisher marks events queued
+
+    def is_pending(self, workspace_id: str, message_id: str) -> bool:
+        """Whether the event is queued and not decided yet (blocking: one Redis call)."""
+        return self.marks is not None and self.marks.is_pending(workspace_id, message_id)
 
     async def outcomes_if_asked(
         self, request: Request, workspace_id: str, message_ids: Sequence[str]

@@ -15,7 +15,6 @@ from sluice.gateway.cache import TtlCache
 from sluice.gateway.group_commit import GroupCommitter
 from sluice.gateway.intake import QueueDepth
 from sluice.gateway.rate_limit import WorkspaceRateLimiter
-from sluice.producer.pending import PendingMarks
 from sluice.producer.publisher import Publisher
 from sluice.publishing import settings_publisher
 from sluice.settings import Settings
@@ -34,7 +33,6 @@ class Gateway:
     keys: WriteKeys
     publisher: Publisher
     database: Engine
-    marks: PendingMarks
     redis: redis.Redis
     depth: QueueDepth
     definitions: TtlCache[Hashable, Definition]
@@ -56,7 +54,6 @@ def build_gateway(settings: Settings) -> Gateway:
         socket_connect_timeout=settings.publish_timeout_s / 4,
     )
     publisher = settings_publisher(settings, client)
-    assert publisher.marks is not None  # given a Redis client, it marks
     committer = None
     if settings.group_commit_ms > 0:
         committer = GroupCommitter(publisher.publish, window_s=settings.group_commit_ms / 1000)
@@ -69,7 +66,6 @@ def build_gateway(settings: Settings) -> Gateway:
         ),
         publisher=publisher,
         database=database,
-        marks=publisher.marks,
         redis=client,
         committer=committer,
         limiter=WorkspaceRateLimiter(

@@ -46,10 +46,11 @@ class Publisher:
         for start in range(0, len(events), self._batch_events):
             chunk = list(events[start : start + self._batch_events])
             try:
-                self.send(Envelope.of(chunk), mark=chunk, forget_if_refused=True)
+                self.send(Envelope.of(chunk), forget_if_refused=True)
             except PublishError as exc:
                 exc.queued_message_ids = queued
                 raise
+            self.mark(chunk)
             queued.extend(event.message_id for event in chunk)
         return queued
 
@@ -57,20 +58,18 @@ class Publisher:
         self,
         envelope: Outgoing,
         *,
-        mark: Iterable[Event] = (),
         once_journaled: Callable[[], object] | None = None,
         forget_if_refused: bool = False,
     ) -> None:
         """Put one envelope on the queue, in this order:
 
         1. with a journal, record it (``sluice.producer.journal``; its grace period starts
-           when it is due); a batch from the journal is there already;
+           when it is due); a batch from the journal is there already (the sweep restarts
+           the grace periods of those it published);
         2. ``once_journaled()``, what must happen before a worker may take the batch (a
            dead letter's claim); if it raises, nothing is published (the caller knows
            whether the journal entry is its own to ``forget``);
-        3. publish it (a batch from the journal then starts its grace period again; refused,
-           it is found by the next sweep);
-        4. mark the events of ``mark`` as queued.
+        3. publish it (then ``mark`` its events as queued, where the caller has them).
 
         Raises ``PublishError`` when the journal or the queue refuses it. A batch the queue
         refused stays in the journal, and the journal sweep publishes it, unless
@@ -86,9 +85,6 @@ class Publisher:
             if forget_if_refused and not envelope.journaled:
                 self.forget(envelope.batch_id)
             raise
-        if self.journal is not None and envelope.journaled:
-            self.journal.touch([envelope.batch_id], time.time())
-        self.mark(mark)
 
     def mark(self, events: Iterable[Event]) -> None:
         """Mark published events as queued (a failure is logged, not raised)."""

@@ -47,10 +47,11 @@ def resend_lost_batches(
         if seen is not None:
             cutoff = min(cutoff, seen)
     lost = journal.stale(cutoff, RESEND_LIMIT)
-    for batch_id, wire in lost:  # each one's grace period starts again
+    for batch_id, wire in lost:
         publisher.send(EncodedEnvelope(batch_id, wire, journaled=True))
     ids = [batch_id for batch_id, _ in lost]
     if ids:
+        journal.touch(ids, now)  # their grace periods start again, in one round trip
         log.warning(
             "published %d batches again that no worker committed within %.0fs "
             "(their messages were lost): %s",
