@@ -305,13 +305,18 @@ async def event_outcome(
         # No event can have this id (and PostgreSQL cannot even compare text with a NUL).
         raise ApiError(404, "not_found", "no event with this message_id in this workspace")
     outcome = await from_database(outcome_of, outcomes.database, workspace_id, message_id)
-    if outcome is not None:
-        fired = await from_database(triggers_of, outcomes.database, workspace_id, message_id)
-        result = EventOutcome(
-            **outcome.fields(), triggers=[Trigger.model_validate(view) for view in fired]
-        )
-    elif await run_in_threadpool(outcomes.is_pending, workspace_id, message_id):
-        result = EventOutcome(message_id=message_id, status=Status.QUEUED)
-    else:
+    if outcome is None:
+        if await run_in_threadpool(outcomes.is_pending, workspace_id, message_id):
+            return JsonResponse(
+                EventOutcome(message_id=message_id, status=Status.QUEUED).model_dump(mode="json")
+            )
+        # A worker stores the outcome before it clears the mark: one decided between the
+        # two reads above is in the database now.
+        outcome = await from_database(outcome_of, outcomes.database, workspace_id, message_id)
+    if outcome is None:
         raise ApiError(404, "not_found", "no event with this message_id in this workspace")
+    fired = await from_database(triggers_of, outcomes.database, workspace_id, message_id)
+    result = EventOutcome(
+        **outcome.fields(), triggers=[Trigger.model_validate(view) for view in fired]
+    )
     return JsonResponse(result.model_dump(mode="json"))
