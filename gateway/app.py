@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
+from starlette.requests import ClientDisconnect
 
 from sluice.gateway import metrics, native, probes
 from sluice.gateway.docs_ui import add_docs
-from sluice.gateway.errors import ApiError, render_api_error
+from sluice.gateway.errors import ApiError, render_api_error, render_client_gone
 from sluice.gateway.key_notices import listen_for_rotations
 from sluice.gateway.state import build_gateway
 from sluice.gateway.vendors import bento, bunce, clevertap, platformly, userevent
 from sluice.gateway.vendors.common import VendorError, render_vendor_error
 from sluice.gc_tuning import tune_collector
+from sluice.logs import OneLineRecord
 from sluice.settings import Settings
 
 
@@ -52,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_docs(app)
     app.add_exception_handler(ApiError, render_api_error)
     app.add_exception_handler(VendorError, render_vendor_error)
+    app.add_exception_handler(ClientDisconnect, render_client_gone)
     app.add_middleware(metrics.RequestMetrics)
     app.include_router(metrics.router)
     app.include_router(probes.router)
@@ -66,6 +70,9 @@ def create_server_app() -> FastAPI:
     """The app of a gateway process (``sluice gateway``): the settings from the
     environment, and the collector tuned for a server once the app exists. Tests that
     build an app in their own process use ``create_app``, which leaves the collector be."""
-    app = create_app()
+    settings = Settings()
+    if settings.log_format == "text":  # a process uvicorn started (--workers) sets it here
+        logging.setLogRecordFactory(OneLineRecord)
+    app = create_app(settings)
     tune_collector()
     return app

@@ -39,6 +39,10 @@ def _gunzip(body: bytes, limit_bytes: int) -> bytes:
         raise bad_request(f"body is not valid gzip: {exc}", code="invalid_body") from exc
     if len(data) > limit_bytes or inflater.unconsumed_tail:
         raise too_large(f"body is larger than {limit_bytes} bytes once decompressed")
+    if not inflater.eof:  # its CRC-32 and length trailer never came: a truncated body
+        raise bad_request("gzip body is truncated (no checksum trailer)", code="invalid_body")
+    if inflater.unused_data:
+        raise bad_request("gzip body has data after its end", code="invalid_body")
     return data
 
 

@@ -24,6 +24,8 @@ class DefinitionLookup:
     ) -> Definition | None:
         """A workspace's definition, or None. Found ones are cached for 30 s; misses are not,
         so a definition added a moment ago works at once. 503 while the database is down."""
+        if any("\x00" in text for text in (workspace_id, *match.values())):
+            return None  # no definition can have it (the database refuses to compare it)
         key = (workspace_id, format, tuple(sorted(match.items())))
         found, cached = self.cache.peek(key)
         if found:

@@ -5,11 +5,19 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+import logging
+
+from fastapi import Request, Response
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from sluice.gateway.responses import JsonResponse
 from sluice.producer.envelope import describe_validation_error
+
+log = logging.getLogger(__name__)
+# What the metrics count for a request whose client left before it was answered (the
+# status nginx logs for it too); no client ever sees it.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class ApiError(Exception):
@@ -67,3 +75,13 @@ async def render_api_error(_request: Request, exc: Exception) -> JsonResponse:
     if exc.field is not None:
         body["field"] = exc.field
     return JsonResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def render_client_gone(request: Request, exc: Exception) -> Response:
+    """The client went away before its body was read: one info line, nothing queued, and
+    a 499 for the metrics (the server sends nothing to a closed connection)."""
+    assert isinstance(exc, ClientDisconnect)
+    log.info(
+        "%s %s: the client disconnected before its body was read", request.method, request.url.path
+    )
+    return Response(status_code=CLIENT_CLOSED_REQUEST)

@@ -94,7 +94,9 @@ class Trigger(BaseModel):
 
 class EventOutcome(BaseModel):
     """``sluice.store.outcomes.EventOutcome`` as the API shows it (same fields, in order),
-    with the triggers the event fired."""
+    with the triggers the event fired; without ``raw``, the stored copy of a refused
+    event, which may hold personal data a write key (shipped in apps and pages) must not
+    read back (docs/api.md)."""
 
     message_id: str
     status: Status
@@ -105,9 +107,6 @@ class EventOutcome(BaseModel):
     decided_at: datetime | None = None
     group_id: str | None = Field(default=None, description="a Segment group call's groupId")
     previous_id: str | None = Field(default=None, description="a Segment alias call's previousId")
-    raw: str | None = Field(
-        default=None, description="truncated copy of a discarded or rejected event (JSON)"
-    )
     triggers: list[Trigger] = Field(
         default_factory=list, description="the automations this event fired, and their state"
     )

@@ -41,7 +41,7 @@ async def livez() -> JsonResponse:
 
 @router.get("/readyz")
 async def readyz(readiness: ReadinessDep) -> JsonResponse:
-    checks = await readiness.check()
+    checks = await readiness.check(detail=False)  # the details go to the log
     ready = all(value == OK for value in checks.values())
     return JsonResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},

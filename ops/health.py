@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +28,7 @@ from sluice.producer.transport import broker_transport_options, is_redis_url
 from sluice.settings import Settings
 from sluice.store.engine import make_engine, normalise_url
 
+log = logging.getLogger(__name__)
 CHECK_TIMEOUT_S = 1.5
 OK = "ok"
 PARTS = ("redis", "broker", "database", "schema")
@@ -108,6 +110,15 @@ class Finding:
     def of(cls, exc: BaseException) -> Finding:
         return cls(short_reason(exc), type(exc).__name__)
 
+    @property
+    def public(self) -> str:
+        """The answer for anyone who asks over HTTP: an error's class, never its message
+        (which names hosts and ports); the reasons Sluice words itself (a schema behind, a
+        timeout) as they are."""
+        if self.error is None or self.error == TimeoutError.__name__:
+            return self.reason
+        return f"unavailable: {self.error}"
+
 
 @dataclass
 class _Part:
@@ -160,11 +171,18 @@ class Readiness:
             "database": _Part(self._database),
         }
         self._threads = ThreadPoolExecutor(len(self._parts), thread_name_prefix="sluice-ready")
+        self._logged: dict[str, str] = {}  # each part's last reason in the log
 
-    async def check(self) -> dict[str, str]:
-        """``ok`` or a short reason for each part (redis, broker, database, schema)."""
+    async def check(self, *, detail: bool = True) -> dict[str, str]:
+        """``ok`` or a short reason for each part (redis, broker, database, schema). Without
+        ``detail`` (``/readyz``) an error is named by its class only, and its message goes
+        to the log instead, once each time it changes."""
         findings = await self._findings(list(self._parts))
-        results = {name: finding.reason for name, finding in findings.items()}
+        if not detail:
+            self._log_changes(findings)
+        results = {
+            name: finding.reason if detail else finding.public for name, finding in findings.items()
+        }
         database = results.pop("database")
         if database.startswith(SCHEMA_PROBLEM):  # the database answered; its schema is off
             results["database"], results["schema"] = OK, database.removeprefix(SCHEMA_PROBLEM)
@@ -181,6 +199,15 @@ class Readiness:
             name: OK if finding.error is None else f"error: {finding.error}"
             for name, finding in findings.items()
         }
+
+    def _log_changes(self, findings: dict[str, Finding]) -> None:
+        for name, finding in findings.items():
+            if self._logged.get(name, OK) != finding.reason:
+                if finding.reason == OK:
+                    log.info("readiness: %s is ok again", name)
+                else:
+                    log.warning("readiness: %s: %s", name, finding.reason)
+            self._logged[name] = finding.reason
 
     def check_now(self) -> dict[str, str]:
         """``check`` from code without an event loop (the command line)."""

@@ -7,6 +7,7 @@ queued, so every redelivery of the event carries the same id.
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -64,10 +65,17 @@ def _unset(value: object) -> bool:
     return value is None
 
 
-def _has_nul(value: Any) -> bool:
-    # orjson escapes U+0000 as \\u0000, so its absence from the encoding settles it at C
-    # speed; only a hit (perhaps a literal backslash-u0000 text) needs the walk.
-    return b"\\u0000" in _encoded(value) and _walk_has_nul(value)
+def _unstorable(value: Any) -> str | None:
+    """Why ``value`` cannot be stored as it is: a NUL character, or a float that is not a
+    number (orjson would write NaN and infinities as ``null``); None when it can."""
+    # orjson escapes U+0000 as \\u0000 and writes a non-finite float as null, so the
+    # absence of both from the encoding settles it at C speed; only a hit needs the walk.
+    encoded = _encoded(value)
+    if b"\\u0000" in encoded and _walk_has_nul(value):
+        return "contains a NUL character (U+0000)"
+    if b"null" in encoded and _walk_has_non_finite(value):
+        return "contains a number that is not finite (NaN or an infinity)"
+    return None
 
 
 def _encoded(value: Any) -> bytes:
@@ -90,6 +98,16 @@ def _walk_has_nul(value: Any) -> bool:
         return any(_walk_has_nul(k) or _walk_has_nul(v) for k, v in value.items())
     if isinstance(value, list):
         return any(_walk_has_nul(item) for item in value)
+    return False
+
+
+def _walk_has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_walk_has_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_walk_has_non_finite(item) for item in value)
     return False
 
 
@@ -204,9 +222,9 @@ class Event(BaseModel):
                 raise ValueError(f"{name} contains a NUL character (U+0000)")
         for name in ("traits", "properties", "context"):
             try:
-                has_nul = _has_nul(getattr(self, name))
+                reason = _unstorable(getattr(self, name))
             except ValueError as exc:
                 raise ValueError(f"{name} {exc}") from exc
-            if has_nul:
-                raise ValueError(f"{name} contains a NUL character (U+0000)")
+            if reason is not None:
+                raise ValueError(f"{name} {reason}")
         return self

@@ -101,12 +101,37 @@ def json_logging_config(level: str | int) -> dict[str, Any]:
     }
 
 
+# Line breaks and other control characters a message may carry from a request (a user id
+# with a newline could forge a line of its own), written as escapes in text logs.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, 0x85) if chr(code) != "\t"} | {
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and control characters escaped (tabs kept)."""
+    return text.translate(_ESCAPES)
+
+
+class OneLineRecord(logging.LogRecord):
+    """A record whose message is one line, whoever logs it (uvicorn and Celery included);
+    a traceback is formatted apart from the message and keeps its lines."""
+
+    def getMessage(self) -> str:
+        return one_line(super().getMessage())
+
+
 def configure_logging(log_format: LogFormat, level: str | int = "INFO") -> None:
-    """Set up the process's logging (each ``sluice`` command does, first thing)."""
+    """Set up the process's logging (each ``sluice`` command does, first thing). In text,
+    each message is one line (``OneLineRecord``); JSON escapes line breaks itself."""
     if log_format == "json":
         logging.config.dictConfig(json_logging_config(level))
         logging.captureWarnings(True)  # warnings become JSON lines too
     else:
+        logging.setLogRecordFactory(OneLineRecord)
         logging.basicConfig(level=level, format=TEXT_FORMAT)
 
 

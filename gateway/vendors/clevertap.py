@@ -66,6 +66,10 @@ def _when(value: Any, received_at: datetime) -> datetime:
     raise fail(400, f'"when" has an incorrect value - {shown}')
 
 
+# A wrong account and a wrong passcode get the same answer (CleverTap's words).
+INVALID_CREDENTIALS = "Invalid Credentials"
+
+
 @router.post(
     "/1/targets/trigger.json",
     openapi_extra=CLEVERTAP_BODY,
@@ -82,9 +86,10 @@ async def trigger(
     outcomes: OutcomesDep,
 ) -> JsonResponse:
     account = request.headers.get("x-clevertap-account-id")
-    workspace_id = await workspace_for_key(keys, request.headers.get("x-clevertap-passcode"), fail)
+    passcode = request.headers.get("x-clevertap-passcode")
+    workspace_id = await workspace_for_key(keys, passcode, fail, refused=INVALID_CREDENTIALS)
     if account != workspace_id:
-        raise fail(401, "Invalid Credentials")
+        raise fail(401, INVALID_CREDENTIALS)
     body = json_body(await body_bytes(request, LIMIT_BYTES, fail), fail)
     if not isinstance(body, dict):
         raise fail(400, "the body must be a JSON object")

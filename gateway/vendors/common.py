@@ -66,12 +66,16 @@ def json_body(body: bytes, fail: Fail) -> Any:
         ) from exc
 
 
-async def workspace_for_key(keys: WriteKeys, write_key: str | None, fail: Fail) -> str:
+async def workspace_for_key(
+    keys: WriteKeys, write_key: str | None, fail: Fail, *, refused: str = "invalid API key"
+) -> str:
+    """The key's workspace; 401 with ``refused`` when it opens none (a route that also
+    checks an account answers that mismatch with the same words: no key-validity oracle)."""
     if not write_key:
         raise fail(401, "missing API key", None)
     workspace_id = await vendor_shaped(fail, workspace_for(keys, write_key))
     if workspace_id is None:
-        raise fail(401, "invalid API key", None)
+        raise fail(401, refused, None)
     return workspace_id
 
 

@@ -70,7 +70,10 @@ async def action(
         form = {
             key: values[0]
             for key, values in parse_qs(
-                body.decode(), keep_blank_values=True, strict_parsing=bool(body)
+                body.decode(),
+                keep_blank_values=True,
+                strict_parsing=bool(body),
+                errors="strict",  # invalid percent-encoded UTF-8 is refused, not replaced
             ).items()
         }
     except (UnicodeDecodeError, ValueError) as exc:
