@@ -308,3 +308,29 @@ erasures = Table(
     Column("removed", Json, nullable=False, comment="rows removed per table, and Redis keys"),
     comment="erasures done (who, when, how many rows), without the person's identity",
 )
+
+admin_tokens = Table(
+    "admin_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True, comment="tok_…, as the CLI and the API show it"),
+    Column("name", String(200), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True, comment="sha256 hex"),
+    Column("workspaces", Json, comment="the workspace ids it may reach; null: every one"),
+    Column("read_only", Boolean, nullable=False, server_default=false()),
+    Column("created_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, comment="null: no end"),
+    Column("revoked_at", Timestamp),
+    comment="bearer tokens of the control plane (/admin/v1), stored hashed",
+)
+
+admin_audit = Table(
+    "admin_audit",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("token_id", String(32), nullable=False, comment="cli for a command run on a host"),
+    Column("operation", String(100), nullable=False),
+    Column("target", String(300), nullable=False),
+    Column("outcome", Integer, nullable=False, comment="the HTTP status answered"),
+    Column("at", Timestamp, nullable=False, index=True),
+    comment="every write of the control plane: who, what, on what, when, how it ended",
+)

@@ -21,6 +21,7 @@ from sluice.cli import (
     processes,
     purge,
     stats,
+    tokens,
     workspaces,
 )
 from sluice.settings import Settings
@@ -42,6 +43,7 @@ COMMANDS: tuple[click.Command, ...] = (
     contacts.contact,
     purge.purge,
     events.events,
+    tokens.token,
 )
 
 
