@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import FastAPI
 from starlette.requests import ClientDisconnect
 
-from sluice.gateway import metrics, native, probes
+from sluice.gateway import admin, metrics, native, probes
 from sluice.gateway.docs_ui import add_docs
 from sluice.gateway.errors import ApiError, render_api_error, render_client_gone
 from sluice.gateway.key_notices import listen_for_rotations
@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(probes.health_router)
     for vendor in (bunce, userevent, clevertap, bento, platformly):
         app.include_router(vendor.router)
+    if gateway.settings.admin_api:
+        admin.install(app)
     return app
 
 

@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: PositiveInt = 8000
     key_cache_ttl_s: float = Field(default=30.0, ge=0)
+    admin_api: bool = Field(
+        default=True, description="serve the control plane under /admin/v1 (docs/admin-api.md)"
+    )
     key_cache_stale_s: float = Field(default=600.0, ge=0)
     max_queue_depth: PositiveInt = Field(
         default=20_000, description="queued batches beyond which the gateway answers 429"

@@ -19,6 +19,9 @@ from sluice.store.schema import api_keys, workspaces
 WRITE_KEY_PREFIX = "sk_live_"
 
 
+MAX_WORKSPACE_NAME_CHARS = 200  # workspaces.name
+
+
 def hash_key(write_key: str) -> str:
     # Keys carry 192 random bits, so a fast hash is enough: nothing to brute-force.
     return hashlib.sha256(write_key.encode()).hexdigest()
@@ -36,6 +39,8 @@ class NewWorkspace:
 
 def create_workspace(engine: Engine, name: str) -> NewWorkspace:
     """Create a workspace with one write key; the key is returned here and never again."""
+    if not name.strip() or len(name) > MAX_WORKSPACE_NAME_CHARS:
+        raise ValueError(f"a workspace name has 1 to {MAX_WORKSPACE_NAME_CHARS} characters")
     workspace_id = str(uuid.uuid4())
     write_key = new_write_key()
     now = utc_now()

@@ -11,6 +11,7 @@ notice on Redis, or within their key cache's TTL if the notice is lost
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -87,9 +88,11 @@ def announce_rotation(client: redis.Redis, workspace_id: str) -> bool:
         return False
 
 
-def list_workspaces(engine: Engine, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Every workspace, oldest first: id, name, creation time, how many keys work now, when
-    the first of those ends (None: none ends), and its settings."""
+def list_workspaces(
+    engine: Engine, now: datetime | None = None, *, only: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Every workspace (or those of ``only``), oldest first: id, name, creation time, how
+    many keys work now, when the first of those ends (None: none ends), and its settings."""
     now = now or utc_now()
     working = or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > now)
     key_counts = (
@@ -114,6 +117,8 @@ def list_workspaces(engine: Engine, now: datetime | None = None) -> list[dict[st
         .select_from(workspaces.outerjoin(key_counts, key_counts.c.workspace_id == workspaces.c.id))
         .order_by(workspaces.c.created_at, workspaces.c.id)
     )
+    if only is not None:
+        query = query.where(workspaces.c.id.in_(list(only)))
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     return [

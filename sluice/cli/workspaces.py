@@ -25,7 +25,10 @@ def workspace_create(name: str, as_json: bool) -> None:
     """Create a workspace and print its id and write key (shown only this once)."""
     from sluice.store.workspaces import create_workspace
 
-    created = create_workspace(database_engine(), name)
+    try:
+        created = create_workspace(database_engine(), name)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(
             json.dumps({"workspace_id": created.workspace_id, "write_key": created.write_key})

@@ -1,0 +1,198 @@
+"""The control plane of a real gateway process (docs/admin-api.md): every admin route
+against every kind of token, with the status §"Admin tokens" gives it; answers as
+``application/problem+json``; every write in the audit log."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from sluice.producer.events import utc_now
+from sluice.store.admin_tokens import create_token, revoke_token
+from tests.conftest import Stack
+
+Call = Callable[[httpx.Client, str], httpx.Response]
+
+
+def routes(ws: str) -> dict[str, Call]:
+    """One request per admin route, on the workspace ``ws``."""
+    return {
+        "create workspace": lambda http, _: http.post("/admin/v1/workspaces", json={"name": "n"}),
+        "list workspaces": lambda http, _: http.get("/admin/v1/workspaces"),
+        "show workspace": lambda http, _: http.get(f"/admin/v1/workspaces/{ws}"),
+        "configure workspace": lambda http, _: http.patch(
+            f"/admin/v1/workspaces/{ws}", json={"settings": {"rate_limit_per_s": 500}}
+        ),
+        "rotate write key": lambda http, _: http.post(
+            f"/admin/v1/workspaces/{ws}/write-key/rotate", json={"grace_s": 3600}
+        ),
+        "audit": lambda http, _: http.get("/admin/v1/audit"),
+    }
+
+
+KINDS = (
+    "none",
+    "garbage",
+    "revoked",
+    "expired",
+    "read-only",
+    "other workspace",
+    "this workspace",
+    "cluster-wide",
+)
+UNAUTHORIZED = dict.fromkeys(("none", "garbage", "revoked", "expired"), 401)
+# route -> expected status per token kind (besides the four 401s)
+EXPECTED: dict[str, dict[str, int]] = {
+    "create workspace": {
+        "read-only": 403,
+        "other workspace": 403,
+        "this workspace": 403,
+        "cluster-wide": 201,
+    },
+    "list workspaces": dict.fromkeys(
+        ("read-only", "other workspace", "this workspace", "cluster-wide"), 200
+    ),
+    "show workspace": {
+        "read-only": 200,
+        "other workspace": 404,
+        "this workspace": 200,
+        "cluster-wide": 200,
+    },
+    "configure workspace": {
+        "read-only": 403,
+        "other workspace": 404,
+        "this workspace": 200,
+        "cluster-wide": 200,
+    },
+    "rotate write key": {
+        "read-only": 403,
+        "other workspace": 404,
+        "this workspace": 200,
+        "cluster-wide": 200,
+    },
+    "audit": {
+        "read-only": 200,
+        "other workspace": 403,
+        "this workspace": 403,
+        "cluster-wide": 200,
+    },
+}
+
+
+def tokens(stack: Stack, ws: str, other: str) -> dict[str, str | None]:
+    engine = stack.engine
+    revoked = create_token(engine, "revoked")
+    revoke_token(engine, revoked.info.token_id)
+    expired = create_token(engine, "expired", expires_in_s=60, now=utc_now() - timedelta(hours=1))
+    return {
+        "none": None,
+        "garbage": "sat_not-a-token",
+        "revoked": revoked.token,
+        "expired": expired.token,
+        "read-only": create_token(engine, "ro", read_only=True).token,
+        "other workspace": create_token(engine, "other", workspace_ids=(other,)).token,
+        "this workspace": create_token(engine, "this", workspace_ids=(ws,)).token,
+        "cluster-wide": create_token(engine, "root").token,
+    }
+
+
+def test_every_admin_route_against_every_kind_of_token(stack: Stack) -> None:
+    ws, other = stack.new_workspace().workspace_id, stack.new_workspace().workspace_id
+    by_kind = tokens(stack, ws, other)
+    got: dict[tuple[str, str], int] = {}
+    expected: dict[tuple[str, str], int] = {}
+    for name, call in routes(ws).items():
+        for kind in KINDS:
+            token = by_kind[kind]
+            headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+            with httpx.Client(base_url=stack.gateway_url, headers=headers, timeout=10) as http:
+                answer = call(http, kind)
+            got[(name, kind)] = answer.status_code
+            expected[(name, kind)] = {**UNAUTHORIZED, **EXPECTED[name]}[kind]
+            if answer.status_code >= 400:
+                assert answer.headers["content-type"] == "application/problem+json", name
+                problem = answer.json()
+                assert problem["status"] == answer.status_code and problem["detail"], problem
+                assert problem["type"].startswith("urn:sluice:problem:"), problem
+            if answer.status_code == 401:
+                assert answer.headers["www-authenticate"] == "Bearer"
+    assert got == expected
+    assert len(got) == len(KINDS) * len(EXPECTED)
+
+
+def test_a_scoped_token_lists_only_its_workspaces_and_cannot_tell_others_exist(
+    stack: Stack,
+) -> None:
+    ws, other = stack.new_workspace().workspace_id, stack.new_workspace().workspace_id
+    scoped = create_token(stack.engine, "scoped", workspace_ids=(ws,)).token
+    with httpx.Client(
+        base_url=stack.gateway_url, headers={"Authorization": f"Bearer {scoped}"}, timeout=10
+    ) as http:
+        listed = http.get("/admin/v1/workspaces").json()
+        assert [w["workspace_id"] for w in listed["data"]] == [ws]
+        assert listed["next_cursor"] is None
+        hidden, missing = (
+            http.get(f"/admin/v1/workspaces/{other}"),
+            http.get("/admin/v1/workspaces/ws_never_was"),
+        )
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.json() == missing.json()
+
+
+def test_workspaces_over_http_page_validate_and_are_audited(stack: Stack) -> None:
+    root = create_token(stack.engine, "root").token
+    with httpx.Client(
+        base_url=stack.gateway_url, headers={"Authorization": f"Bearer {root}"}, timeout=10
+    ) as http:
+        made = [http.post("/admin/v1/workspaces", json={"name": f"w{i}"}) for i in range(3)]
+        assert all(answer.status_code == 201 for answer in made)
+        created = made[-1].json()
+        assert set(created) == {"workspace_id", "name", "write_key"}
+        sent = httpx.post(
+            f"{stack.gateway_url}/v1/track",
+            auth=(created["write_key"], ""),
+            json={"userId": "u1", "event": "Signed Up"},
+        )
+        assert sent.status_code == 200, sent.text  # the new key works at once
+        first = http.get("/admin/v1/workspaces", params={"limit": 2}).json()
+        second = http.get(
+            "/admin/v1/workspaces", params={"limit": 2, "cursor": first["next_cursor"]}
+        ).json()
+        seen = [w["workspace_id"] for w in first["data"] + second["data"]]
+        assert seen[:3] == [m.json()["workspace_id"] for m in reversed(made)]  # newest first
+        assert len(seen) == len(set(seen))
+        bad = http.patch(
+            f"/admin/v1/workspaces/{created['workspace_id']}",
+            json={"settings": {"rate_limit_per_s": "lots"}},
+        )
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["errors"][0]["field"] == "settings.rate_limit_per_s"
+        unknown = http.patch(
+            f"/admin/v1/workspaces/{created['workspace_id']}", json={"settings": {"nope": 1}}
+        )
+        assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "settings"
+        no_name = http.post("/admin/v1/workspaces", json={})
+        assert no_name.status_code == 422 and no_name.json()["errors"][0]["field"] == "name"
+        junk = http.get("/admin/v1/workspaces", params={"cursor": "!!"})
+        assert junk.status_code == 422
+        changed = http.patch(
+            f"/admin/v1/workspaces/{created['workspace_id']}",
+            json={"settings": {"rate_limit_per_s": 50}},
+        )
+        assert changed.json()["settings"] == {"rate_limit_per_s": 50}
+        audit = http.get("/admin/v1/audit", params={"limit": 10}).json()["data"]
+    operations = [(entry["operation"], entry["outcome"]) for entry in audit]
+    assert ("PATCH /admin/v1/workspaces/{workspace_id}", 200) in operations
+    assert ("PATCH /admin/v1/workspaces/{workspace_id}", 422) in operations
+    assert ("POST /admin/v1/workspaces", 201) in operations
+
+
+@pytest.mark.parametrize("header", ["Basic abc", "Bearer", "Token sat_x"])
+def test_a_malformed_authorization_is_a_401(stack: Stack, header: str) -> None:
+    answer = httpx.get(
+        f"{stack.gateway_url}/admin/v1/workspaces", headers={"Authorization": header}, timeout=10
+    )
+    assert answer.status_code == 401
