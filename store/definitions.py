@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Literal
+from datetime import datetime
+from typing import Any, Literal
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from sluice.producer.events import utc_now
+from sluice.producer.events import as_utc, utc_now
 from sluice.store.engine import writing
 from sluice.store.schema import event_definitions, workspaces
 
@@ -112,3 +113,64 @@ def find_definition(
     return Definition(
         row.id, row.workspace_id, row.format, row.name, dict(row.params), list(row.required)
     )
+
+
+def definition_fields(row: Any) -> dict[str, Any]:
+    """A definition as ``sluice definition list --json`` and the API show it."""
+    return {
+        "definition_id": row.id,
+        "workspace_id": row.workspace_id,
+        "format": row.format,
+        "name": row.name,
+        "params": dict(row.params),
+        "required": list(row.required),
+        "created_at": as_utc(row.created_at).isoformat(),
+    }
+
+
+def list_definitions(
+    engine: Engine,
+    workspace_id: str,
+    *,
+    limit: int | None = None,
+    after: tuple[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """The workspace's definitions, newest first; ``after`` (created_at ISO text, id) is
+    where the previous page ended."""
+    table = event_definitions
+    query = (
+        select(table)
+        .where(table.c.workspace_id == workspace_id)
+        .order_by(table.c.created_at.desc(), table.c.id.desc())
+    )
+    if after is not None:
+        created_at, definition_id = datetime.fromisoformat(after[0]), after[1]
+        query = query.where(
+            or_(
+                table.c.created_at < created_at,
+                and_(table.c.created_at == created_at, table.c.id < definition_id),
+            )
+        )
+    if limit is not None:
+        query = query.limit(limit)
+    with engine.connect() as conn:
+        return [definition_fields(row) for row in conn.execute(query)]
+
+
+def show_definition(engine: Engine, workspace_id: str, definition_id: str) -> dict[str, Any] | None:
+    table = event_definitions
+    query = select(table).where(table.c.workspace_id == workspace_id, table.c.id == definition_id)
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    return None if row is None else definition_fields(row)
+
+
+def delete_definition(engine: Engine, workspace_id: str, definition_id: str) -> bool:
+    """Delete a definition; False if the workspace has none with this id. Gateways that
+    cached it stop accepting its events within their definition cache's 30 s."""
+    table = event_definitions
+    with writing(engine) as conn:
+        done = conn.execute(
+            delete(table).where(table.c.workspace_id == workspace_id, table.c.id == definition_id)
+        )
+    return done.rowcount == 1

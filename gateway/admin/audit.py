@@ -1,6 +1,7 @@
 """The audit of the control plane's writes: a pure ASGI middleware that, once a write
-under ``/admin/v1`` has been answered to a known token, records the token, the operation
-(method and route template), the path and the status (``sluice.store.admin_audit``).
+under ``/admin/v1`` by a known token has its status, and before the last of its answer
+is sent, records the token, the operation (method and route template), the path and the
+status (``sluice.store.admin_audit``): a client that got its answer finds it audited.
 Requests without a working token are not recorded: they changed nothing, and recording
 them would let anyone fill the table."""
 
@@ -33,29 +34,38 @@ class AuditWrites:
             await self.app(scope, receive, send)
             return
         status = 500
+        recorded = False
 
-        async def noting_send(message: Message) -> None:
+        async def record() -> None:
+            nonlocal recorded
+            token_id = scope.get("state", {}).get("admin_token_id")
+            if recorded or token_id is None:
+                return
+            recorded = True
+            route = getattr(scope.get("route"), "path_format", None)
+            if route is None or not route.startswith(ADMIN_PREFIX):  # within its router
+                route = ADMIN_PREFIX + (route or scope["path"].removeprefix(ADMIN_PREFIX))
+            try:
+                await run_in_threadpool(
+                    record_audit,
+                    self.database,
+                    token_id,
+                    f"{scope['method']} {route}",
+                    scope["path"],
+                    status,
+                )
+            except Exception as exc:  # the write itself is done; say so loudly
+                log.error("audit: %s %s not recorded: %s", scope["method"], scope["path"], exc)
+
+        async def recording_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                await record()  # before the answer is complete: a client reads it after
             await send(message)
 
         try:
-            await self.app(scope, receive, noting_send)
+            await self.app(scope, receive, recording_send)
         finally:
-            token_id = scope.get("state", {}).get("admin_token_id")
-            if token_id is not None:
-                route = getattr(scope.get("route"), "path_format", None)
-                if route is None or not route.startswith(ADMIN_PREFIX):  # within its router
-                    route = ADMIN_PREFIX + (route or scope["path"].removeprefix(ADMIN_PREFIX))
-                try:
-                    await run_in_threadpool(
-                        record_audit,
-                        self.database,
-                        token_id,
-                        f"{scope['method']} {route}",
-                        scope["path"],
-                        status,
-                    )
-                except Exception as exc:  # the write itself is done; say so loudly
-                    log.error("audit: %s %s not recorded: %s", scope["method"], scope["path"], exc)
+            await record()  # an answer that never completed

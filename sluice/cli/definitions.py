@@ -69,3 +69,48 @@ def definition_add(
         click.echo(json.dumps({"definition_id": created.definition_id}))
     else:
         click.echo(f"definition_id: {created.definition_id}")
+
+
+@definition.command("list")
+@click.argument("workspace_id")
+@json_option
+def definition_list(workspace_id: str, as_json: bool) -> None:
+    """The workspace's definitions, newest first."""
+    from sluice.store.definitions import list_definitions
+
+    found = list_definitions(database_engine(), workspace_id)
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    if not found:
+        click.echo("no definitions")
+    for item in found:
+        shape = item["params"] if item["format"] == "bunce" else item["required"]
+        click.echo(
+            f"{item['definition_id']}  {item['format']:9}  {item['name']}  {json.dumps(shape)}"
+        )
+
+
+@definition.command("show")
+@click.argument("workspace_id")
+@click.argument("definition_id")
+def definition_show(workspace_id: str, definition_id: str) -> None:
+    """One definition, as JSON."""
+    from sluice.store.definitions import show_definition
+
+    found = show_definition(database_engine(), workspace_id, definition_id)
+    if found is None:
+        raise click.ClickException(f"no definition {definition_id!r} in {workspace_id!r}")
+    click.echo(json.dumps(found))
+
+
+@definition.command("delete")
+@click.argument("workspace_id")
+@click.argument("definition_id")
+def definition_delete(workspace_id: str, definition_id: str) -> None:
+    """Delete a definition (gateways stop accepting its events within 30 s)."""
+    from sluice.store.definitions import delete_definition
+
+    if not delete_definition(database_engine(), workspace_id, definition_id):
+        raise click.ClickException(f"no definition {definition_id!r} in {workspace_id!r}")
+    click.echo(f"deleted {definition_id}")

@@ -61,6 +61,10 @@ def test_the_openapi_document_is_valid_and_describes_every_route(
         ("patch", "/admin/v1/workspaces/{workspace_id}"),
         ("post", "/admin/v1/workspaces/{workspace_id}/write-key/rotate"),
         ("get", "/admin/v1/audit"),
+        ("get", "/admin/v1/workspaces/{workspace_id}/definitions"),
+        ("post", "/admin/v1/workspaces/{workspace_id}/definitions"),
+        ("get", "/admin/v1/workspaces/{workspace_id}/definitions/{definition_id}"),
+        ("delete", "/admin/v1/workspaces/{workspace_id}/definitions/{definition_id}"),
     }
     expected |= admin
     described = {(method, path) for path, item in document["paths"].items() for method in item}
@@ -215,7 +219,7 @@ def test_requests_generated_from_the_openapi_document_never_fail_the_gateway(
     credentials["/v1/events/{message_id}"] = credentials["/v1/track"]
     queue = redis.Redis.from_url(redis_url)
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-    assert len(operations) == 17
+    assert len(operations) == 21
     seen: Counter[tuple[str, int]] = Counter()
     for operation in operations:
 

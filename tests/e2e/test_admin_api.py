@@ -12,13 +12,17 @@ import pytest
 
 from sluice.producer.events import utc_now
 from sluice.store.admin_tokens import create_token, revoke_token
+from sluice.store.definitions import add_definition
 from tests.conftest import Stack
 
 Call = Callable[[httpx.Client, str], httpx.Response]
 
 
-def routes(ws: str) -> dict[str, Call]:
-    """One request per admin route, on the workspace ``ws``."""
+def routes(ws: str, definition: Callable[[], str]) -> dict[str, Call]:
+    """One request per admin route, on the workspace ``ws`` (``definition()``: a new one's
+    id, so that each delete has its own)."""
+    kept = definition()
+    definitions = f"/admin/v1/workspaces/{ws}/definitions"
     return {
         "create workspace": lambda http, _: http.post("/admin/v1/workspaces", json={"name": "n"}),
         "list workspaces": lambda http, _: http.get("/admin/v1/workspaces"),
@@ -30,6 +34,12 @@ def routes(ws: str) -> dict[str, Call]:
             f"/admin/v1/workspaces/{ws}/write-key/rotate", json={"grace_s": 3600}
         ),
         "audit": lambda http, _: http.get("/admin/v1/audit"),
+        "list definitions": lambda http, _: http.get(definitions),
+        "add definition": lambda http, kind: http.post(
+            definitions, json={"format": "clevertap", "name": f"Made by {kind}"}
+        ),
+        "show definition": lambda http, _: http.get(f"{definitions}/{kept}"),
+        "delete definition": lambda http, _: http.delete(f"{definitions}/{definition()}"),
     }
 
 
@@ -44,6 +54,9 @@ KINDS = (
     "cluster-wide",
 )
 UNAUTHORIZED = dict.fromkeys(("none", "garbage", "revoked", "expired"), 401)
+# A workspace's reads and writes, per token kind (besides the four 401s).
+READ = {"read-only": 200, "other workspace": 404, "this workspace": 200, "cluster-wide": 200}
+WRITE = {"read-only": 403, "other workspace": 404, "this workspace": 200, "cluster-wide": 200}
 # route -> expected status per token kind (besides the four 401s)
 EXPECTED: dict[str, dict[str, int]] = {
     "create workspace": {
@@ -79,6 +92,10 @@ EXPECTED: dict[str, dict[str, int]] = {
         "this workspace": 403,
         "cluster-wide": 200,
     },
+    "list definitions": READ,
+    "add definition": {**WRITE, "this workspace": 201, "cluster-wide": 201},
+    "show definition": READ,
+    "delete definition": {**WRITE, "this workspace": 204, "cluster-wide": 204},
 }
 
 
@@ -104,7 +121,13 @@ def test_every_admin_route_against_every_kind_of_token(stack: Stack) -> None:
     by_kind = tokens(stack, ws, other)
     got: dict[tuple[str, str], int] = {}
     expected: dict[tuple[str, str], int] = {}
-    for name, call in routes(ws).items():
+    counter = iter(range(1000))
+
+    def definition() -> str:
+        made = add_definition(stack.engine, ws, "clevertap", f"Defined {next(counter)}")
+        return made.definition_id
+
+    for name, call in routes(ws, definition).items():
         for kind in KINDS:
             token = by_kind[kind]
             headers = {} if token is None else {"Authorization": f"Bearer {token}"}
@@ -196,3 +219,53 @@ def test_a_malformed_authorization_is_a_401(stack: Stack, header: str) -> None:
         f"{stack.gateway_url}/admin/v1/workspaces", headers={"Authorization": header}, timeout=10
     )
     assert answer.status_code == 401
+
+
+def test_definitions_over_http_and_from_the_command_line_are_the_same(stack: Stack) -> None:
+    import json
+    import os
+    import subprocess
+
+    from tests.processes import sluice_executable
+
+    ws = stack.new_workspace().workspace_id
+    root = create_token(stack.engine, "root").token
+    base = f"/admin/v1/workspaces/{ws}/definitions"
+    with httpx.Client(
+        base_url=stack.gateway_url, headers={"Authorization": f"Bearer {root}"}, timeout=10
+    ) as http:
+        made = http.post(
+            base, json={"format": "bunce", "name": "Purchase", "params": {"plan": "string"}}
+        )
+        assert made.status_code == 201, made.text
+        again = http.post(base, json={"format": "bunce", "name": "Purchase"})
+        assert again.status_code == 409, again.text
+        wrong = http.post(base, json={"format": "bunce", "name": "X", "params": {"a": "date"}})
+        assert wrong.status_code == 422 and "unknown parameter type" in wrong.json()["detail"]
+        for i in range(3):
+            assert http.post(base, json={"format": "clevertap", "name": f"E{i}"}).status_code == 201
+        first = http.get(base, params={"limit": 3}).json()
+        rest = http.get(base, params={"limit": 3, "cursor": first["next_cursor"]}).json()
+        names = [d["name"] for d in first["data"] + rest["data"]]
+        assert names == ["E2", "E1", "E0", "Purchase"] and rest["next_cursor"] is None
+        definition_id = made.json()["definition_id"]
+        env = {**os.environ, "SLUICE_DATABASE_URL": stack.database_url}
+        listed = subprocess.run(
+            [sluice_executable(), "definition", "list", ws, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert json.loads(listed.stdout) == first["data"] + rest["data"]
+        subprocess.run(
+            [sluice_executable(), "definition", "delete", ws, definition_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert http.get(f"{base}/{definition_id}").status_code == 404
+        assert http.delete(f"{base}/{definition_id}").status_code == 404
