@@ -16,9 +16,10 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, update
 
 from sluice.actions import ACTIONS, Action, Target
+from sluice.actions.webhook import new_secret
 from sluice.producer.events import Event, as_utc, utc_now
 from sluice.store.engine import matches_any, writing
 from sluice.store.schema import automations, trigger_deliveries, workspaces
@@ -200,11 +201,39 @@ def task_queues(engine: Engine) -> list[str]:
         return sorted(conn.scalars(query))
 
 
-def list_automations(engine: Engine, workspace_id: str | None) -> list[dict[str, Any]]:
-    """Every automation (of one workspace, or all) with its trigger counts by status."""
-    query = select(automations).order_by(automations.c.created_at)
+def list_automations(
+    engine: Engine,
+    workspace_id: str | None,
+    *,
+    newest_first: bool = False,
+    limit: int | None = None,
+    after: tuple[str, str] | None = None,
+    automation_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Automations (of one workspace, or all; one by ``automation_id``) with their trigger
+    counts by status, oldest first or ``newest_first``; ``after`` (created_at ISO text, id)
+    is where the previous page of a newest-first list ended."""
+    table = automations
+    order = (
+        (table.c.created_at.desc(), table.c.id.desc())
+        if newest_first
+        else (table.c.created_at, table.c.id)
+    )
+    query = select(table).order_by(*order)
     if workspace_id is not None:
-        query = query.where(automations.c.workspace_id == workspace_id)
+        query = query.where(table.c.workspace_id == workspace_id)
+    if automation_id is not None:
+        query = query.where(table.c.id == automation_id)
+    if after is not None:
+        created_at, last_id = datetime.fromisoformat(after[0]), after[1]
+        query = query.where(
+            or_(
+                table.c.created_at < created_at,
+                and_(table.c.created_at == created_at, table.c.id < last_id),
+            )
+        )
+    if limit is not None:
+        query = query.limit(limit)
     by_automation: dict[str, dict[str, int]] = {}
     with engine.connect() as conn:
         rows = conn.execute(query).all()
@@ -220,8 +249,8 @@ def list_automations(engine: Engine, workspace_id: str | None) -> list[dict[str,
                 )
                 .group_by(trigger_deliveries.c.automation_id, trigger_deliveries.c.status)
             )
-            for automation_id, status, count in conn.execute(counts):
-                by_automation.setdefault(automation_id, {})[status] = count
+            for found_id, status, count in conn.execute(counts):
+                by_automation.setdefault(found_id, {})[status] = count
     return [
         {
             "automation_id": row.id,
@@ -233,7 +262,83 @@ def list_automations(engine: Engine, workspace_id: str | None) -> list[dict[str,
             "queue": row.queue,
             "status": row.status,
             "disabled_reason": row.disabled_reason,
+            "created_at": as_utc(row.created_at).isoformat(),
             "triggers": by_automation.get(row.id, {}),
         }
         for row in rows
     ]
+
+
+def show_automation(
+    engine: Engine, workspace_id: str | None, automation_id: str
+) -> dict[str, Any] | None:
+    found = list_automations(engine, workspace_id, automation_id=automation_id)
+    return found[0] if found else None
+
+
+def _of_workspace(workspace_id: str | None, automation_id: str) -> Any:
+    """The automation, if it is the workspace's (any workspace's for None: the command
+    line, whose operator reaches every workspace)."""
+    if workspace_id is None:
+        return automations.c.id == automation_id
+    return and_(automations.c.id == automation_id, automations.c.workspace_id == workspace_id)
+
+
+def enable_automation(engine: Engine, workspace_id: str | None, automation_id: str) -> bool:
+    """Enable a disabled automation again: it fires from its next matching event (the
+    triggers cancelled while it was off stay cancelled). False if it is not disabled."""
+    with writing(engine) as conn:
+        done = conn.execute(
+            update(automations)
+            .where(
+                _of_workspace(workspace_id, automation_id),
+                automations.c.status == str(AutomationStatus.DISABLED),
+            )
+            .values(
+                status=str(AutomationStatus.ACTIVE),
+                disabled_reason=None,
+                failing_since=None,
+                updated_at=utc_now(),
+            )
+        )
+    return done.rowcount == 1
+
+
+def disable_in_workspace(
+    engine: Engine, workspace_id: str | None, automation_id: str, reason: str
+) -> bool:
+    """``disable_automation`` for an operator, if the automation is the workspace's."""
+    with writing(engine) as conn:
+        owned = conn.execute(
+            select(automations.c.id).where(_of_workspace(workspace_id, automation_id))
+        ).first()
+        return owned is not None and disable_automation(conn, automation_id, reason, utc_now())
+
+
+def delete_automation(engine: Engine, workspace_id: str | None, automation_id: str) -> bool:
+    """Delete an automation with its triggers and their attempts (the record goes too).
+    A delivery under way at that moment is not recorded. False if there is none."""
+    with writing(engine) as conn:
+        done = conn.execute(delete(automations).where(_of_workspace(workspace_id, automation_id)))
+    return done.rowcount == 1
+
+
+def rotate_secret(engine: Engine, workspace_id: str | None, automation_id: str) -> str | None:
+    """A new signing secret for a webhook automation, in force for its next attempt;
+    None if the workspace has no such automation. ``ValueError`` for one that is not a
+    webhook."""
+    with writing(engine) as conn:
+        row = conn.execute(
+            select(automations.c.action).where(_of_workspace(workspace_id, automation_id))
+        ).first()
+        if row is None:
+            return None
+        if row.action != str(Action.WEBHOOK):
+            raise ValueError("only a webhook automation has a signing secret")
+        secret = new_secret()
+        conn.execute(
+            update(automations)
+            .where(automations.c.id == automation_id)
+            .values(secret=secret, updated_at=utc_now())
+        )
+    return secret

@@ -10,6 +10,8 @@ import click
 from sluice.cli.options import database_engine, json_option, parse_pairs
 from sluice.settings import Settings
 
+OPERATOR_REASON = "disabled by an operator"
+
 
 @click.group()
 def automation() -> None:
@@ -108,16 +110,66 @@ def automation_list(workspace_id: str | None, as_json: bool) -> None:
             click.echo(f"    disabled: {item['disabled_reason']}")
 
 
+@automation.command("show")
+@click.argument("automation_id")
+def automation_show(automation_id: str) -> None:
+    """One automation, with its triggers counted by status, as JSON."""
+    from sluice.store.automations import show_automation
+
+    found = show_automation(database_engine(), None, automation_id)
+    if found is None:
+        raise click.ClickException(f"no automation {automation_id!r}")
+    click.echo(json.dumps(found))
+
+
 @automation.command("disable")
 @click.argument("automation_id")
 def automation_disable(automation_id: str) -> None:
     """Disable an automation: it fires nothing more, and its pending deliveries are cancelled."""
-    from sluice.producer.events import utc_now
-    from sluice.store.automations import disable_automation
-    from sluice.store.engine import writing
+    from sluice.store.automations import disable_in_workspace
 
-    with writing(database_engine()) as conn:
-        changed = disable_automation(conn, automation_id, "disabled by an operator", utc_now())
-    if not changed:
+    if not disable_in_workspace(database_engine(), None, automation_id, OPERATOR_REASON):
         raise click.ClickException(f"no active automation {automation_id!r}")
     click.echo(f"{automation_id} disabled")
+
+
+@automation.command("enable")
+@click.argument("automation_id")
+def automation_enable(automation_id: str) -> None:
+    """Enable a disabled automation again (it fires from its next matching event)."""
+    from sluice.store.automations import enable_automation
+
+    if not enable_automation(database_engine(), None, automation_id):
+        raise click.ClickException(f"no disabled automation {automation_id!r}")
+    click.echo(f"{automation_id} enabled")
+
+
+@automation.command("delete")
+@click.argument("automation_id")
+def automation_delete(automation_id: str) -> None:
+    """Delete an automation, with its triggers and their attempts."""
+    from sluice.store.automations import delete_automation
+
+    if not delete_automation(database_engine(), None, automation_id):
+        raise click.ClickException(f"no automation {automation_id!r}")
+    click.echo(f"{automation_id} deleted")
+
+
+@automation.command("rotate-secret")
+@click.argument("automation_id")
+@json_option
+def automation_rotate_secret(automation_id: str, as_json: bool) -> None:
+    """A new signing secret for a webhook automation (shown once; used from its next
+    attempt on)."""
+    from sluice.store.automations import rotate_secret
+
+    try:
+        secret = rotate_secret(database_engine(), None, automation_id)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if secret is None:
+        raise click.ClickException(f"no automation {automation_id!r}")
+    if as_json:
+        click.echo(json.dumps({"automation_id": automation_id, "secret": secret}))
+    else:
+        click.echo(f"secret: {secret}   (shown once)")

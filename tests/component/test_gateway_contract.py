@@ -65,6 +65,12 @@ def test_the_openapi_document_is_valid_and_describes_every_route(
         ("post", "/admin/v1/workspaces/{workspace_id}/definitions"),
         ("get", "/admin/v1/workspaces/{workspace_id}/definitions/{definition_id}"),
         ("delete", "/admin/v1/workspaces/{workspace_id}/definitions/{definition_id}"),
+        ("get", "/admin/v1/workspaces/{workspace_id}/automations"),
+        ("post", "/admin/v1/workspaces/{workspace_id}/automations"),
+        ("get", "/admin/v1/workspaces/{workspace_id}/automations/{automation_id}"),
+        ("patch", "/admin/v1/workspaces/{workspace_id}/automations/{automation_id}"),
+        ("delete", "/admin/v1/workspaces/{workspace_id}/automations/{automation_id}"),
+        ("post", "/admin/v1/workspaces/{workspace_id}/automations/{automation_id}/secret/rotate"),
     }
     expected |= admin
     described = {(method, path) for path, item in document["paths"].items() for method in item}
@@ -219,7 +225,7 @@ def test_requests_generated_from_the_openapi_document_never_fail_the_gateway(
     credentials["/v1/events/{message_id}"] = credentials["/v1/track"]
     queue = redis.Redis.from_url(redis_url)
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-    assert len(operations) == 21
+    assert len(operations) == 27
     seen: Counter[tuple[str, int]] = Counter()
     for operation in operations:
 

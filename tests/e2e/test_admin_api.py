@@ -10,19 +10,24 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from sluice.actions import Action
 from sluice.producer.events import utc_now
 from sluice.store.admin_tokens import create_token, revoke_token
+from sluice.store.automations import add_automation
 from sluice.store.definitions import add_definition
 from tests.conftest import Stack
 
 Call = Callable[[httpx.Client, str], httpx.Response]
 
 
-def routes(ws: str, definition: Callable[[], str]) -> dict[str, Call]:
-    """One request per admin route, on the workspace ``ws`` (``definition()``: a new one's
-    id, so that each delete has its own)."""
-    kept = definition()
+def routes(
+    ws: str, definition: Callable[[], str], automation: Callable[[], str]
+) -> dict[str, Call]:
+    """One request per admin route, on the workspace ``ws`` (``definition()`` and
+    ``automation()``: a new one's id, so that each delete has its own)."""
+    kept, webhook = definition(), automation()
     definitions = f"/admin/v1/workspaces/{ws}/definitions"
+    automations = f"/admin/v1/workspaces/{ws}/automations"
     return {
         "create workspace": lambda http, _: http.post("/admin/v1/workspaces", json={"name": "n"}),
         "list workspaces": lambda http, _: http.get("/admin/v1/workspaces"),
@@ -40,6 +45,18 @@ def routes(ws: str, definition: Callable[[], str]) -> dict[str, Call]:
         ),
         "show definition": lambda http, _: http.get(f"{definitions}/{kept}"),
         "delete definition": lambda http, _: http.delete(f"{definitions}/{definition()}"),
+        "list automations": lambda http, _: http.get(automations),
+        "add automation": lambda http, _: http.post(
+            automations, json={"on": "Signed Up", "action": {"type": "bulletin"}}
+        ),
+        "show automation": lambda http, _: http.get(f"{automations}/{webhook}"),
+        "disable automation": lambda http, _: http.patch(
+            f"{automations}/{webhook}", json={"enabled": False}
+        ),
+        "delete automation": lambda http, _: http.delete(f"{automations}/{automation()}"),
+        "rotate webhook secret": lambda http, _: http.post(
+            f"{automations}/{webhook}/secret/rotate"
+        ),
     }
 
 
@@ -96,6 +113,12 @@ EXPECTED: dict[str, dict[str, int]] = {
     "add definition": {**WRITE, "this workspace": 201, "cluster-wide": 201},
     "show definition": READ,
     "delete definition": {**WRITE, "this workspace": 204, "cluster-wide": 204},
+    "list automations": READ,
+    "add automation": {**WRITE, "this workspace": 201, "cluster-wide": 201},
+    "show automation": READ,
+    "disable automation": WRITE,
+    "delete automation": {**WRITE, "this workspace": 204, "cluster-wide": 204},
+    "rotate webhook secret": WRITE,
 }
 
 
@@ -127,7 +150,18 @@ def test_every_admin_route_against_every_kind_of_token(stack: Stack) -> None:
         made = add_definition(stack.engine, ws, "clevertap", f"Defined {next(counter)}")
         return made.definition_id
 
-    for name, call in routes(ws, definition).items():
+    def automation() -> str:
+        made = add_automation(
+            stack.engine,
+            ws,
+            "Signed Up",
+            Action.WEBHOOK,
+            target="http://127.0.0.1:9/in",
+            allow_private_webhooks=True,  # as the stack's gateway allows
+        )
+        return made.id
+
+    for name, call in routes(ws, definition, automation).items():
         for kind in KINDS:
             token = by_kind[kind]
             headers = {} if token is None else {"Authorization": f"Bearer {token}"}
@@ -269,3 +303,69 @@ def test_definitions_over_http_and_from_the_command_line_are_the_same(stack: Sta
         )
         assert http.get(f"{base}/{definition_id}").status_code == 404
         assert http.delete(f"{base}/{definition_id}").status_code == 404
+
+
+def test_automations_over_http_and_from_the_command_line(stack: Stack) -> None:
+    import json
+    import os
+    import subprocess
+
+    from tests.processes import sluice_executable
+
+    ws = stack.new_workspace().workspace_id
+    root = create_token(stack.engine, "root").token
+    base = f"/admin/v1/workspaces/{ws}/automations"
+    env = {**os.environ, "SLUICE_DATABASE_URL": stack.database_url}
+
+    def sluice(*args: str) -> str:
+        done = subprocess.run(
+            [sluice_executable(), "automation", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout
+
+    with httpx.Client(
+        base_url=stack.gateway_url, headers={"Authorization": f"Bearer {root}"}, timeout=10
+    ) as http:
+        made = http.post(
+            base,
+            json={
+                "on": "Order Completed",
+                "where": {"plan": "pro"},
+                "action": {"type": "webhook", "url": "http://127.0.0.1:9/orders"},
+            },
+        )
+        assert made.status_code == 201, made.text
+        created = made.json()
+        assert created["secret"].startswith("whsec_") and created["where"] == {"plan": "pro"}
+        automation_id = created["automation_id"]
+        shown = http.get(f"{base}/{automation_id}").json()
+        assert "secret" not in shown and shown["status"] == "active"
+        assert json.loads(sluice("show", automation_id)) == shown
+        refused = http.post(
+            base, json={"on": "X", "action": {"type": "webhook", "url": "ftp://127.0.0.1/"}}
+        )
+        assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "action"
+        unknown_type = http.post(base, json={"on": "X", "action": {"type": "sms"}})
+        assert unknown_type.status_code == 422
+        off = http.patch(f"{base}/{automation_id}", json={"enabled": False}).json()
+        assert off["status"] == "disabled" and off["disabled_reason"]
+        sluice("enable", automation_id)
+        assert http.get(f"{base}/{automation_id}").json()["status"] == "active"
+        rotated = http.post(f"{base}/{automation_id}/secret/rotate").json()
+        assert rotated["secret"].startswith("whsec_") and rotated["secret"] != created["secret"]
+        bulletin = http.post(base, json={"on": "Y", "action": {"type": "bulletin"}}).json()
+        not_webhook = http.post(f"{base}/{bulletin['automation_id']}/secret/rotate")
+        assert not_webhook.status_code == 422
+        assert [a["automation_id"] for a in http.get(base).json()["data"]] == [
+            bulletin["automation_id"],
+            automation_id,
+        ]
+        sluice("delete", automation_id)
+        assert http.get(f"{base}/{automation_id}").status_code == 404
+        assert http.delete(f"{base}/{automation_id}").status_code == 404
+        assert http.delete(f"{base}/{bulletin['automation_id']}").status_code == 204
