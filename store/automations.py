@@ -342,3 +342,46 @@ def rotate_secret(engine: Engine, workspace_id: str | None, automation_id: str) 
             .values(secret=secret, updated_at=utc_now())
         )
     return secret
+
+
+class RetryRefusal(StrEnum):
+    NOT_FOUND = "not_found"
+    UNDER_WAY = "under_way"  # an attempt holds its lease now
+    DISABLED = "automation_disabled"  # no deliverer takes a disabled automation's triggers
+
+
+def retry_trigger(
+    engine: Engine, workspace_id: str | None, trigger_id: str, now: datetime | None = None
+) -> RetryRefusal | None:
+    """Make a trigger due again now, whatever its state (a failed or cancelled one too):
+    its next attempt keeps the trigger's id, so a webhook carries the same ``webhook-id``.
+    None when done, else why not."""
+    now = now or utc_now()
+    table = trigger_deliveries
+    where = table.c.id == trigger_id
+    if workspace_id is not None:
+        where = and_(where, table.c.workspace_id == workspace_id)
+    with writing(engine) as conn:
+        row = conn.execute(
+            select(table.c.lease_until, automations.c.status)
+            .join(automations, automations.c.id == table.c.automation_id)
+            .where(where)
+            .with_for_update()
+        ).first()
+        if row is None:
+            return RetryRefusal.NOT_FOUND
+        if row.lease_until is not None and as_utc(row.lease_until) > now:
+            return RetryRefusal.UNDER_WAY
+        if row.status != str(AutomationStatus.ACTIVE):
+            return RetryRefusal.DISABLED
+        conn.execute(
+            update(table)
+            .where(table.c.id == trigger_id)
+            .values(
+                status=str(TriggerStatus.RETRYING),
+                next_attempt_at=now,
+                lease_until=None,
+                updated_at=now,
+            )
+        )
+    return None

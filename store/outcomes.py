@@ -13,7 +13,7 @@ from sqlalchemy import Engine, and_, select
 from sluice.producer.events import as_utc
 from sluice.rules import Reason, Status
 from sluice.store.engine import matches_any
-from sluice.store.schema import events, outcomes
+from sluice.store.schema import EVENT_COLUMNS, events, outcomes
 
 # What an outcome shows, in order: the outcome row's columns, and what a stored event's row
 # keeps of a Segment group or alias call (``group_id``, ``previous_id``).
@@ -102,3 +102,92 @@ def outcome_of(engine: Engine, workspace_id: str, message_id: str) -> EventOutco
     with engine.connect() as conn:
         row = conn.execute(query).first()
     return EventOutcome.from_row(row) if row is not None else None
+
+
+def _shown(value: Any) -> Any:
+    return as_utc(value).isoformat() if isinstance(value, datetime) else value
+
+
+def stored_event(engine: Engine, workspace_id: str, message_id: str) -> dict[str, Any] | None:
+    """The stored event (its ``EVENT_COLUMNS``, ``is_bot`` and ``stored_at``), or None for
+    one that was not stored (discarded, rejected, or not decided yet)."""
+    columns = [events.c[name] for name in (*EVENT_COLUMNS, "is_bot", "stored_at")]
+    query = select(*columns).where(
+        events.c.workspace_id == workspace_id, events.c.message_id == message_id
+    )
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    if row is None:
+        return None
+    # str(): a selected column's name is a str subclass, which orjson refuses as a key
+    return {str(key): _shown(value) for key, value in row._asdict().items()}
+
+
+def outcome_page(
+    engine: Engine,
+    workspace_id: str,
+    *,
+    limit: int,
+    before_id: int | None = None,
+    status: str | None = None,
+    reason: str | None = None,
+    name: str | None = None,
+    user_id: str | None = None,
+    email: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """A workspace's outcomes, newest decided first, filtered; with the user id, email and
+    event time of those that were stored. Each carries its ``cursor`` (the outcome's row
+    id): the next page is ``before_id`` the last one's."""
+    stored = and_(
+        events.c.workspace_id == outcomes.c.workspace_id,
+        events.c.message_id == outcomes.c.message_id,
+    )
+    query = (
+        select(
+            outcomes,
+            events.c.user_id,
+            events.c.email,
+            events.c.timestamp,
+            events.c.source,
+        )
+        .select_from(outcomes.outerjoin(events, stored))
+        .where(outcomes.c.workspace_id == workspace_id)
+        .order_by(outcomes.c.id.desc())
+        .limit(limit)
+    )
+    for column, value in (
+        (outcomes.c.status, status),
+        (outcomes.c.reason, reason),
+        (outcomes.c.name, name),
+        (events.c.user_id, user_id),
+        (events.c.email, email),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if before_id is not None:
+        query = query.where(outcomes.c.id < before_id)
+    if since is not None:
+        query = query.where(outcomes.c.decided_at >= since)
+    if until is not None:
+        query = query.where(outcomes.c.decided_at < until)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return [
+        {
+            "message_id": row.message_id,
+            "status": row.status,
+            "reason": row.reason,
+            "detail": row.detail,
+            "kind": row.kind,
+            "name": row.name,
+            "user_id": row.user_id,
+            "email": row.email,
+            "timestamp": _shown(row.timestamp),
+            "decided_at": _shown(row.decided_at),
+            "source": row.source,
+            "cursor": row.id,
+        }
+        for row in rows
+    ]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, and_, or_, select
 
 from sluice.producer.events import as_utc
 from sluice.store.engine import matches_any
@@ -110,3 +110,76 @@ def recent_attempts(
             }
             for row in conn.execute(query)
         ]
+
+
+def _attempt_view(row: Any) -> dict[str, Any]:
+    return {
+        "attempt": row.attempt,
+        "started_at": as_utc(row.started_at).isoformat(),
+        "result": row.result,
+        "status_code": row.status_code,
+        "latency_ms": row.latency_ms,
+        "error": row.error,
+    }
+
+
+def with_attempts(conn: Connection, triggers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The triggers, each with its delivery attempts (oldest first), one query."""
+    if not triggers:
+        return triggers
+    query = (
+        select(delivery_attempts)
+        .where(
+            matches_any(
+                conn.dialect, delivery_attempts.c.trigger_id, [t["trigger_id"] for t in triggers]
+            )
+        )
+        .order_by(delivery_attempts.c.trigger_id, delivery_attempts.c.attempt)
+    )
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in conn.execute(query):
+        found.setdefault(row.trigger_id, []).append(_attempt_view(row))
+    return [{**t, "attempt_log": found.get(t["trigger_id"], [])} for t in triggers]
+
+
+def triggers_with_attempts(
+    engine: Engine, workspace_id: str, message_id: str
+) -> list[dict[str, Any]]:
+    """``triggers_of`` with each trigger's attempts."""
+    fired = triggers_of(engine, workspace_id, message_id)
+    with engine.connect() as conn:
+        return with_attempts(conn, fired)
+
+
+def deliveries_of(
+    engine: Engine,
+    workspace_id: str,
+    automation_id: str,
+    *,
+    status: str | None = None,
+    limit: int = 50,
+    after: tuple[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """An automation's triggers (of one ``status``), newest first, with their attempts;
+    ``after`` (created_at ISO text, trigger id) is where the previous page ended."""
+    table = trigger_deliveries
+    query = (
+        select(table, automations.c.event_name, automations.c.target)
+        .join(automations, automations.c.id == table.c.automation_id)
+        .where(table.c.workspace_id == workspace_id, table.c.automation_id == automation_id)
+        .order_by(table.c.created_at.desc(), table.c.id.desc())
+        .limit(limit)
+    )
+    if status is not None:
+        query = query.where(table.c.status == status)
+    if after is not None:
+        created_at, trigger_id = datetime.fromisoformat(after[0]), after[1]
+        query = query.where(
+            or_(
+                table.c.created_at < created_at,
+                and_(table.c.created_at == created_at, table.c.id < trigger_id),
+            )
+        )
+    with engine.connect() as conn:
+        triggers = [_trigger_view(row) for row in conn.execute(query)]
+        return with_attempts(conn, triggers)

@@ -7,7 +7,15 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
 
-from sluice.gateway.admin import audit_log, automations, definitions, workspaces
+from sluice.gateway.admin import (
+    audit_log,
+    automations,
+    definitions,
+    deliveries,
+    events,
+    records,
+    workspaces,
+)
 from sluice.gateway.admin.audit import AuditWrites
 from sluice.gateway.admin.problems import (
     ADMIN_PREFIX,
@@ -20,7 +28,7 @@ from sluice.gateway.admin.problems import (
 def install(app: FastAPI) -> None:
     """Serve the control plane on ``app`` (``SLUICE_ADMIN_API``, on by default)."""
     router = APIRouter(prefix=ADMIN_PREFIX)
-    for resource in (workspaces, definitions, automations, audit_log):
+    for resource in (workspaces, definitions, automations, events, deliveries, records, audit_log):
         router.include_router(resource.router)
     app.include_router(router)
     app.add_exception_handler(Problem, render_problem)

@@ -1,5 +1,6 @@
 """``sluice contact``: erase a person (GDPR Art. 17, CCPA) and tell whether one was erased
-(docs/data-lifecycle.md, Erasure). Operators only: no HTTP route erases."""
+(docs/data-lifecycle.md, Erasure). Operators only: over HTTP, only the control plane's
+admin tokens erase (docs/admin-api.md), never a write key."""
 
 from __future__ import annotations
 

@@ -4,8 +4,10 @@ against every kind of token, with the status §"Admin tokens" gives it; answers 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -369,3 +371,101 @@ def test_automations_over_http_and_from_the_command_line(stack: Stack) -> None:
         assert http.get(f"{base}/{automation_id}").status_code == 404
         assert http.delete(f"{base}/{automation_id}").status_code == 404
         assert http.delete(f"{base}/{bulletin['automation_id']}").status_code == 204
+
+
+def test_a_services_whole_setup_over_http_only(stack: Stack) -> None:
+    """Create a workspace and a webhook automation, send an event with the new key, see the
+    delivery, retry it, disable the automation, rotate the key, erase the contact, read
+    the stats and the export: nothing but HTTP (the token aside, from the CLI)."""
+    import json
+
+    from tests.receiver import Reply, running_receiver
+
+    root = create_token(stack.engine, "crm").token
+    with (
+        running_receiver() as receiver,
+        httpx.Client(
+            base_url=stack.gateway_url, headers={"Authorization": f"Bearer {root}"}, timeout=10
+        ) as admin,
+    ):
+        made = admin.post("/admin/v1/workspaces", json={"name": "Acme"}).json()
+        ws, key = made["workspace_id"], made["write_key"]
+        base = f"/admin/v1/workspaces/{ws}"
+        hook = receiver.script("/signed-up", [Reply(200)])
+        automation = admin.post(
+            f"{base}/automations",
+            json={"on": "Signed Up", "action": {"type": "webhook", "url": hook}},
+        ).json()
+        sent = httpx.post(
+            f"{stack.gateway_url}/v1/track",
+            auth=(key, ""),
+            json={"userId": "u-42", "event": "Signed Up", "properties": {"plan": "pro"}},
+        )
+        assert sent.status_code == 200, sent.text
+        message_id = sent.json()["message_id"]
+        (delivered,) = receiver.wait_for("/signed-up", 1)
+        deliveries_url = f"{base}/automations/{automation['automation_id']}/deliveries"
+        deadline = time.monotonic() + 30
+
+        def delivered_triggers() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = admin.get(deliveries_url).json()["data"]
+            return found if found and found[0]["status"] == "delivered" else []
+
+        while not (found := delivered_triggers()):
+            assert time.monotonic() < deadline, admin.get(deliveries_url).text
+            time.sleep(0.2)
+        (trigger,) = found
+        assert trigger["attempt_log"][0]["result"] == "delivered"
+        assert delivered.headers["webhook-id"] == trigger["trigger_id"]
+        event = admin.get(f"{base}/events/{message_id}").json()
+        assert event["outcome"]["status"] == "accepted"
+        assert event["event"]["user_id"] == "u-42" and event["event"]["properties"] == {
+            "plan": "pro"
+        }
+        assert [t["trigger_id"] for t in event["triggers"]] == [trigger["trigger_id"]]
+        listed = admin.get(f"{base}/events", params={"status": "accepted", "user_id": "u-42"})
+        assert [e["message_id"] for e in listed.json()["data"]] == [message_id]
+
+        retried = admin.post(f"{base}/triggers/{trigger['trigger_id']}/retry")
+        assert retried.status_code == 200, retried.text
+        again = receiver.wait_for("/signed-up", 2)
+        assert again[1].headers["webhook-id"] == trigger["trigger_id"]  # the same id
+
+        off = admin.patch(
+            f"{base}/automations/{automation['automation_id']}", json={"enabled": False}
+        )
+        assert off.json()["status"] == "disabled"
+        refused = admin.post(f"{base}/triggers/{trigger['trigger_id']}/retry")
+        assert refused.status_code == 409
+
+        rotated = admin.post(f"{base}/write-key/rotate", json={"grace_s": 0}).json()
+        deadline = time.monotonic() + 10
+        while (
+            httpx.post(
+                f"{stack.gateway_url}/v1/track", auth=(key, ""), json={"userId": "u", "event": "E"}
+            ).status_code
+            != 401
+        ):
+            assert time.monotonic() < deadline, "the old key still works"
+            time.sleep(0.2)
+        assert (
+            httpx.post(
+                f"{stack.gateway_url}/v1/track",
+                auth=(rotated["write_key"], ""),
+                json={"userId": "u", "event": "E"},
+            ).status_code
+            == 200
+        )
+        stats = admin.get(f"{base}/stats").json()
+        assert stats["accepted"] >= 1
+        export = admin.get(f"{base}/export")
+        assert export.headers["content-type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) for line in export.text.splitlines()]
+        assert message_id in {line["message_id"] for line in lines}
+
+        erased = admin.post(f"{base}/erasures", json={"user_id": "u-42"})
+        assert erased.status_code == 200, erased.text
+        assert erased.json()["removed"]["events"] >= 1
+        assert admin.get(f"{base}/events/{message_id}").status_code == 404
+        both = admin.post(f"{base}/erasures", json={"user_id": "u", "email": "a@x.io"})
+        assert both.status_code == 422
