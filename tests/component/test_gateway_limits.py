@@ -4,17 +4,30 @@ validated, and ``Prefer: wait`` holders bounded per workspace."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from sluice.gateway import create_app
+from sluice.gateway import create_app, native
+from sluice.gateway.segment import to_event
+from sluice.producer.wire import INGEST_QUEUE
 from sluice.settings import Settings
 from sluice.store.definitions import add_definition
-from sluice.store.workspaces import MAX_WRITE_KEY_CHARS, KeyGrant, create_workspace
+from sluice.store.workspaces import (
+    MAX_WRITE_KEY_CHARS,
+    KeyGrant,
+    configure_workspace,
+    create_workspace,
+)
 from tests.routes import routes
 
 
@@ -55,3 +68,116 @@ def test_a_key_longer_than_any_key_gets_each_routes_unknown_key_answer_without_a
         ), name
     assert looked_up == []
     assert every["native track"](client, workspace.write_key).status_code == 200
+
+
+def track_calls(count: int, *, invalid: int = 0) -> list[dict[str, object]]:
+    """``count`` track calls, the first ``invalid`` of them without an event name."""
+    return [
+        {"type": "track", "userId": f"u{i}", **({} if i < invalid else {"event": "E"})}
+        for i in range(count)
+    ]
+
+
+class ValidationSpy:
+    """Counts the calls the native batch route validates (``to_event``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        real = to_event
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(native, "to_event", counted)
+
+
+def test_a_batch_past_the_cap_or_on_a_full_queue_is_refused_before_any_call_is_validated(
+    isolated_redis_url: str, database_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workspace = create_workspace(engine, "batch-cap")
+    spy = ValidationSpy(monkeypatch)
+    settings = Settings(redis_url=isolated_redis_url, database_url=database_url, max_queue_depth=1)
+    with TestClient(create_app(settings)) as client:
+        client.auth = (workspace.write_key, "")
+        over = client.post("/v1/batch", json={"batch": track_calls(1001)})
+        assert (over.status_code, over.json()["error"]) == (413, "too_large")
+        assert spy.calls == 0
+        assert client.post("/v1/batch", json={"batch": track_calls(10)}).status_code == 200
+        assert spy.calls == 10
+        time.sleep(settings.queue_depth_sample_s + 0.05)  # the depth is sampled again
+        full = client.post("/v1/batch", json={"batch": track_calls(500)})
+        assert (full.status_code, full.json()["error"]) == (429, "queue_full")
+        assert spy.calls == 10
+    assert redis.Redis.from_url(isolated_redis_url).llen(INGEST_QUEUE) == 1
+
+
+def test_the_rate_limit_counts_every_call_of_a_batch_the_invalid_ones_too(
+    isolated_redis_url: str, database_url: str, engine: Engine
+) -> None:
+    workspace = create_workspace(engine, "batch-limit")
+    ws = workspace.workspace_id
+    configure_workspace(engine, ws, {"rate_limit_per_s": "3"})  # 180 in a 60 s window
+    settings = Settings(
+        redis_url=isolated_redis_url,
+        database_url=database_url,
+        key_cache_ttl_s=0,
+        rate_limit_window_s=60,
+    )
+    bento = f"/compat/bento/api/v1/batch/events?site_uuid={ws}"
+    with TestClient(create_app(settings)) as client:
+        client.auth = (workspace.write_key, "")
+        mostly_invalid = client.post("/v1/batch", json={"batch": track_calls(100, invalid=90)})
+        assert mostly_invalid.status_code == 200  # 10 queued, 100 counted
+        assert len(mostly_invalid.json()["message_ids"]) == 10
+        refused = client.post("/v1/batch", json={"batch": track_calls(90)})
+        assert (refused.status_code, refused.json()["error"]) == (429, "rate_limited")
+        no_email = [{"type": "viewed"}] * 70
+        partly = client.post(bento, json={"events": [*no_email, {"type": "v", "email": "a@x.io"}]})
+        assert partly.status_code == 200  # 71 counted: 171 of 180
+        assert partly.json()["results"] == 1
+        over = client.post(bento, json={"events": [{"type": "v", "email": "b@x.io"}] * 10})
+        assert over.status_code == 429
+        assert list(over.json()) == ["error"]
+
+
+def test_a_large_batch_is_validated_off_the_event_loop(
+    isolated_redis_url: str, database_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first call's validation waits until /livez has been answered. Off the event loop
+    # it is let go at once; on the loop, /livez could not be answered before it gave up
+    # waiting (5 s).
+    workspace = create_workspace(engine, "off-loop")
+    started, answered = threading.Event(), threading.Event()
+    waited: list[bool] = []
+    real = to_event
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        if not started.is_set():
+            started.set()
+            waited.append(answered.wait(timeout=5))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(native, "to_event", held)
+    app = create_app(Settings(redis_url=isolated_redis_url, database_url=database_url))
+
+    async def scenario() -> tuple[int, int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gateway", auth=(workspace.write_key, "")
+        ) as client:
+            calls = track_calls(200)  # well past native.OFF_LOOP_CALLS
+            batch = asyncio.ensure_future(client.post("/v1/batch", json={"batch": calls}))
+            deadline = time.monotonic() + 10
+            while not started.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            livez = await client.get("/livez")
+            answered.set()
+            return livez.status_code, (await batch).status_code
+
+    try:
+        statuses = asyncio.run(scenario())
+    finally:
+        app.state.gateway.close()
+    assert statuses == (200, 200)
+    assert waited == [True]  # /livez was answered while the batch was being validated
