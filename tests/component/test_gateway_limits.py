@@ -25,6 +25,7 @@ from sluice.store.definitions import add_definition
 from sluice.store.workspaces import (
     MAX_WRITE_KEY_CHARS,
     KeyGrant,
+    NewWorkspace,
     configure_workspace,
     create_workspace,
 )
@@ -181,3 +182,67 @@ def test_a_large_batch_is_validated_off_the_event_loop(
         app.state.gateway.close()
     assert statuses == (200, 200)
     assert waited == [True]  # /livez was answered while the batch was being validated
+
+
+def test_prefer_wait_past_the_workspaces_bound_is_answered_at_once_as_without_it(
+    isolated_redis_url: str, database_url: str, engine: Engine
+) -> None:
+    # No worker decides anything here: each granted wait lasts its full N seconds.
+    busy, other = create_workspace(engine, "waits-busy"), create_workspace(engine, "waits-other")
+    settings = Settings(
+        redis_url=isolated_redis_url, database_url=database_url, max_waits_per_workspace=2
+    )
+    app = create_app(settings)
+    track = {"userId": "u", "event": "E"}
+
+    async def scenario() -> dict[str, httpx.Response | bool]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+
+            def waiting(workspace: NewWorkspace, wait_s: int) -> asyncio.Future[httpx.Response]:
+                return asyncio.ensure_future(
+                    client.post(
+                        "/v1/track",
+                        json=track,
+                        auth=(workspace.write_key, ""),
+                        headers={"Prefer": f"wait={wait_s}"},
+                    )
+                )
+
+            holders = [waiting(busy, 3) for _ in range(2)]
+            await asyncio.sleep(0.5)  # both queued their event and began to wait
+            third = await waiting(busy, 3)  # past the bound: at once
+            holders_still_waiting = not any(h.done() for h in holders)
+            elsewhere = await waiting(other, 1)  # another workspace waits as asked
+            first, second = await asyncio.gather(*holders)
+            after = await waiting(busy, 1)  # the slots are free again
+            return {
+                "third": third,
+                "held": holders_still_waiting,
+                "elsewhere": elsewhere,
+                "first": first,
+                "second": second,
+                "after": after,
+            }
+
+    try:
+        answers = asyncio.run(scenario())
+    finally:
+        app.state.gateway.close()
+    assert answers.pop("held") is True
+    applied = {
+        name: (
+            answer.status_code,
+            answer.json()["status"],
+            answer.headers.get("preference-applied"),
+        )
+        for name, answer in answers.items()
+        if isinstance(answer, httpx.Response)
+    }
+    assert applied == {
+        "third": (200, "queued", None),
+        "elsewhere": (200, "queued", "wait=1"),
+        "first": (200, "queued", "wait=3"),
+        "second": (200, "queued", "wait=3"),
+        "after": (200, "queued", "wait=1"),
+    }
