@@ -30,6 +30,16 @@ from sluice.store.workspaces import create_workspace
 IMPORT_CHECK = "import os, sluice; print(os.path.realpath(sluice.__file__))"
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so that the gateways, the worktree and the scratch
+    directory are cleaned up on the way out."""
+
+    def unwind(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, unwind)
+
+
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gateway_leg import Running, code_versions, gateway, rss_mb, say
+from gateway_leg import Running, code_versions, gateway, rss_mb, say, stop_on_sigterm
 from throughput import machine
 
 SETTLE_S = 2.0
@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--key-bytes", type=int, default=256 * 1024)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
+    stop_on_sigterm()
     results = []
     with contextlib.ExitStack() as cleanup:
         scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="junk-keys-")))

@@ -35,7 +35,7 @@ import orjson
 import redis
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gateway_leg import Running, code_versions, gateway, percentile, say
+from gateway_leg import Running, code_versions, gateway, percentile, say, stop_on_sigterm
 from throughput import machine
 
 CLIENTS = 4
@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--sample-ms", type=float, default=20.0)
     args = parser.parse_args()
+    stop_on_sigterm()
     results = []
     with contextlib.ExitStack() as cleanup:
         scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="loop-stall-")))
