@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Callable
 from datetime import datetime
 
@@ -14,7 +15,7 @@ from sluice.gateway.cache import TtlCache
 from sluice.gateway.errors import unauthorized
 from sluice.logs import bind
 from sluice.producer.events import utc_now
-from sluice.store.workspaces import KeyGrant
+from sluice.store.workspaces import MAX_WRITE_KEY_CHARS, KeyGrant
 
 KeyLookup = Callable[[str], KeyGrant | None]
 
@@ -28,7 +29,11 @@ class WriteKeys:
     A key's own end (``api_keys.expires_at``, set by a rotation) is cached with it and
     checked at every use, so a cached key stops exactly at its end, stale or not. A
     rotation made after the key was cached reaches this cache through ``reload``
-    (a notice on Redis: ``sluice.gateway.key_notices``), or at the latest ``ttl_s`` later."""
+    (a notice on Redis: ``sluice.gateway.key_notices``), or at the latest ``ttl_s`` later.
+
+    A key longer than ``MAX_WRITE_KEY_CHARS`` is answered "no such key" at once: neither
+    looked up nor remembered. The cache holds each key's sha256 digest, not the key: an
+    entry costs the same whatever was sent (``TtlCache`` bounds misses apart from hits)."""
 
     def __init__(
         self,
@@ -40,16 +45,22 @@ class WriteKeys:
     ) -> None:
         self._lookup = lookup
         self._clock = clock
-        self._cache: TtlCache[str, KeyGrant] = TtlCache(
+        self._cache: TtlCache[bytes, KeyGrant] = TtlCache(
             ttl_s=ttl_s, cache_misses=True, stale_s=stale_s, stale_if=(SQLAlchemyError,)
         )
 
     def workspace_for(self, write_key: str) -> str | None:
-        return self._working(self._cache.get(write_key, lambda: self._lookup(write_key)))
+        if len(write_key) > MAX_WRITE_KEY_CHARS:
+            return None
+        grant = self._cache.get(_digest(write_key), lambda: self._lookup(write_key))
+        return self._working(grant)
 
     def cached(self, write_key: str) -> tuple[bool, str | None]:
-        """``(True, workspace or None)`` if the answer is cached; never queries."""
-        found, grant = self._cache.peek(write_key)
+        """``(True, workspace or None)`` if the answer is known without a query (cached,
+        or a key too long to be one); never queries."""
+        if len(write_key) > MAX_WRITE_KEY_CHARS:
+            return True, None
+        found, grant = self._cache.peek(_digest(write_key))
         return found, self._working(grant)
 
     def reload(self, workspace_id: str | None = None) -> int:
@@ -64,6 +75,10 @@ class WriteKeys:
     def _working(self, grant: KeyGrant | None) -> str | None:
         """The grant's workspace if its key works now (checked at every use)."""
         return grant.workspace_id if grant is not None and grant.works_at(self._clock()) else None
+
+
+def _digest(write_key: str) -> bytes:
+    return hashlib.sha256(write_key.encode()).digest()
 
 
 async def workspace_for(keys: WriteKeys, write_key: str) -> str | None:

@@ -1,25 +1,45 @@
-"""Reading request bodies within a size limit (gzip allowed) and decoding JSON."""
+"""Reading request bodies within a size limit and a time limit (gzip allowed) and decoding
+JSON."""
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from typing import Any
 
 import orjson
 from fastapi import Request
 
-from sluice.gateway.errors import bad_request, too_large
+from sluice.gateway.dependencies import collaborators
+from sluice.gateway.errors import ApiError, bad_request, too_large
 
 
 async def read_limited(request: Request, limit_bytes: int) -> bytes:
     """The request body, decompressed if gzip; 413 past ``limit_bytes`` (after
-    decompression, so a small gzip bomb is refused as well)."""
+    decompression, so a small gzip bomb is refused as well); 408 when it has not all
+    arrived ``SLUICE_BODY_TIMEOUT_S`` after the route began to read it (the connection is
+    closed then: the rest of the body cannot be told from a next request)."""
     declared = request.headers.get("content-length")
     encoding = request.headers.get("content-encoding", "identity").lower()
     if encoding not in ("identity", "gzip"):
         raise bad_request(f"unsupported Content-Encoding {encoding!r}", code="unsupported_encoding")
     if encoding == "identity" and declared and declared.isdigit() and int(declared) > limit_bytes:
         raise too_large(f"body is larger than {limit_bytes} bytes")
+    timeout_s = collaborators(request).settings.body_timeout_s
+    try:
+        async with asyncio.timeout(timeout_s):
+            body = await _read(request, limit_bytes)
+    except TimeoutError as exc:
+        raise ApiError(
+            408,
+            "request_timeout",
+            f"the request body did not arrive within {timeout_s:g} s",
+            headers={"Connection": "close"},
+        ) from exc
+    return _gunzip(body, limit_bytes) if encoding == "gzip" else body
+
+
+async def _read(request: Request, limit_bytes: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -27,8 +47,7 @@ async def read_limited(request: Request, limit_bytes: int) -> bytes:
         if size > limit_bytes:
             raise too_large(f"body is larger than {limit_bytes} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
-    return _gunzip(body, limit_bytes) if encoding == "gzip" else body
+    return b"".join(chunks)
 
 
 def _gunzip(body: bytes, limit_bytes: int) -> bytes:

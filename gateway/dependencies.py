@@ -66,7 +66,7 @@ async def definitions(request: Request) -> DefinitionLookup:
 
 async def outcomes(request: Request) -> OutcomeReader:
     gateway = collaborators(request)
-    return OutcomeReader(gateway.database, gateway.publisher.marks)
+    return OutcomeReader(gateway.database, gateway.publisher.marks, gateway.waits)
 
 
 async def readiness(request: Request, settings: SettingsDep) -> Readiness:

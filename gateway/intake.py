@@ -105,11 +105,24 @@ class EventQueue:
         """Queue one request's events as one envelope: all or nothing. Answer 429 when the
         queue is deeper than ``max_queue_depth`` or the workspace is past its rate limit,
         503 when the queue is unavailable, all with Retry-After."""
-        if len(events) > MAX_ENVELOPE_EVENTS:
+        if events:  # one request's events share their workspace
+            await self.admit(events[0].workspace_id, len(events))
+        else:
+            await self.depth.check()
+        return await self.send(events)
+
+    async def admit(self, workspace_id: str, calls: int) -> None:
+        """Let a request of ``calls`` calls in, before they are validated (a batch: its raw
+        count, invalid calls included, so that validating is not free past the limits):
+        413 past ``MAX_ENVELOPE_EVENTS``, 429 on a full queue or past the workspace's rate
+        limit, which this charges ``calls``. ``send`` queues what passed."""
+        if calls > MAX_ENVELOPE_EVENTS:
             raise too_large(f"at most {MAX_ENVELOPE_EVENTS} events per request")
         await self.depth.check()
-        if events:  # one request's events share their workspace
-            await self.limits.charge(events[0].workspace_id, len(events))
+        await self.limits.charge(workspace_id, calls)
+
+    async def send(self, events: Sequence[Event]) -> list[str]:
+        """Publish events ``admit`` let in; 503 when the queue is unavailable."""
         try:
             if self.committer is not None:
                 return await self.committer.submit(events)

@@ -15,6 +15,7 @@ from sluice.gateway.cache import TtlCache
 from sluice.gateway.group_commit import GroupCommitter
 from sluice.gateway.intake import QueueDepth
 from sluice.gateway.rate_limit import WorkspaceRateLimiter
+from sluice.gateway.waits import WaitSlots
 from sluice.producer.publisher import Publisher
 from sluice.publishing import settings_publisher
 from sluice.settings import Settings
@@ -38,6 +39,7 @@ class Gateway:
     definitions: TtlCache[Hashable, Definition]
     limiter: WorkspaceRateLimiter
     rate_limits: TtlCache[str, int]  # workspace id -> its rate_limit_per_s (0: none)
+    waits: WaitSlots  # Prefer: wait requests under way, per workspace
     committer: GroupCommitter | None = None
 
     def close(self) -> None:
@@ -87,6 +89,7 @@ def build_gateway(settings: Settings) -> Gateway:
             stale_s=settings.key_cache_stale_s,
             stale_if=(SQLAlchemyError,),
         ),
+        waits=WaitSlots(settings.max_waits_per_workspace),
         depth=QueueDepth(
             client if settings.broker_url == settings.redis_url else None,
             limit=settings.max_queue_depth,

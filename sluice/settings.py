@@ -118,6 +118,27 @@ class Settings(BaseSettings):
     group_commit_ms: float = Field(
         default=2.0, ge=0, description="gateway group-commit window; 0 publishes per request"
     )
+    max_header_bytes: PositiveInt = Field(
+        default=16_384,
+        ge=1024,
+        description="a request head (request line and headers) larger than this gets 431",
+    )
+    header_timeout_s: PositiveFloat = Field(
+        default=10.0,
+        description="a request head not received this long after the connection opened (or "
+        "after the previous response) gets 408, and the connection is closed",
+    )
+    body_timeout_s: PositiveFloat = Field(
+        default=30.0,
+        description="a request body not received this long after its head gets 408, in the "
+        "route's error shape",
+    )
+    max_waits_per_workspace: int = Field(
+        default=50,
+        ge=0,
+        description="Prefer: wait requests of one workspace waiting at once, per gateway "
+        "process; past it a request is answered at once, as without the preference",
+    )
     rate_limit_window_s: PositiveInt = Field(
         default=1,
         description="a workspace's rate_limit_per_s is counted over windows this long: it may "

@@ -17,6 +17,9 @@ from sluice.store.engine import writing
 from sluice.store.schema import api_keys, workspaces
 
 WRITE_KEY_PREFIX = "sk_live_"
+# Longer than any key ``new_write_key`` makes (40 characters), with room to spare: a longer
+# one cannot be a key, and is refused before any lookup (``sluice.gateway.auth``).
+MAX_WRITE_KEY_CHARS = 128
 
 
 MAX_WORKSPACE_NAME_CHARS = 200  # workspaces.name
@@ -103,7 +106,10 @@ class KeyGrant:
 
 def key_grant(engine: Engine, write_key: str, now: datetime | None = None) -> KeyGrant | None:
     """The key's workspace and expiry, or None for an unknown or expired key (a rotated key
-    stops at its ``expires_at``: ``sluice.store.write_keys``)."""
+    stops at its ``expires_at``: ``sluice.store.write_keys``). A key longer than
+    ``MAX_WRITE_KEY_CHARS`` is unknown without a query."""
+    if len(write_key) > MAX_WRITE_KEY_CHARS:
+        return None
     query = select(api_keys.c.workspace_id, api_keys.c.expires_at).where(
         api_keys.c.key_hash == hash_key(write_key)
     )

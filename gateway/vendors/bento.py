@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from sluice.gateway.auth import basic_auth_user
 from sluice.gateway.dependencies import EventQueueDep, OutcomesDep, WriteKeysDep
@@ -33,6 +34,7 @@ router = APIRouter(prefix="/compat/bento", tags=["bento"])
 
 LIMIT_BYTES = 5 * 1024 * 1024
 MAX_EVENTS = 1000
+OFF_LOOP_EVENTS = 64  # larger batches are validated on a worker thread
 PURCHASE = "$purchase"
 
 
@@ -82,19 +84,13 @@ async def batch_events(
     raw_events = body.get("events") if isinstance(body, dict) else None
     if not isinstance(raw_events, list) or not 1 <= len(raw_events) <= MAX_EVENTS:
         raise fail(400, f"events must be a list of 1 to {MAX_EVENTS} events")
-    received_at = utc_now()
-    queued: list[Event] = []
-    failures: list[dict[str, Any]] = []
-    for index, raw in enumerate(raw_events):
-        problem = _problem(raw)
-        if problem is None:
-            try:
-                queued.append(_to_event(raw, workspace_id, received_at))
-                continue
-            except ValidationError as exc:
-                problem = describe_validation_error(exc)
-        failures.append({"index": index, "reason": problem})
-    message_ids = await vendor_shaped(fail, queue.publish(queued)) if queued else []
+    # The queue's depth and the rate limit come before any validation, on the raw count.
+    await vendor_shaped(fail, queue.admit(workspace_id, len(raw_events)))
+    if len(raw_events) > OFF_LOOP_EVENTS:
+        queued, failures = await run_in_threadpool(_validated, raw_events, workspace_id)
+    else:
+        queued, failures = _validated(raw_events, workspace_id)
+    message_ids = await vendor_shaped(fail, queue.send(queued)) if queued else []
     return await answer(
         request,
         outcomes,
@@ -107,6 +103,26 @@ async def batch_events(
             "message_ids": message_ids,
         },
     )
+
+
+def _validated(
+    raw_events: list[Any], workspace_id: str
+) -> tuple[list[Event], list[dict[str, Any]]]:
+    """The valid events, and each failure's index and reason. CPU only: large batches run
+    it on a worker thread, so that the event loop keeps answering meanwhile."""
+    received_at = utc_now()
+    queued: list[Event] = []
+    failures: list[dict[str, Any]] = []
+    for index, raw in enumerate(raw_events):
+        problem = _problem(raw)
+        if problem is None:
+            try:
+                queued.append(_to_event(raw, workspace_id, received_at))
+                continue
+            except ValidationError as exc:
+                problem = describe_validation_error(exc)
+        failures.append({"index": index, "reason": problem})
+    return queued, failures
 
 
 def _to_event(raw: dict[str, Any], workspace_id: str, received_at: Any) -> Event:

@@ -30,6 +30,7 @@ from sluice.cli import devenv
 from sluice.cli.embedded_redis import EmbeddedRedis, free_port, port_is_free
 from sluice.cli.supervise import Supervisor
 from sluice.gateway import create_app
+from sluice.gateway.server import server_options
 from sluice.logs import uvicorn_log_config
 from sluice.settings import Settings
 from sluice.store.engine import make_engine
@@ -122,6 +123,7 @@ def run_dev(host: str, port: int, data_dir: Path) -> None:
             port=port,
             log_level="info",
             log_config=uvicorn_log_config(settings.log_format),
+            **server_options(settings),
         )
         shutdown.server = uvicorn.Server(config)
         shutdown.server.run()

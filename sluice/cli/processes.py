@@ -32,6 +32,7 @@ def gateway(host: str | None, port: int | None, workers: int, access_log: bool) 
     import uvicorn
 
     from sluice.gateway.app import create_server_app
+    from sluice.gateway.server import server_options
     from sluice.logs import uvicorn_log_config
 
     settings = Settings()
@@ -44,6 +45,7 @@ def gateway(host: str | None, port: int | None, workers: int, access_log: bool) 
             log_level="info",
             log_config=uvicorn_log_config(settings.log_format),
             access_log=access_log,
+            **server_options(settings),
         )
         return
     # Each process builds its app from the environment, as this one read it.
@@ -56,6 +58,7 @@ def gateway(host: str | None, port: int | None, workers: int, access_log: bool) 
         log_level="info",
         log_config=uvicorn_log_config(settings.log_format),
         access_log=access_log,
+        **server_options(settings),
     )
 
 

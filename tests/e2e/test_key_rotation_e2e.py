@@ -10,7 +10,6 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,55 +20,11 @@ from sluice.producer.events import utc_now
 from sluice.store.definitions import add_definition
 from tests.conftest import Stack
 from tests.processes import sluice_executable
+from tests.routes import Route, routes
 
-Route = Callable[[httpx.Client, str], httpx.Response]
 # How soon after ``rotate-key --grace-s 0`` returns its notice has reached the gateway:
 # a moment (a Redis publish), with room for a busy machine; the key cache's TTL is 30 s.
 NOTICE_S = 5.0
-
-
-def routes(workspace_id: str, bunce_event_id: str, message_id: str) -> dict[str, Route]:
-    """One valid request per authenticated route, sent with a given write key."""
-    return {
-        "native track": lambda http, key: http.post(
-            "/v1/track", auth=(key, ""), json={"userId": "u1", "event": "Signed Up"}
-        ),
-        "native event read": lambda http, key: http.get(f"/v1/events/{message_id}", auth=(key, "")),
-        "bunce": lambda http, key: http.post(
-            "/compat/bunce/v1/events/trigger",
-            headers={"X-Authorization": key},
-            json={"event_id": bunce_event_id, "payload": {"email": "a@x.io", "plan": "pro"}},
-        ),
-        "clevertap": lambda http, key: http.post(
-            "/compat/clevertap/1/targets/trigger.json",
-            headers={"X-CleverTap-Account-Id": workspace_id, "X-CleverTap-Passcode": key},
-            json={
-                "business_event": "Program Released",
-                "name": "Ep 12",
-                "c-by": "me",
-                "when": "now",
-                "properties": {"program_id": "7"},
-            },
-        ),
-        "bento": lambda http, key: http.post(
-            f"/compat/bento/api/v1/batch/events?site_uuid={workspace_id}",
-            auth=(key, ""),
-            json={"events": [{"type": "$viewed", "email": "b@x.io"}]},
-        ),
-        "platformly": lambda http, key: http.post(
-            "/compat/platformly/",
-            data={
-                "api_key": key,
-                "action": "contact_event_fire",
-                "value": '{"event": 3, "email": "c@x.io"}',
-            },
-        ),
-        "user/event": lambda http, key: http.post(
-            "/compat/user-event/v1/event/",
-            headers={"Authorization": f"Bearer {key}"},
-            json={"user": {"_id": "ue-1"}, "event": {"login": {"plan": "pro"}}},
-        ),
-    }
 
 
 def prepared(stack: Stack, http: httpx.Client) -> tuple[str, str, dict[str, Route]]:

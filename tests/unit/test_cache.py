@@ -1,4 +1,5 @@
-"""The gateway's lookup cache: hits within the TTL, misses cached only when asked to."""
+"""The gateway's lookup cache: hits within the TTL, misses cached only when asked to, each
+kind bounded on its own with least-recently-used eviction."""
 
 from __future__ import annotations
 
@@ -43,7 +44,41 @@ def test_expired_entries_are_loaded_again_and_the_cache_stays_bounded() -> None:
     small: TtlCache[int, str] = TtlCache(ttl_s=60, cache_misses=True, max_entries=3)
     for key in range(10):
         small.get(key, Loader("v"))
-    assert len(small._entries) <= 3
+    assert len(small) == 3
+
+
+def test_a_full_cache_evicts_its_least_recently_used_entry_not_everything() -> None:
+    cache: TtlCache[str, str] = TtlCache(ttl_s=60, cache_misses=False, max_entries=3)
+    for key in ("a", "b", "c"):
+        cache.get(key, Loader(key))
+    assert cache.peek("a") == (True, "a")  # used: "b" is now the least recently used
+    cache.get("d", Loader("d"))
+    assert len(cache) == 3
+    assert cache.peek("b") == (False, None)
+    assert [cache.peek(key) for key in ("a", "c", "d")] == [(True, "a"), (True, "c"), (True, "d")]
+
+
+def test_misses_are_bounded_apart_and_never_push_out_found_values() -> None:
+    cache: TtlCache[str, str] = TtlCache(
+        ttl_s=60, cache_misses=True, max_entries=100, max_misses=10
+    )
+    for key in ("good-1", "good-2"):
+        cache.get(key, Loader(key))
+    for n in range(1000):  # a flood of lookups that find nothing
+        cache.get(f"junk-{n}", Loader(None))
+    assert len(cache) == 2 + 10
+    assert cache.peek("good-1") == (True, "good-1")
+    assert cache.peek("good-2") == (True, "good-2")
+    assert cache.peek("junk-999") == (True, None)  # the latest misses are remembered
+    assert cache.peek("junk-0") == (False, None)
+
+
+def test_a_miss_that_is_found_later_moves_to_the_found_values() -> None:
+    cache: TtlCache[str, str] = TtlCache(ttl_s=0, cache_misses=True, max_entries=1, max_misses=1)
+    cache.get("k", Loader(None))
+    cache.get("k", Loader("v"))  # expired (ttl 0): loaded again, found this time
+    cache.get("other", Loader(None))  # fills the misses; "k" is not among them any more
+    assert len(cache) == 2
 
 
 class DatabaseDown(Exception):

@@ -4,6 +4,7 @@ workspace's cached keys due for a lookup without dropping them."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from sluice.gateway.auth import WriteKeys
 from sluice.gateway.cache import TtlCache
-from sluice.store.workspaces import KeyGrant
+from sluice.store.workspaces import MAX_WRITE_KEY_CHARS, KeyGrant
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -121,3 +122,25 @@ def test_expire_where_touches_only_live_matching_entries() -> None:
 )
 def test_a_grant_works_strictly_before_its_end(ends_at: datetime | None, works: bool) -> None:
     assert KeyGrant("ws", ends_at).works_at(T0) is works
+
+
+def test_a_key_longer_than_any_key_is_refused_without_a_lookup_and_not_remembered() -> None:
+    longest = "k" * MAX_WRITE_KEY_CHARS
+    lookup = Lookup({longest: KeyGrant("ws", None)})
+    keys = WriteKeys(lookup, ttl_s=3600)
+    assert keys.workspace_for(longest) == "ws"  # the longest allowed is looked up
+    for junk in ("k" * (MAX_WRITE_KEY_CHARS + 1), "x" * 1_000_000):
+        assert keys.cached(junk) == (True, None)  # known at once: no such key
+        assert keys.workspace_for(junk) is None
+    assert lookup.calls == 1
+    assert len(keys._cache) == 1
+
+
+def test_the_cache_holds_each_keys_digest_not_the_key() -> None:
+    lookup = Lookup({"sk_live_good": KeyGrant("ws", None)})
+    keys = WriteKeys(lookup, ttl_s=3600)
+    sent = ["sk_live_good", "u" * MAX_WRITE_KEY_CHARS]
+    assert [keys.workspace_for(key) for key in sent] == ["ws", None]
+    cached = [*keys._cache._found, *keys._cache._misses]
+    assert cached == [hashlib.sha256(key.encode()).digest() for key in sent]
+    assert keys.cached("sk_live_good") == (True, "ws")
