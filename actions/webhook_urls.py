@@ -1,5 +1,6 @@
 """Which webhook URLs Sluice will call: http(s) only, and by default never an address that
-is not globally routable (loopback, private, link-local, reserved …), so a workspace cannot
+is not globally reachable (loopback, private, link-local, reserved …, by the IANA
+registries in ``sluice.actions.address_registry``), so a workspace cannot
 make the workers probe the network they run in. Checked when an automation is added and
 again before every attempt (DNS may have changed)."""
 
@@ -7,11 +8,12 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterable
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from ipaddress import ip_address
 from urllib.parse import urlsplit
 
+from sluice.actions.address_registry import entry_for, is_globally_reachable
+
 Resolver = Callable[[str, int], list[str]]
-NAT64 = (ip_network("64:ff9b::/96"), ip_network("64:ff9b:1::/48"))
 
 
 class UnsafeWebhookUrlError(ValueError):
@@ -54,25 +56,12 @@ def check_webhook_url(url: str, *, allow_private: bool, resolver: Resolver = res
 
 def refuse_non_global(hostname: str, addresses: Iterable[str]) -> None:
     """Raise ``UnsafeWebhookUrlError`` if one of the addresses ``hostname`` resolved to is
-    not globally routable (or leads to such an IPv4 address)."""
+    not globally reachable by the IANA registries (``sluice.actions.address_registry``), or
+    leads to an IPv4 address that is not."""
     for text in addresses:
         address = ip_address(text.split("%", 1)[0])
-        for candidate in (address, *_embedded_ipv4(address)):
-            if not candidate.is_global or candidate.is_multicast:
-                raise UnsafeWebhookUrlError(
-                    f"{hostname} resolves to {address}, a loopback, private or reserved "
-                    "address; set SLUICE_ALLOW_PRIVATE_WEBHOOKS=true to allow it"
-                )
-
-
-def _embedded_ipv4(address: IPv4Address | IPv6Address) -> list[IPv4Address]:
-    """IPv4 addresses an IPv6 address leads to (mapped, 6to4, Teredo, NAT64, compatible)."""
-    if not isinstance(address, IPv6Address):
-        return []
-    found = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
-    if address.teredo is not None:
-        found.append(address.teredo[1])
-    packed = int(address)
-    if any(address in network for network in NAT64) or packed >> 32 == 0:
-        found.append(IPv4Address(packed & 0xFFFFFFFF))  # NAT64, or IPv4-compatible ::a.b.c.d
-    return found
+        if not is_globally_reachable(address):
+            raise UnsafeWebhookUrlError(
+                f"{hostname} resolves to {address} ({entry_for(address).name}), a loopback, "
+                "private or reserved address; set SLUICE_ALLOW_PRIVATE_WEBHOOKS=true to allow it"
+            )

@@ -37,6 +37,7 @@ from sluice.store.engine import (
     by_workspace,
     insert_ignoring_conflicts,
     matches_any,
+    point_lookup,
     update_by_key,
     writing,
 )
@@ -186,9 +187,12 @@ class TriggerStore:
         for workspace_id, message_ids in by_workspace(
             (row.workspace_id, row.message_id) for row in leased
         ).items():
-            query = select(*columns).where(
+            query = point_lookup(
+                conn.dialect,
+                columns,
+                events.c.message_id,
+                message_ids,
                 events.c.workspace_id == workspace_id,
-                matches_any(conn.dialect, events.c.message_id, message_ids),
             )
             for found_event in conn.execute(query):
                 stored[(workspace_id, found_event.message_id)] = dict(

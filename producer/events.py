@@ -17,6 +17,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_MESSAGE_ID_CHARS = 100
+MAX_ORDER_ID_CHARS = 255  # the order claims' column (sluice.store.schema)
+ORDER_PROPERTIES = ("orderId", "order_id")  # where the rules read an order from
 
 
 class EventKind(StrEnum):
@@ -156,7 +158,9 @@ class Event(BaseModel):
     previous_id: str | None = Field(default=None, min_length=1, max_length=255, exclude_if=_unset)
     # What an adapter knows of its vendor's semantics, for the rules. Left out of the JSON
     # while unset, so envelopes without them are what they always were.
-    order_id: str | None = Field(default=None, min_length=1, exclude_if=_unset)
+    order_id: str | None = Field(
+        default=None, min_length=1, max_length=MAX_ORDER_ID_CHARS, exclude_if=_unset
+    )
     creates_user: bool | None = Field(default=None, exclude_if=_unset)
 
     @property
@@ -199,6 +203,17 @@ class Event(BaseModel):
             raise ValueError("an update event needs user_id or email")
         if self.kind is EventKind.LOGIN and not (self.user_id or self.email or self.anonymous_id):
             raise ValueError("a login event needs user_id, email or anonymous_id")
+        return self
+
+    @model_validator(mode="after")
+    def _order_ids_fit(self) -> Event:
+        for key in ORDER_PROPERTIES:
+            found = order_key(self.properties.get(key))
+            if found is not None and len(found) > MAX_ORDER_ID_CHARS:
+                raise ValueError(
+                    f"properties.{key} has {len(found)} characters; "
+                    f"at most {MAX_ORDER_ID_CHARS} are allowed"
+                )
         return self
 
     @model_validator(mode="after")

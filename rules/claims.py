@@ -49,3 +49,8 @@ class ClaimStore(Protocol):
     def claim(self, claims: Sequence[Claim]) -> list[ClaimResult]:
         """Apply the claims in order, each atomically; one round trip for the batch."""
         ...
+
+    def release(self, claims: Sequence[Claim]) -> None:
+        """Drop each claim if its message still holds it (a claim another message holds is
+        left alone); one round trip for the batch."""
+        ...

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Literal
 
 from sluice.producer import keys
-from sluice.producer.events import Event, EventKind, order_key
+from sluice.producer.events import ORDER_PROPERTIES, Event, EventKind, order_key
 from sluice.rules.bots import BotDetector
 from sluice.rules.claims import Claim, ClaimStore, OpenClaim, OrderClaim
 from sluice.rules.decisions import Decision
@@ -49,7 +49,7 @@ def order_id_of(event: Event) -> str | None:
     ``properties.order_id`` (the user/event API's and Segment's names)."""
     if event.order_id is not None:
         return event.order_id
-    for key in ("orderId", "order_id"):
+    for key in ORDER_PROPERTIES:
         found = order_key(event.properties.get(key))
         if found is not None:
             return found
@@ -148,6 +148,14 @@ class RulesEngine:
         claim = _claim_for(event, policy)
         order_id = claim.order_id if isinstance(claim, OrderClaim) else None
         return Decision.of(event, Verdict.accept(), for_user, order_id), claim
+
+    def release(self, decisions: Sequence[Decision]) -> None:
+        """Give up the claims these decisions made (their events were not stored after all),
+        each only where its message still holds it."""
+        made = [d.event for d in decisions if d.fires and not d.replayed]
+        claims = [c for event in made if event and (c := _claim_for(event, RulePolicy()))]
+        if claims:
+            self._claims.release(claims)
 
     def _settle_claims(
         self,

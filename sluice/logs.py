@@ -27,6 +27,8 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONTEXT_FIELDS = ("workspace_id", "batch_id", "message_id", "trigger_id")
 # uvicorn's own loggers: in JSON, through the root handler instead of uvicorn's text ones.
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+# Alembic names each plugin it loads at INFO, seven lines a start: shown only at DEBUG.
+QUIET_BELOW_DEBUG = ("alembic.runtime.plugins",)
 
 _context: dict[str, ContextVar[str | None]] = {
     name: ContextVar(f"sluice_log_{name}", default=None) for name in CONTEXT_FIELDS
@@ -133,6 +135,16 @@ def configure_logging(log_format: LogFormat, level: str | int = "INFO") -> None:
     else:
         logging.setLogRecordFactory(OneLineRecord)
         logging.basicConfig(level=level, format=TEXT_FORMAT)
+    quiet = logging.WARNING if _level_number(level) > logging.DEBUG else logging.NOTSET
+    for name in QUIET_BELOW_DEBUG:
+        logging.getLogger(name).setLevel(quiet)
+
+
+def _level_number(level: str | int) -> int:
+    if isinstance(level, int):
+        return level
+    number = logging.getLevelName(level.upper())
+    return number if isinstance(number, int) else logging.INFO
 
 
 def uvicorn_log_config(log_format: LogFormat) -> dict[str, Any]:

@@ -11,17 +11,21 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    Column,
     ColumnElement,
     Connection,
     Dialect,
     Engine,
+    Select,
     String,
     Table,
     any_,
     bindparam,
     create_engine,
     event,
+    func,
     select,
+    true,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -114,6 +118,33 @@ def matches_any(
     if dialect.name == "postgresql":
         return column == any_(bindparam(None, list(values), type_=ARRAY(String())))
     return column.in_(list(values))
+
+
+def point_lookup(
+    dialect: Dialect,
+    columns: Sequence[Column[Any]],
+    key: Column[str],
+    values: Collection[str],
+    *where: ColumnElement[bool],
+) -> Select[Any]:
+    """``columns`` of the rows whose ``key`` is one of ``values`` (and that match ``where``),
+    at most one row a value: for a key unique within the conditions of ``where``.
+
+    On PostgreSQL, as ``unnest(:values)`` joined to a ``LATERAL (… LIMIT 1)`` subquery: one
+    index probe per value, a plan that cannot become a scan of the whole workspace however
+    stale the table's statistics are (with ``= ANY``, a planner that believes the workspace
+    small reads all of it per batch). Elsewhere ``key IN values``."""
+    if dialect.name != "postgresql":
+        return select(*columns).where(*where, key.in_(list(values)))
+    wanted = (
+        func.unnest(bindparam(None, list(values), type_=ARRAY(String())))
+        .table_valued("value")
+        .render_derived(name="wanted")
+    )
+    found = select(*columns).where(*where, key == wanted.c.value).limit(1).lateral("found")
+    return select(*(found.c[column.name] for column in columns)).select_from(
+        wanted.join(found, true())
+    )
 
 
 def insert_ignoring_conflicts(

@@ -39,6 +39,15 @@ class MemoryClaimStore:
         opens[claim.message_id] = claim.event_time_ms
         return GRANTED
 
+    def release(self, claims: Sequence[Claim]) -> None:
+        for claim in claims:
+            if isinstance(claim, OrderClaim):
+                key = (claim.workspace_id, claim.order_id)
+                if self.orders.get(key) == claim.message_id:
+                    del self.orders[key]
+            else:
+                self.opens.get((claim.workspace_id, claim.user_key), {}).pop(claim.message_id, None)
+
 
 class MemoryLedger:
     """First verdicts by (workspace, message id), as the outcomes table keeps them."""

@@ -52,6 +52,23 @@ return results
 """
 
 
+# ARGV: per key, the message id that made the claim. An order claim is deleted only if that
+# message still holds it (compare and delete); an open is that message's member of the set.
+_RELEASE = """
+for i, key in ipairs(KEYS) do
+    local kind, message_id = ARGV[i * 2 - 1], ARGV[i * 2]
+    if kind == 'o' then
+        if redis.call('GET', key) == message_id then
+            redis.call('DEL', key)
+        end
+    else
+        redis.call('ZREM', key, message_id)
+    end
+end
+return #KEYS
+"""
+
+
 class RedisClaimStore:
     """Claims kept ``retention_s`` (Redis is the fast path; the database keeps order claims
     for good). An email open arriving later than the retention is judged without the
@@ -59,6 +76,7 @@ class RedisClaimStore:
 
     def __init__(self, client: redis.Redis, *, retention_s: int) -> None:
         self._script = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
         self._retention_s = retention_s
 
     def claim(self, claims: Sequence[Claim]) -> list[ClaimResult]:
@@ -82,3 +100,19 @@ class RedisClaimStore:
                 holder = reply.decode() if isinstance(reply, bytes) else str(reply)
                 results[index] = GRANTED if not holder else ClaimResult(False, holder)
         return results
+
+    def release(self, claims: Sequence[Claim]) -> None:
+        by_workspace: dict[str, list[Claim]] = {}
+        for claim in claims:
+            by_workspace.setdefault(claim.workspace_id, []).append(claim)
+        for some in by_workspace.values():  # one script call per hash tag
+            names: list[str] = []
+            args: list[str] = []
+            for claim in some:
+                if isinstance(claim, OrderClaim):
+                    names.append(keys.order_claim(claim.workspace_id, claim.order_id))
+                    args += ["o", claim.message_id]
+                else:
+                    names.append(keys.email_opens(claim.workspace_id, claim.user_key))
+                    args += ["e", claim.message_id]
+            self._release(keys=names, args=args)

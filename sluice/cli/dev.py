@@ -207,7 +207,8 @@ Try it:
        -H 'Content-Type: application/json' \\
        -d '{{"userId": "u1", "event": "Signed Up", "properties": {{"plan": "pro"}}}}'
   curl -s -u '{demo["write_key"]}:' {base}/v1/events/<message_id>
-Events stay `queued` until the worker below logs `celery@… ready.`; {webhooks}.
+Events stay `queued` until the worker below says its node is up (the line ending in
+"ready" after the node's name); {webhooks}.
 
 The CLI beside it, from this directory (it reads {_relative(env_file)}):
   {sluice} workspace create my-shop{activate_hint}

@@ -134,3 +134,30 @@ def _calls(client: redis.Redis) -> int:
     return sum(
         int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval")
     )
+
+
+def test_a_released_claim_can_be_made_again_by_another_message(store: ClaimStore) -> None:
+    store.claim([order("m1", "o1"), email_open("a", 0)])
+    store.release([order("m1", "o1"), email_open("a", 0)])
+    assert [outcome(r) for r in store.claim([order("m2", "o1"), email_open("b", 1)])] == [
+        "ok",
+        "ok",
+    ]
+
+
+def test_a_release_leaves_a_claim_another_message_holds(store: ClaimStore) -> None:
+    store.claim([order("m1", "o1"), email_open("a", 0)])
+    store.release([order("m2", "o1"), email_open("b", 0)])  # never granted: not theirs
+    assert [outcome(r) for r in store.claim([order("m3", "o1"), email_open("c", 1)])] == [
+        "m1",
+        "a",
+    ]
+
+
+def test_a_release_keeps_the_other_opens_of_the_user(store: ClaimStore) -> None:
+    store.claim([email_open("a", 0), email_open("b", 30)])
+    store.release([email_open("a", 0)])
+    assert [outcome(r) for r in store.claim([email_open("c", 1), email_open("d", 31)])] == [
+        "ok",
+        "b",
+    ]

@@ -109,3 +109,14 @@ def test_an_event_that_cannot_be_stored_as_json_is_an_invalid_event_error() -> N
                 {"kind": "custom", "name": "Deep", "user_id": "u", "properties": properties}
             )
     assert transport.envelopes == []
+
+
+def test_an_order_id_longer_than_the_database_holds_raises() -> None:
+    transport = MemoryTransport()
+    client = EventClient("ws", transport=transport)
+    confirmation = {"kind": "confirmation", "name": "Order Completed", "user_id": "u"}
+    with pytest.raises(InvalidEventError, match=r"properties\.orderId has 300 characters"):
+        client.send({**confirmation, "properties": {"orderId": "o" * 300}})
+    with pytest.raises(InvalidEventError, match="order_id"):
+        client.send({**confirmation, "order_id": "o" * 300})
+    assert transport.envelopes == []

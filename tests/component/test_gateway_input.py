@@ -473,3 +473,19 @@ def test_a_known_key_keeps_queueing_while_the_database_is_down(
             "/v1/track", json={"userId": "u", "event": "E3"}, auth=("sk_live_never_seen", "")
         )
         assert (unknown.status_code, unknown.json()["error"]) == (503, "database_unavailable")
+
+
+@pytest.mark.parametrize("key", ["orderId", "order_id"])
+def test_an_order_id_longer_than_the_database_holds_is_a_400(
+    gateway: tuple[TestClient, str], key: str
+) -> None:
+    # An order id of 300 characters used to be queued, refused by the database, and its
+    # order claimed for days by a message that was never stored.
+    client, redis_url = gateway
+    body = {"userId": "u", "event": "Order Completed", "properties": {key: "o" * 256}}
+    answer = client.post("/v1/track", json=body)
+    assert answer.status_code == 400, answer.text
+    assert f"properties.{key} has 256 characters" in answer.json()["message"]
+    assert_nothing_queued(redis_url)
+    body["properties"] = {key: "o" * 255}
+    assert client.post("/v1/track", json=body).status_code == 200

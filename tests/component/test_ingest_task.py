@@ -4,6 +4,9 @@ Celery task object is replaced by its request data, which is all the handler rea
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +14,7 @@ import orjson
 import pytest
 import sqlalchemy.exc
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from sluice.producer.envelope import Envelope
 from sluice.producer.events import Event
@@ -244,3 +247,66 @@ def test_a_batch_deferred_again_and_again_keeps_a_short_id() -> None:
     assert len(set(chain)) == len(chain)  # each deferral its own batch
     assert max(map(len, chain)) <= 64
     assert deferred_batch_id(chain[-1]) == deferred_batch_id(chain[-1])  # a redelivery
+
+
+@contextmanager
+def database_refusing(engine: Engine, message_id: str) -> Iterator[None]:
+    """The database refuses the event row of one message (a constraint), as it refuses a
+    value it cannot hold."""
+    if engine.dialect.name == "sqlite":
+        make = (
+            f"CREATE TRIGGER refuse_one BEFORE INSERT ON events WHEN NEW.message_id = "
+            f"'{message_id}' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+        drop = "DROP TRIGGER refuse_one"
+    else:
+        make = f"ALTER TABLE events ADD CONSTRAINT refuse_one CHECK (message_id <> '{message_id}')"
+        drop = "ALTER TABLE events DROP CONSTRAINT refuse_one"
+    with engine.begin() as conn:
+        conn.execute(text(make))
+    try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(drop))
+
+
+def test_a_confirmation_the_database_refuses_leaves_no_claim_on_its_order(
+    runtime: Runtime, engine: Engine
+) -> None:
+    workspace = create_workspace(engine, "refused-order").workspace_id
+    order = f"ord-{uuid.uuid4().hex}"
+    refused, later = f"refused-{uuid.uuid4().hex}", f"later-{uuid.uuid4().hex}"
+
+    def confirmation(message_id: str) -> dict[str, Any]:
+        event = Event(
+            workspace_id=workspace,
+            message_id=message_id,
+            kind="confirmation",
+            name="Order Completed",
+            user_id="buyer",
+            properties={"orderId": order},
+        )
+        wire: dict[str, Any] = Envelope(events=[event]).model_dump(mode="json")
+        return wire
+
+    def verdict(message_id: str) -> tuple[str, str | None]:
+        query = select(outcomes.c.status, outcomes.c.reason).where(
+            outcomes.c.workspace_id == workspace, outcomes.c.message_id == message_id
+        )
+        with engine.connect() as conn:
+            status, reason = conn.execute(query).one()
+        return status, reason
+
+    user = Envelope(
+        events=[Event(workspace_id=workspace, kind="update", name="Identify", user_id="buyer")]
+    ).model_dump(mode="json")
+    handle_batch(FakeTask(Request(id=user["batch_id"])), runtime, user)  # type: ignore[arg-type]
+    first = confirmation(refused)
+    with database_refusing(engine, refused):
+        handle_batch(FakeTask(Request(id=first["batch_id"])), runtime, first)  # type: ignore[arg-type]
+    assert verdict(refused) == ("rejected", "invalid")
+
+    second = confirmation(later)
+    handle_batch(FakeTask(Request(id=second["batch_id"])), runtime, second)  # type: ignore[arg-type]
+    assert verdict(later) == ("accepted", None)

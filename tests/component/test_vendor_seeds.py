@@ -612,3 +612,28 @@ def test_bento_failure_reasons_name_the_field(vendor: Vendor) -> None:
     assert answer.json()["failures"] == [
         {"index": 0, "reason": "event: Value error, traits contains a NUL character (U+0000)"}
     ]
+
+
+def test_an_order_id_longer_than_the_database_holds_is_refused_in_each_routes_shape(
+    vendor: Vendor,
+) -> None:
+    long = "o" * 256
+    answer = user_event(
+        vendor,
+        orjson.dumps(
+            {"user": {"email": "a@example.com"}, "event": {"confirmation": {"orderId": long}}}
+        ).decode(),
+    )
+    assert answer.status_code == 400, answer.text
+    [error] = answer.json()["errors"]
+    assert "orderId has 256 characters" in error["message"] + error.get("description", "")
+    assert nothing_queued(vendor)
+
+    purchase = {"type": "$purchase", "email": "a@example.com", "details": {"unique": {"key": long}}}
+    answer = bento(vendor, orjson.dumps({"events": [purchase]}))
+    assert (answer.json()["results"], answer.json()["failed"]) == (0, 1), answer.text
+    assert "order_id" in answer.json()["failures"][0]["reason"]
+    assert nothing_queued(vendor)
+
+    fits = {**purchase, "details": {"unique": {"key": "o" * 255}}}
+    assert bento(vendor, orjson.dumps({"events": [fits]})).json()["results"] == 1

@@ -3,6 +3,7 @@ beside it read, and a variable that is set always wins."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -70,3 +71,23 @@ def test_sluice_dev_writes_where_the_other_commands_read(
     for result in (by_env, by_option, explicit, default):
         assert result.exit_code == 0, (result.output, repr(result.exception))
     assert started == [tmp_path / "env", tmp_path / "option", tmp_path / "own", devenv.DEFAULT_DIR]
+
+
+def test_the_banner_cannot_be_taken_for_the_workers_ready_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log watcher waits for ``celery@<node> ready.``: the banner, printed earlier, must not
+    match it."""
+    from sluice.cli.dev import _banner
+    from sluice.settings import Settings
+
+    settings = Settings(
+        database_url=STACK["SLUICE_DATABASE_URL"], redis_url=STACK["SLUICE_REDIS_URL"]
+    )
+    demo = {"workspace_id": "ws-demo", "write_key": "wk-demo"}
+    _banner("127.0.0.1", 8000, tmp_path, tmp_path / "env", settings, demo)
+
+    banner = capsys.readouterr().out
+    assert "Events stay `queued` until the worker" in banner
+    assert re.search(r"celery@\S*\s*ready", banner) is None
+    assert "celery@" not in banner

@@ -7,7 +7,10 @@ import io
 import json
 import logging
 import logging.config
+import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +24,7 @@ from sluice.logs import (
     uvicorn_log_config,
 )
 from sluice.settings import Settings
+from tests.processes import sluice_executable
 
 
 @pytest.fixture
@@ -180,3 +184,23 @@ def test_a_group_commit_carries_no_request_s_ids() -> None:
 
     asyncio.run(main())
     assert seen == [{}, {}]
+
+
+@pytest.mark.parametrize(("level", "shown"), [("INFO", False), ("WARNING", False), ("DEBUG", True)])
+def test_alembics_plugin_lines_show_only_at_debug(tmp_path: Path, level: str, shown: bool) -> None:
+    """``sluice migrate`` (and each start that upgrades) loads Alembic's plugins, which log one
+    line each at INFO: kept out of the log unless it is at DEBUG; the migrations' own lines
+    stay at INFO."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    env["SLUICE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'sluice.db'}"
+    env["SLUICE_REDIS_URL"] = "redis://127.0.0.1:1/0"  # not used by migrate
+    done = subprocess.run(
+        [sluice_executable(), "--log-level", level, "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert ("alembic.runtime.plugins" in done.stderr) is shown, done.stderr
+    assert ("Running upgrade" in done.stderr) is (level != "WARNING"), done.stderr

@@ -77,7 +77,7 @@ def ingest(
             batch.batch_id,
             type(exc).__name__,
         )
-        alone = [_record_alone(store, batch.batch_id, d, now) for d in decisions]
+        alone = [_record_alone(store, rules, batch.batch_id, d, now) for d in decisions]
         final = [d for d, _ in alone]
         triggers = [t for _, some in alone for t in some]
     for decision in final:
@@ -95,9 +95,10 @@ def ingest(
 
 
 def _record_alone(
-    store: EventStore, batch_id: str, decision: Decision, now: datetime
+    store: EventStore, rules: RulesEngine, batch_id: str, decision: Decision, now: datetime
 ) -> tuple[Decision, list[Pending]]:
-    """Store one decision; if the database refuses it, reject the event instead."""
+    """Store one decision; if the database refuses it, reject the event instead, and give up
+    the claims its decision made (a later confirmation of its order is not a duplicate)."""
     try:
         recorded = store.record_batch(batch_id, [decision], now)
         return recorded.decisions[0], recorded.triggers
@@ -113,4 +114,5 @@ def _record_alone(
             raw=decision.raw,
         )
         store.record_outcomes_only(batch_id, [rejected], now)
+        rules.release([decision])
         return rejected, []

@@ -7,12 +7,12 @@ from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from sluice.rules import Reason, Verdict
 from sluice.rules.decisions import Decision
 from sluice.rules.engine import duplicate_order
-from sluice.store.engine import by_workspace, insert_ignoring_conflicts, matches_any
+from sluice.store.engine import by_workspace, insert_ignoring_conflicts, point_lookup
 from sluice.store.schema import order_claims, outcomes
 
 
@@ -46,9 +46,12 @@ def settle_order_claims(
     holders: dict[tuple[str, str], str] = {}
     pairs = [(decisions[i].workspace_id, order_id) for i, order_id in claiming.items()]
     for workspace_id, order_ids in by_workspace(pairs).items():
-        query = select(order_claims.c.order_id, order_claims.c.message_id).where(
+        query = point_lookup(
+            conn.dialect,
+            [order_claims.c.order_id, order_claims.c.message_id],
+            order_claims.c.order_id,
+            order_ids,
             order_claims.c.workspace_id == workspace_id,
-            matches_any(conn.dialect, order_claims.c.order_id, order_ids),
         )
         holders.update(((workspace_id, r.order_id), r.message_id) for r in conn.execute(query))
     for i, order_id in claiming.items():
@@ -80,9 +83,12 @@ def settle_message_ids(
     }
     lost: set[tuple[str, str]] = set()
     for workspace_id, message_ids in by_workspace(skipped).items():
-        query = select(outcomes.c.message_id).where(
+        query = point_lookup(
+            conn.dialect,
+            [outcomes.c.message_id],
+            outcomes.c.message_id,
+            message_ids,
             outcomes.c.workspace_id == workspace_id,
-            matches_any(conn.dialect, outcomes.c.message_id, message_ids),
             outcomes.c.batch_id != batch_id,
         )
         lost.update((workspace_id, message_id) for message_id in conn.execute(query).scalars())

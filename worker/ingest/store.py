@@ -20,7 +20,7 @@ from sluice.rules.engine import RulePolicy
 from sluice.rules.ports import Identity, PriorOutcome
 from sluice.rules.users import UserPolicy
 from sluice.store.automations import Pending
-from sluice.store.contacts import TraitWrite, apply_trait_writes, identified
+from sluice.store.contacts import TraitWrite, apply_trait_writes
 from sluice.store.dead_letters import (
     BATCH,
     NewDeadLetter,
@@ -28,7 +28,7 @@ from sluice.store.dead_letters import (
     provisional_note,
     record_dead_letter,
 )
-from sluice.store.engine import by_workspace, insert_ignoring_conflicts, matches_any, writing
+from sluice.store.engine import by_workspace, insert_ignoring_conflicts, point_lookup, writing
 from sluice.store.schema import (
     contacts,
     events,
@@ -89,15 +89,18 @@ class EventStore:
         found: dict[tuple[str, str], PriorOutcome] = {}
         with self.engine.connect() as conn:
             for workspace_id, message_ids in by_workspace(keys).items():
-                query = select(
+                query = point_lookup(
+                    conn.dialect,
+                    [
+                        outcomes.c.message_id,
+                        outcomes.c.batch_id,
+                        outcomes.c.status,
+                        outcomes.c.reason,
+                        outcomes.c.detail,
+                    ],
                     outcomes.c.message_id,
-                    outcomes.c.batch_id,
-                    outcomes.c.status,
-                    outcomes.c.reason,
-                    outcomes.c.detail,
-                ).where(
+                    message_ids,
                     outcomes.c.workspace_id == workspace_id,
-                    matches_any(conn.dialect, outcomes.c.message_id, message_ids),
                 )
                 for row in conn.execute(query):
                     reason = Reason(row.reason) if row.reason else None
@@ -116,17 +119,20 @@ class EventStore:
         found: set[tuple[str, Identity]] = set()
         with self.engine.connect() as conn:
             for workspace_id in user_ids.keys() | emails.keys():
-                query = select(contacts.c.user_id, contacts.c.email).where(
-                    identified(
+                by_key = ((contacts.c.user_id, user_ids), (contacts.c.email, emails))
+                for key, values in by_key:
+                    if not values.get(workspace_id):
+                        continue
+                    query = point_lookup(
                         conn.dialect,
-                        workspace_id,
-                        user_ids.get(workspace_id, []),
-                        emails.get(workspace_id, []),
+                        [contacts.c.user_id, contacts.c.email],
+                        key,
+                        values[workspace_id],
+                        contacts.c.workspace_id == workspace_id,
                     )
-                )
-                for row in conn.execute(query):
-                    found.add((workspace_id, ("id", row.user_id)))
-                    found.add((workspace_id, ("email", row.email)))
+                    for row in conn.execute(query):
+                        found.add((workspace_id, ("id", row.user_id)))
+                        found.add((workspace_id, ("email", row.email)))
         return found & wanted
 
     def record_batch(self, batch_id: str, decisions: Sequence[Decision], now: datetime) -> Recorded:
