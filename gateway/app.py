@@ -14,6 +14,7 @@ from sluice.gateway import admin, metrics, native, probes
 from sluice.gateway.docs_ui import add_docs
 from sluice.gateway.errors import ApiError, render_api_error, render_client_gone
 from sluice.gateway.key_notices import listen_for_rotations
+from sluice.gateway.security import declare_joined
 from sluice.gateway.state import build_gateway
 from sluice.gateway.vendors import bento, bunce, clevertap, platformly, userevent
 from sluice.gateway.vendors.common import VendorError, render_vendor_error
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(vendor.router)
     if gateway.settings.admin_api:
         admin.install(app)
+    declare_joined(app)
     return app
 
 

@@ -25,6 +25,7 @@ from sluice.gateway.errors import ApiError, invalid_fields, too_large
 from sluice.gateway.intake import EventQueue
 from sluice.gateway.outcomes import OutcomeReader
 from sluice.gateway.responses import JsonResponse
+from sluice.gateway.security import WRITE_KEY_BASIC, requires
 from sluice.gateway.segment import (
     BATCH_LIMIT_BYTES,
     EVENT_LIMIT_BYTES,
@@ -40,7 +41,7 @@ from sluice.rules import Status
 from sluice.store.outcomes import outcome_of
 from sluice.store.views import triggers_of
 
-router = APIRouter(tags=["native"])
+router = APIRouter(tags=["native"], dependencies=requires(WRITE_KEY_BASIC))
 
 # A batch of more calls than this is validated on a worker thread, not on the event loop
 # (a call takes some tens of microseconds: 64 of them, a few milliseconds).

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine, select
 
 from sluice.gateway.admin.problems import Problem, blocking, not_found
@@ -28,7 +29,16 @@ def unauthorized(detail: str) -> Problem:
     return Problem(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def admin_token(request: Request, database: DatabaseDep) -> TokenInfo:
+# Declares the scheme in the OpenAPI document (so /docs can authorise); the header is
+# read below, to answer in the control plane's own shape.
+BEARER = HTTPBearer(auto_error=False, scheme_name="adminToken", description="sluice token create")
+
+
+async def admin_token(
+    request: Request,
+    database: DatabaseDep,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+) -> TokenInfo:
     """The request's token, if it works, and the write check: a read-only token gets 403
     on any write. Kept on ``request.state`` for the audit log."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")

@@ -18,6 +18,7 @@ from sluice.gateway.auth import basic_auth_user
 from sluice.gateway.dependencies import EventQueueDep, OutcomesDep, WriteKeysDep
 from sluice.gateway.errors import ApiError
 from sluice.gateway.responses import JsonResponse
+from sluice.gateway.security import WRITE_KEY_BASIC, requires
 from sluice.gateway.vendors.common import (
     VendorError,
     answer,
@@ -30,7 +31,7 @@ from sluice.gateway.vendors.openapi import BENTO_BODY, BENTO_ERRORS
 from sluice.producer.envelope import describe_validation_error
 from sluice.producer.events import Event, EventKind, order_under_unique_key, utc_now
 
-router = APIRouter(prefix="/compat/bento", tags=["bento"])
+router = APIRouter(prefix="/compat/bento", tags=["bento"], dependencies=requires(WRITE_KEY_BASIC))
 
 LIMIT_BYTES = 5 * 1024 * 1024
 MAX_EVENTS = 1000

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 
 from sluice.gateway.dependencies import DefinitionsDep, EventQueueDep, OutcomesDep, WriteKeysDep
 from sluice.gateway.responses import JsonResponse
+from sluice.gateway.security import BUNCE_KEY, requires
 from sluice.gateway.vendors.common import (
     VendorError,
     body_bytes,
@@ -29,7 +30,7 @@ from sluice.gateway.vendors.common import (
 from sluice.gateway.vendors.openapi import BUNCE_BODY, BUNCE_ERRORS
 from sluice.producer.events import utc_now
 
-router = APIRouter(prefix="/compat/bunce", tags=["bunce"])
+router = APIRouter(prefix="/compat/bunce", tags=["bunce"], dependencies=requires(BUNCE_KEY))
 
 LIMIT_BYTES = 32 * 1024
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")

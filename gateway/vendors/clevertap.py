@@ -25,6 +25,7 @@ from sluice.gateway.dependencies import (
     WriteKeysDep,
 )
 from sluice.gateway.responses import JsonResponse
+from sluice.gateway.security import CLEVERTAP_ACCOUNT, CLEVERTAP_PASSCODE, requires
 from sluice.gateway.vendors.common import (
     VendorError,
     body_bytes,
@@ -42,7 +43,11 @@ from sluice.producer.events import Event, as_utc, utc_now
 from sluice.store.automations import active_automations, too_old_to_fire
 from sluice.store.definitions import MAX_CLEVERTAP_KEY_CHARS
 
-router = APIRouter(prefix="/compat/clevertap", tags=["clevertap"])
+router = APIRouter(
+    prefix="/compat/clevertap",
+    tags=["clevertap"],
+    dependencies=requires(CLEVERTAP_ACCOUNT, CLEVERTAP_PASSCODE),
+)
 
 LIMIT_BYTES = 32 * 1024
 MAX_VALUE_BYTES = 512

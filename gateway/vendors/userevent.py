@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 
 from sluice.gateway.dependencies import EventQueueDep, OutcomesDep, WriteKeysDep
 from sluice.gateway.responses import JsonResponse
+from sluice.gateway.security import WRITE_KEY_BEARER, requires
 from sluice.gateway.vendors.common import (
     VendorError,
     body_bytes,
@@ -24,7 +25,9 @@ from sluice.gateway.vendors.common import (
 from sluice.gateway.vendors.openapi import USER_EVENT_BODY, USER_EVENT_ERRORS
 from sluice.producer.events import EventKind, utc_now
 
-router = APIRouter(prefix="/compat/user-event", tags=["user-event"])
+router = APIRouter(
+    prefix="/compat/user-event", tags=["user-event"], dependencies=requires(WRITE_KEY_BEARER)
+)
 
 LIMIT_BYTES = 32 * 1024
 KINDS = {
