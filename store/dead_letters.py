@@ -113,10 +113,13 @@ def record_dead_letter(conn: Connection, letter: NewDeadLetter, now: datetime) -
 
 
 def list_dead_letters(
-    engine: Engine, workspace_id: str | None = None, limit: int = 50
+    engine: Engine, workspace_id: str | None = None, limit: int = 50, before_id: int | None = None
 ) -> list[dict[str, Any]]:
-    """The newest dead letters first (those with events of ``workspace_id`` only, if given)."""
+    """The newest dead letters first (those with events of ``workspace_id`` only, if given;
+    older than ``before_id``, if given: the next page)."""
     query = select(*_SUMMARY).order_by(dead_letters.c.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(dead_letters.c.id < before_id)
     if workspace_id is not None:
         query = query.where(
             dead_letters.c.id.in_(

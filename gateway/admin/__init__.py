@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from sluice.gateway.admin import (
     audit_log,
     automations,
+    dead_letters,
     definitions,
     deliveries,
     events,
@@ -28,7 +29,16 @@ from sluice.gateway.admin.problems import (
 def install(app: FastAPI) -> None:
     """Serve the control plane on ``app`` (``SLUICE_ADMIN_API``, on by default)."""
     router = APIRouter(prefix=ADMIN_PREFIX)
-    for resource in (workspaces, definitions, automations, events, deliveries, records, audit_log):
+    for resource in (
+        workspaces,
+        definitions,
+        automations,
+        events,
+        deliveries,
+        records,
+        dead_letters,
+        audit_log,
+    ):
         router.include_router(resource.router)
     app.include_router(router)
     app.add_exception_handler(Problem, render_problem)

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from sluice.cli import (
+    audit,
     automations,
     checks,
     contacts,
@@ -44,6 +45,7 @@ COMMANDS: tuple[click.Command, ...] = (
     purge.purge,
     events.events,
     tokens.token,
+    audit.audit,
 )
 
 

@@ -78,6 +78,9 @@ def test_the_openapi_document_is_valid_and_describes_every_route(
         ("post", "/admin/v1/workspaces/{workspace_id}/erasures"),
         ("get", "/admin/v1/workspaces/{workspace_id}/export"),
         ("get", "/admin/v1/workspaces/{workspace_id}/stats"),
+        ("get", "/admin/v1/dead-letters"),
+        ("get", "/admin/v1/dead-letters/{dead_letter_id}"),
+        ("post", "/admin/v1/dead-letters/{dead_letter_id}/replay"),
     }
     expected |= admin
     described = {(method, path) for path, item in document["paths"].items() for method in item}
@@ -248,7 +251,7 @@ def test_requests_generated_from_the_openapi_document_never_fail_the_gateway(
     credentials["/v1/events/{message_id}"] = credentials["/v1/track"]
     queue = redis.Redis.from_url(redis_url)
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-    assert len(operations) == 34
+    assert len(operations) == 37
     seen: Counter[tuple[str, int]] = Counter()
     for operation in operations:
 

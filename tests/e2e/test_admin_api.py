@@ -41,6 +41,9 @@ def routes(
             f"/admin/v1/workspaces/{ws}/write-key/rotate", json={"grace_s": 3600}
         ),
         "audit": lambda http, _: http.get("/admin/v1/audit"),
+        "list dead letters": lambda http, _: http.get("/admin/v1/dead-letters"),
+        "show dead letter": lambda http, _: http.get("/admin/v1/dead-letters/999999999"),
+        "replay dead letter": lambda http, _: http.post("/admin/v1/dead-letters/999999999/replay"),
         "list definitions": lambda http, _: http.get(definitions),
         "add definition": lambda http, kind: http.post(
             definitions, json={"format": "clevertap", "name": f"Made by {kind}"}
@@ -110,6 +113,24 @@ EXPECTED: dict[str, dict[str, int]] = {
         "other workspace": 403,
         "this workspace": 403,
         "cluster-wide": 200,
+    },
+    "list dead letters": {
+        "read-only": 200,
+        "other workspace": 403,
+        "this workspace": 403,
+        "cluster-wide": 200,
+    },
+    "show dead letter": {
+        "read-only": 404,
+        "other workspace": 403,
+        "this workspace": 403,
+        "cluster-wide": 404,
+    },
+    "replay dead letter": {
+        "read-only": 403,
+        "other workspace": 403,
+        "this workspace": 403,
+        "cluster-wide": 404,
     },
     "list definitions": READ,
     "add definition": {**WRITE, "this workspace": 201, "cluster-wide": 201},
@@ -469,3 +490,33 @@ def test_a_services_whole_setup_over_http_only(stack: Stack) -> None:
         assert admin.get(f"{base}/events/{message_id}").status_code == 404
         both = admin.post(f"{base}/erasures", json={"user_id": "u", "email": "a@x.io"})
         assert both.status_code == 422
+
+
+def test_sluice_audit_lists_the_writes_of_the_control_plane(stack: Stack) -> None:
+    import json
+    import os
+    import subprocess
+
+    from tests.processes import sluice_executable
+
+    made = create_token(stack.engine, "auditor")
+    answer = httpx.post(
+        f"{stack.gateway_url}/admin/v1/workspaces",
+        json={"name": "audited"},
+        headers={"Authorization": f"Bearer {made.token}"},
+        timeout=10,
+    )
+    assert answer.status_code == 201
+    env = {**os.environ, "SLUICE_DATABASE_URL": stack.database_url}
+    listed = subprocess.run(
+        [sluice_executable(), "audit", "--limit", "5", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    mine = [e for e in json.loads(listed.stdout) if e["token_id"] == made.info.token_id]
+    assert [(e["operation"], e["target"], e["outcome"]) for e in mine] == [
+        ("POST /admin/v1/workspaces", "/admin/v1/workspaces", 201)
+    ]
