@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from sluice.cli.embedded_redis import EmbeddedRedis, free_port
 from sluice.producer.wire import INGEST_QUEUE
+from sluice.producer.workspace_ids import announce
 from sluice.store.engine import make_engine, normalise_url
 from sluice.store.migrate import upgrade
 from sluice.store.schema import events, outcomes, repeats
@@ -153,7 +154,12 @@ class Stack:
         return redis.Redis.from_url(self.redis_url)
 
     def new_workspace(self) -> NewWorkspace:
-        return create_workspace(self.engine, f"test-{uuid.uuid4().hex[:8]}")
+        """A workspace made as `sluice workspace create` makes it: in the database, and
+        known on the stack's Redis (``sluice.producer.workspace_ids``)."""
+        created = create_workspace(self.engine, f"test-{uuid.uuid4().hex[:8]}")
+        with redis.Redis.from_url(self.redis_url) as client:
+            announce(client, [created.workspace_id])
+        return created
 
     def outcomes_of(self, workspace_id: str) -> dict[str, tuple[str, str | None]]:
         query = select(outcomes.c.message_id, outcomes.c.status, outcomes.c.reason).where(

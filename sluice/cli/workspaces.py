@@ -23,9 +23,25 @@ def workspace() -> None:
 @json_option
 def workspace_create(name: str, as_json: bool) -> None:
     """Create a workspace and print its id and write key (shown only this once)."""
+    import redis
+
+    from sluice.producer.workspace_ids import announce
     from sluice.store.workspaces import create_workspace
 
-    created = create_workspace(database_engine(), name)
+    settings = Settings()
+    created = create_workspace(database_engine(settings), name)
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=NOTICE_TIMEOUT_S, socket_connect_timeout=NOTICE_TIMEOUT_S
+    )
+    with client:
+        try:  # EventClient's check of its workspace id (sluice.producer.workspace_ids)
+            announce(client, [created.workspace_id])
+        except redis.RedisError as exc:
+            click.echo(
+                f"sluice: the new workspace is not yet known on Redis ({exc}); EventClient "
+                "refuses its id until a worker starts",
+                err=True,
+            )
     if as_json:
         click.echo(
             json.dumps({"workspace_id": created.workspace_id, "write_key": created.write_key})

@@ -28,7 +28,6 @@ from sqlalchemy.engine import make_url
 
 from sluice.actions import Action
 from sluice.cli.embedded_redis import free_port
-from sluice.producer import EventClient
 from sluice.producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER, register_serializer
 from sluice.store.automations import add_automation
 from sluice.store.engine import make_engine, normalise_url
@@ -45,6 +44,7 @@ from tests.processes import (
 )
 from tests.receiver import Receiver, Reply, running_receiver
 from tests.services import redis_db_of, service_missing, with_redis_db
+from tests.unchecked import send_unchecked
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "sluice.json"
 TASK_QUEUE = "metrics.tasks"
@@ -201,8 +201,11 @@ class Sender:
         self.requests[("unmatched", "GET", "404")] += 1
 
     def unknown_workspace(self) -> None:
-        with EventClient("no-such-workspace", broker_url=self.cluster.redis_url) as client:
-            message_id = client.send({"kind": "custom", "name": "Orphan", "user_id": "u"})
+        message_id = send_unchecked(
+            self.cluster.redis_url,
+            "no-such-workspace",
+            {"kind": "custom", "name": "Orphan", "user_id": "u"},
+        )
         self._expect("no-such-workspace", message_id, ("rejected", "invalid"), "client")
 
     def raw(self) -> None:
