@@ -33,7 +33,7 @@ from sluice.store.automations import add_automation
 from sluice.store.engine import make_engine, normalise_url
 from sluice.store.schema import outcomes, trigger_deliveries
 from sluice.store.workspaces import NewWorkspace, create_workspace
-from tests.conftest import CRASH_DB_OFFSET, STACK_DELIVERY_SETTINGS, sluice_env
+from tests.conftest import CRASH_DB_OFFSET, STACK_DELIVERY_SETTINGS, make_known, sluice_env
 from tests.processes import (
     DELIVERY_WORKER_COMMAND,
     GATEWAY_COMMAND,
@@ -124,6 +124,7 @@ def cluster(
             gateway.wait_for_http(f"http://127.0.0.1:{port}/metrics")
             deliverer.wait_for_log("deliverer ready")
             workspace = create_workspace(engine, f"metrics-{uuid.uuid4().hex[:8]}")
+            make_known(url, workspace.workspace_id)
             yield Cluster(url, f"http://127.0.0.1:{port}", engine, workspace, receiver, env, logs)
         finally:
             gateway.stop()
