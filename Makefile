@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run    install, then start the embedded stack (sluice dev)
+#   make run    install, then start the embedded stack (sluice dev); make run PORT=8001
 #   make test   install, then lint, type-check and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(BIN)/sluice dev
+	$(BIN)/sluice dev $(if $(PORT),--port $(PORT))
 
 test: lint
 	$(BIN)/python -m pytest

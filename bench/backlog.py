@@ -33,6 +33,7 @@ from throughput import (
 
 from sluice.producer import EventClient, keys
 from sluice.producer.wire import INGEST_QUEUE
+from sluice.producer.workspace_ids import announce
 from sluice.store.engine import make_engine
 from sluice.store.workspaces import create_workspace
 
@@ -69,6 +70,7 @@ def main() -> None:
     client = redis.Redis.from_url(redis_url)
     engine = make_engine(database_url)
     workspace_id = create_workspace(engine, "backlog").workspace_id
+    announce(client, [workspace_id])  # known on Redis, as `sluice workspace create` does
     events = workload("custom", 100_000)
     started = time.perf_counter()
     with EventClient(workspace_id, broker_url=redis_url, batch_events=args.batch) as sender:

@@ -45,6 +45,7 @@ from throughput import machine
 
 from sluice.actions import Action
 from sluice.producer import EventClient
+from sluice.producer.workspace_ids import announce
 from sluice.store.automations import add_automation
 from sluice.store.engine import make_engine
 from sluice.store.migrate import upgrade
@@ -176,6 +177,8 @@ def main() -> None:
     try:
         upgrade(engine)
         workspace = create_workspace(engine, "bench-deliverer")
+        with redis.Redis.from_url(args.redis_url) as known:  # as `sluice workspace create` does
+            announce(known, [workspace.workspace_id])
         receiver = subprocess.Popen(
             [sys.executable, "-c", RECEIVER, str(state)], stdout=subprocess.PIPE
         )

@@ -76,6 +76,7 @@ from sluice.cli.embedded_redis import free_port
 from sluice.producer import EventClient, PublishError
 from sluice.producer.events import as_utc
 from sluice.producer.wire import INGEST_QUEUE
+from sluice.producer.workspace_ids import announce
 from sluice.store.automations import OPEN, Automation, add_automation
 from sluice.store.engine import make_engine
 from sluice.store.schema import (
@@ -1266,6 +1267,10 @@ def warm_up(engine: Engine, stack: Stack) -> None:
     through the ingest worker and the deliverer: wait for its webhook (whatever command
     the deliverer runs, this says it is serving)."""
     workspace = create_workspace(engine, "faults-warm-up")
+    with redis.Redis.from_url(
+        stack.redis.url
+    ) as known:  # known on Redis, as `sluice workspace create` does
+        announce(known, [workspace.workspace_id])
     probe_automation(engine, workspace.workspace_id, stack.receiver.url)
     client = EventClient(workspace.workspace_id, broker_url=stack.redis.url)
     try:
@@ -1391,6 +1396,10 @@ def measure(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     url = start_sluice(stack, env)
     engine = make_engine(stack.postgres.url)
     workspace = create_workspace(engine, "faults")
+    with redis.Redis.from_url(
+        stack.redis.url
+    ) as known:  # known on Redis, as `sluice workspace create` does
+        announce(known, [workspace.workspace_id])
     automation = probe_automation(engine, workspace.workspace_id, stack.receiver.url)
     warm_up(engine, stack)
     plan = fault_plan(args)

@@ -44,6 +44,7 @@ from sluice.actions import Action
 from sluice.producer import EventClient
 from sluice.producer.events import Event, EventKind
 from sluice.producer.wire import INGEST_QUEUE
+from sluice.producer.workspace_ids import announce
 from sluice.rules import Verdict
 from sluice.rules.decisions import Decision
 from sluice.store.automations import add_automation, disable_automation
@@ -183,6 +184,10 @@ def measure(database_url: str, redis_url: str, args: argparse.Namespace) -> dict
     upgrade(engine)
     old_ws = create_workspace(engine, "old").workspace_id
     live_ws = create_workspace(engine, "live").workspace_id
+    with redis.Redis.from_url(
+        redis_url
+    ) as known:  # known on Redis, as `sluice workspace create` does
+        announce(known, [old_ws, live_ws])
     started = time.perf_counter()
     seed(engine, old_ws, args.events)
     print(

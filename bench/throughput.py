@@ -43,6 +43,7 @@ from sqlalchemy import Engine, func, select
 
 from sluice.cli.embedded_redis import EmbeddedRedis, free_port
 from sluice.producer import EventClient
+from sluice.producer.workspace_ids import announce
 from sluice.store.engine import make_engine
 from sluice.store.migrate import upgrade
 from sluice.store.schema import outcomes
@@ -480,6 +481,10 @@ def main() -> None:
     try:
         engine = make_engine(tagged_url(database_url))  # left out of the backends' CPU
         workspace = create_workspace(engine, "bench")
+        with redis.Redis.from_url(
+            redis_url
+        ) as known:  # known on Redis, as `sluice workspace create` does
+            announce(known, [workspace.workspace_id])
         workspace_id = workspace.workspace_id
         ours = run_sluice(args, engine, workspace, redis_url, database_url)
         theirs = None

@@ -95,6 +95,7 @@ from sluice.actions import Action
 from sluice.cli.embedded_redis import EmbeddedRedis
 from sluice.producer import EventClient, keys
 from sluice.producer.events import as_utc
+from sluice.producer.workspace_ids import announce
 from sluice.store.automations import add_automation
 from sluice.store.engine import make_engine, normalise_url
 from sluice.store.migrate import upgrade
@@ -775,6 +776,10 @@ class Leg:
     def workspace(self, phase: str, hooks: dict[str, str]) -> str:
         """A workspace with a webhook automation per event name (to the receiver's path)."""
         workspace_id = create_workspace(self.engine, f"bench-triggers-{phase}").workspace_id
+        with redis.Redis.from_url(
+            self.redis_url
+        ) as known:  # known on Redis, as `sluice workspace create` does
+            announce(known, [workspace_id])
         for event_name, path in hooks.items():
             add_automation(
                 self.engine,

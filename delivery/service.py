@@ -22,6 +22,7 @@ from sluice.ops.metrics.families import TRIGGERS
 from sluice.ops.metrics.tally import add_counts
 from sluice.settings import Settings
 from sluice.store.engine import make_engine
+from sluice.subscriptions import stop_listener
 from sluice.wakeups import listen_for_wakeups
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class DeliveryService:
             await deliverer.run(grace_s=settings.webhook_timeout_s)
         finally:
             self._loop = self._deliverer = None  # a restart makes new ones
-            listener.cancel()
+            await stop_listener(listener)
             if self.heartbeat is not None:
                 self.heartbeat.stop()
             await http.close()
@@ -125,6 +126,15 @@ class DeliveryThread:
                 time.sleep(RESTART_S)
 
 
+def worker_heartbeat(settings: Settings) -> Heartbeat | None:
+    """The heartbeat of a worker's deliverer: only when SLUICE_DELIVERER_HEARTBEAT_PATH is
+    set (``sluice dev`` sets it), so that a worker and a ``sluice deliverer`` of one host
+    never share the default file."""
+    if "deliverer_heartbeat_path" not in settings.model_fields_set:
+        return None
+    return Heartbeat(settings.deliverer_heartbeat_path)
+
+
 def delivery_step(settings: Settings) -> type[bootsteps.StartStopStep]:
     """A deliverer in a thread of the worker's main process, started once the pool is up,
     stopped with the worker after its attempts under way and their records. (A pool
@@ -140,7 +150,9 @@ def delivery_step(settings: Settings) -> type[bootsteps.StartStopStep]:
             self.thread: DeliveryThread | None = None
 
         def start(self, worker: Any) -> None:
-            self.thread = DeliveryThread(DeliveryService(settings, worker.app))
+            self.thread = DeliveryThread(
+                DeliveryService(settings, worker.app, worker_heartbeat(settings))
+            )
             self.thread.start()
 
         def stop(self, worker: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.requests import ClientDisconnect
@@ -21,6 +21,7 @@ from sluice.gateway.vendors.common import VendorError, render_vendor_error
 from sluice.gc_tuning import tune_collector
 from sluice.logs import OneLineRecord
 from sluice.settings import Settings
+from sluice.subscriptions import stop_listener
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,9 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             listen_for_rotations(gateway.settings.redis_url, gateway.keys.reload)
         )
         yield
-        notices.cancel()
-        with suppress(asyncio.CancelledError):
-            await notices
+        await stop_listener(notices)
         if gateway.committer is not None:
             await gateway.committer.drain()
         gateway.close()

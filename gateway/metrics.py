@@ -61,7 +61,21 @@ async def metrics_registry(
 RegistryDep = Annotated[CollectorRegistry, Depends(metrics_registry)]
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of the whole cluster",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Every Sluice metric, in the Prometheus text format.",
+            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+        },
+        503: {
+            "description": "Redis, which holds the counters, does not answer.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+    },
+)
 async def metrics(registry: RegistryDep) -> Response:
     """Every Sluice metric, cluster-wide; 503 (and a line saying why) while Redis, which
     holds the counters, does not answer."""

@@ -1,8 +1,9 @@
 """The gateway's health answers (docs/operations.md), all from the checks of
 ``sluice.ops.health.Readiness``: ``/livez`` answers while the process does; ``/readyz``
 runs every readiness check; ``/healthz`` (docs/api.md) answers for the Redis and database
-parts of them. ``/livez`` and ``/readyz`` stay out of the OpenAPI schema: they are for
-the platform that runs the gateway, not for API clients; ``/healthz`` is part of the API."""
+parts of them, a combined check of the services, not a liveness probe. All three are in the
+OpenAPI document: ``/livez`` and ``/readyz`` (with ``/metrics``) under ``operations``, for
+the platform that runs the gateway; ``/healthz`` beside the native API."""
 
 from __future__ import annotations
 
@@ -30,16 +31,27 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.readiness = None
 
 
-router = APIRouter(include_in_schema=False, lifespan=_lifespan)
+router = APIRouter(tags=["operations"], lifespan=_lifespan)
 health_router = APIRouter(tags=["native"])  # /healthz: in the API's schema, beside /v1/*
 
 
-@router.get("/livez")
+@router.get(
+    "/livez",
+    summary="Liveness: the gateway process answers (no service is checked)",
+    responses={200: {"description": 'The process serves requests: `{"status": "ok"}`.'}},
+)
 async def livez() -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    summary="Readiness: Redis, the broker, the database and its schema answer",
+    responses={
+        200: {"description": "Every check is `ok`: the gateway can take events."},
+        503: {"description": "A check failed: `checks` names it and why."},
+    },
+)
 async def readyz(readiness: ReadinessDep) -> JsonResponse:
     checks = await readiness.check(detail=False)  # the details go to the log
     ready = all(value == OK for value in checks.values())
@@ -51,8 +63,11 @@ async def readyz(readiness: ReadinessDep) -> JsonResponse:
 
 @health_router.get(
     "/healthz",
-    summary="Liveness: Redis and the database answer",
-    responses={503: {"description": "Redis or the database does not answer."}},
+    summary="Services check: Redis and the database answer",
+    responses={
+        200: {"description": "Redis and the database answer."},
+        503: {"description": "Redis or the database does not answer."},
+    },
 )
 async def healthz(readiness: ReadinessDep) -> JsonResponse:
     checks = await readiness.health()

@@ -5,7 +5,7 @@ The public surface, grouped by role:
 - client: ``EventClient``
 - model: ``Event``, ``EventKind``
 - transports: ``Transport``, ``BrokerTransport``, ``MemoryTransport``
-- errors: ``SluiceError``, ``InvalidEventError``, ``PublishError``
+- errors: ``SluiceError``, ``InvalidEventError``, ``UnknownWorkspaceError``, ``PublishError``
 
 Names load on first use, so ``sluice.producer.events`` (which ``sluice.rules`` imports)
 does not pull in Celery.
@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sluice.producer.client import EventClient
-    from sluice.producer.errors import InvalidEventError, PublishError, SluiceError
+    from sluice.producer.errors import (
+        InvalidEventError,
+        PublishError,
+        SluiceError,
+        UnknownWorkspaceError,
+    )
     from sluice.producer.events import Event, EventKind
     from sluice.producer.transport import BrokerTransport, MemoryTransport, Transport
 
@@ -32,6 +37,7 @@ _HOMES = {
     "SluiceError": "sluice.producer.errors",
     "InvalidEventError": "sluice.producer.errors",
     "PublishError": "sluice.producer.errors",
+    "UnknownWorkspaceError": "sluice.producer.errors",
 }
 
 __all__ = [
@@ -44,6 +50,7 @@ __all__ = [
     "PublishError",
     "SluiceError",
     "Transport",
+    "UnknownWorkspaceError",
 ]
 
 

@@ -10,10 +10,11 @@ import redis
 from pydantic import ValidationError
 
 from sluice.producer.envelope import describe_validation_error
-from sluice.producer.errors import InvalidEventError
+from sluice.producer.errors import InvalidEventError, UnknownWorkspaceError
 from sluice.producer.events import Event, utc_now
 from sluice.producer.publisher import DEFAULT_BATCH_EVENTS, open_publisher
 from sluice.producer.transport import Transport, is_redis_url
+from sluice.producer.workspace_ids import is_known
 
 EventInput = Event | Mapping[str, Any]
 
@@ -36,6 +37,12 @@ class EventClient:
     as queued, so ``GET /v1/events/{id}`` answers ``queued`` until a worker decides them.
     With a Redis broker, each batch is also journaled there until a worker has committed it
     (``sluice.producer.journal``): give the workers' ``SLUICE_REDIS_URL``.
+
+    With a Redis connection, the first call also checks that ``workspace_id`` is a known
+    workspace (``sluice.producer.workspace_ids``, written by the workers and ``sluice
+    workspace create``) and raises ``UnknownWorkspaceError``, queueing nothing, when it is
+    not; the answer is kept for the client's life. Where no worker has written the known
+    ids yet, or Redis does not answer the check, the events are queued unchecked.
     """
 
     def __init__(
@@ -60,6 +67,7 @@ class EventClient:
                 redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
             )
         self.workspace_id = workspace_id
+        self._workspace_checked = False
         self._source = source
         self._publisher = open_publisher(
             broker_url,
@@ -82,7 +90,22 @@ class EventClient:
         ]
         if not validated:
             return []
+        self._check_workspace()
         return self._publisher.publish(validated)
+
+    def _check_workspace(self) -> None:
+        if self._workspace_checked or self._redis is None:
+            return
+        try:
+            known = is_known(self._redis, self.workspace_id)
+        except redis.RedisError:
+            return  # asked again next time; the publish reports an unreachable Redis
+        if known is False:
+            raise UnknownWorkspaceError(
+                f"unknown workspace {self.workspace_id!r}: no such workspace "
+                "(`sluice workspace list` shows them); nothing was queued"
+            )
+        self._workspace_checked = True
 
     def _validate(self, event: EventInput, received_at: Any, index: int) -> Event:
         if isinstance(event, Event):

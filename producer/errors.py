@@ -4,6 +4,7 @@ Hierarchy::
 
     SluiceError
     ├── InvalidEventError   an event failed validation; nothing was queued
+    │   └── UnknownWorkspaceError   no such workspace; nothing was queued
     └── PublishError        the queue did not take the events (broker unreachable, full, ...)
 
 Foreign errors (kombu, redis-py, sockets) are translated into these at the transport edge,
@@ -21,6 +22,11 @@ class SluiceError(Exception):
 
 class InvalidEventError(SluiceError, ValueError):
     """An event does not fit the canonical model. Nothing from the call was queued."""
+
+
+class UnknownWorkspaceError(InvalidEventError):
+    """The client's workspace id is not one of the known workspaces (``sluice workspace
+    list``). Nothing from the call was queued."""
 
 
 class PublishError(SluiceError):

@@ -94,3 +94,9 @@ def retention_sweep_lock() -> str:
     """Held by the worker that applies the retention this interval, so that one purges at
     a time (string: the holder's random token, expires; extended while its purge runs)."""
     return f"{PREFIX}:retention-sweep"
+
+
+def known_workspaces() -> str:
+    """The ids of the workspaces that exist (set; the member ``""`` keeps it present when
+    none does), for ``EventClient`` to refuse an unknown one (``sluice.producer.workspace_ids``)."""
+    return f"{PREFIX}:workspaces:known"

@@ -156,8 +156,8 @@ class Settings(BaseSettings):
     # Health checks (docs/operations.md).
     deliverer_heartbeat_path: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / "sluice-deliverer.heartbeat",
-        description="the file `sluice deliverer` touches every poll; `sluice check deliverer` "
-        "reads its age",
+        description="the file `sluice deliverer` touches every poll (a delivering `sluice "
+        "worker` too, when this is set); `sluice check deliverer` reads its age",
     )
 
     @field_validator("bot_networks", mode="before")

@@ -1,7 +1,12 @@
 """Listening to a Redis publish/subscribe channel for as long as a process runs: hints
 such as the deliverers' wake-ups (``sluice.wakeups``) and the gateways' key
 rotation notices (``sluice.gateway.key_notices``). A hint lost while Redis is away is made
-up for by ``on_connect``, called on every (re)subscription."""
+up for by ``on_connect``, called on every (re)subscription.
+
+A listener is stopped with ``stop_listener``, not a single ``cancel``: redis-py's asyncio
+pub/sub can swallow a cancellation while it reads or reconnects (redis-py issue #2551), and
+a task that never ends keeps its process from exiting (a gateway that could not bind its
+port then hung on its shutdown)."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import redis.asyncio
 log = logging.getLogger(__name__)
 
 RECONNECT_S = 1.0
+CANCEL_EVERY_S = 0.1
 
 
 async def listen(
@@ -42,3 +48,13 @@ async def listen(
         finally:
             await client.aclose()
         await asyncio.sleep(RECONNECT_S)
+
+
+async def stop_listener(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` until it has ended: a cancellation redis-py swallowed is sent again
+    (module docstring)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_EVERY_S)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a listener ended on an error: %r", task.exception())

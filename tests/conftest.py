@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from sluice.cli.embedded_redis import EmbeddedRedis, free_port
 from sluice.producer.wire import INGEST_QUEUE
+from sluice.producer.workspace_ids import announce
 from sluice.store.engine import make_engine, normalise_url
 from sluice.store.migrate import upgrade
 from sluice.store.schema import events, outcomes, repeats
@@ -136,6 +137,13 @@ def sluice_env(redis_url: str, database_url: str, **extra: str) -> dict[str, str
     }
 
 
+def make_known(redis_url: str, *workspace_ids: str) -> None:
+    """Add workspaces made in the database to the known ids on ``redis_url``, as `sluice
+    workspace create` does (``sluice.producer.workspace_ids``): EventClient checks them."""
+    with redis.Redis.from_url(redis_url) as client:
+        announce(client, workspace_ids)
+
+
 @dataclass
 class Stack:
     """A running worker and gateway over one Redis and one database."""
@@ -152,8 +160,14 @@ class Stack:
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url)
 
-    def new_workspace(self) -> NewWorkspace:
-        return create_workspace(self.engine, f"test-{uuid.uuid4().hex[:8]}")
+    def new_workspace(self, *also_on: str) -> NewWorkspace:
+        """A workspace made as `sluice workspace create` makes it: in the database, and
+        known on the stack's Redis (``sluice.producer.workspace_ids``) and on the Redis URLs
+        ``also_on`` (a test's workers of their own)."""
+        created = create_workspace(self.engine, f"test-{uuid.uuid4().hex[:8]}")
+        for url in (self.redis_url, *also_on):
+            make_known(url, created.workspace_id)
+        return created
 
     def outcomes_of(self, workspace_id: str) -> dict[str, tuple[str, str | None]]:
         query = select(outcomes.c.message_id, outcomes.c.status, outcomes.c.reason).where(

@@ -8,6 +8,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
+from sluice.ops.known_workspaces import announce_all
 from sluice.ops.retention_sweep import RetentionThread
 from sluice.worker.ingest.resend import resend_lost_batches
 from sluice.worker.runtime import Runtime
@@ -91,3 +92,21 @@ def retention_step(runtime: Runtime) -> type[bootsteps.StartStopStep]:
                 self.thread.stop(timeout_s=30)  # it stops between two transactions
 
     return Retention
+
+
+def known_workspaces_step(runtime: Runtime) -> type[bootsteps.StartStopStep]:
+    """Every workspace id of the database written to Redis at start, for ``EventClient``'s
+    check (``sluice.ops.known_workspaces``); a failure is logged, the worker runs on."""
+
+    class KnownWorkspaces(bootsteps.StartStopStep):  # type: ignore[misc]
+        name = "sluice known workspaces"
+
+        def start(self, worker: Any) -> None:
+            try:
+                count = announce_all(runtime.store.engine, runtime.redis)
+            except Exception as exc:
+                log.warning("could not write the known workspace ids: %s", exc)
+                return
+            log.info("%d known workspace ids written to Redis", count)
+
+    return KnownWorkspaces

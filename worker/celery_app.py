@@ -14,7 +14,7 @@ from sluice.logs import use_log_format_in_celery
 from sluice.producer.transport import broker_transport_options, publish_retry_policy
 from sluice.producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER, register_serializer
 from sluice.settings import Settings
-from sluice.worker.bootsteps import journal_sweep_step, retention_step
+from sluice.worker.bootsteps import journal_sweep_step, known_workspaces_step, retention_step
 from sluice.worker.runtime import Runtime
 from sluice.worker.tasks import register_tasks
 
@@ -90,6 +90,7 @@ def create_app(
     register_tasks(app, runtime)
     app.steps["worker"].add(journal_sweep_step(runtime))
     app.steps["worker"].add(retention_step(runtime))
+    app.steps["worker"].add(known_workspaces_step(runtime))
     for step in steps:
         app.steps["worker"].add(step)
 

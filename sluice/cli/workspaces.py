@@ -23,12 +23,25 @@ def workspace() -> None:
 @json_option
 def workspace_create(name: str, as_json: bool) -> None:
     """Create a workspace and print its id and write key (shown only this once)."""
-    from sluice.store.workspaces import create_workspace
+    import redis
 
-    try:
-        created = create_workspace(database_engine(), name)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    from sluice.ops.known_workspaces import create_known_workspace
+
+    settings = Settings()
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=NOTICE_TIMEOUT_S, socket_connect_timeout=NOTICE_TIMEOUT_S
+    )
+    with client:
+        try:
+            created, known = create_known_workspace(database_engine(settings), client, name)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if not known:  # EventClient's check of its workspace id (sluice.producer.workspace_ids)
+        click.echo(
+            "sluice: the new workspace is not yet known on Redis; EventClient refuses its id "
+            "until a worker starts",
+            err=True,
+        )
     if as_json:
         click.echo(
             json.dumps({"workspace_id": created.workspace_id, "write_key": created.write_key})

@@ -14,9 +14,11 @@ from sluice.producer import (
     InvalidEventError,
     MemoryTransport,
     PublishError,
+    UnknownWorkspaceError,
     keys,
 )
 from sluice.producer.wire import INGEST_QUEUE
+from sluice.producer.workspace_ids import announce, forget
 
 
 def test_send_returns_message_ids_and_keeps_given_ones() -> None:
@@ -120,3 +122,30 @@ def test_an_order_id_longer_than_the_database_holds_raises() -> None:
     with pytest.raises(InvalidEventError, match="order_id"):
         client.send({**confirmation, "order_id": "o" * 300})
     assert transport.envelopes == []
+
+
+def test_an_unknown_workspace_is_refused_once_the_known_ids_exist(isolated_redis_url: str) -> None:
+    queue = redis.Redis.from_url(isolated_redis_url)
+    # No known ids written yet (workers of an older release): sent as before.
+    with EventClient("ws-old", broker_url=isolated_redis_url) as client:
+        client.send({"kind": "custom", "name": "E"})
+    assert queue.llen(INGEST_QUEUE) == 1
+    announce(queue, ["ws-known"])
+    with EventClient("ws-typo", broker_url=isolated_redis_url) as client:
+        for _ in range(2):  # refused every time, queueing nothing
+            with pytest.raises(UnknownWorkspaceError, match="ws-typo"):
+                client.send({"kind": "custom", "name": "E"})
+    assert queue.llen(INGEST_QUEUE) == 1
+    with EventClient("ws-known", broker_url=isolated_redis_url) as client:
+        client.send({"kind": "custom", "name": "E"})
+        forget(queue, "ws-known")  # the answer is kept for the client's life
+        client.send({"kind": "custom", "name": "E"})
+    assert queue.llen(INGEST_QUEUE) == 3
+    with (
+        EventClient("ws-known", broker_url=isolated_redis_url) as client,
+        pytest.raises(UnknownWorkspaceError),
+    ):
+        client.send({"kind": "custom", "name": "E"})
+    # The marker member is no workspace id.
+    with EventClient("", broker_url=isolated_redis_url) as client, pytest.raises(InvalidEventError):
+        client.send({"kind": "custom", "name": "E"})

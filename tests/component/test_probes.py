@@ -34,6 +34,9 @@ def unmigrated_url(tmp_path: Path) -> Iterator[str]:
     yield f"sqlite:///{tmp_path / 'empty.db'}"
 
 
+PROBES = ("/livez", "/readyz", "/healthz", "/metrics")
+
+
 def test_readyz_names_the_schema_until_the_database_is_migrated(
     isolated_redis_url: str, unmigrated_url: str
 ) -> None:
@@ -69,12 +72,22 @@ def test_readyz_names_the_schema_until_the_database_is_migrated(
         assert client.get("/readyz").status_code == 200
 
 
-def test_the_probes_stay_out_of_the_api_schema(isolated_redis_url: str, database_url: str) -> None:
+def test_the_openapi_document_says_what_each_probe_checks(
+    isolated_redis_url: str, database_url: str
+) -> None:
     settings = Settings(redis_url=isolated_redis_url, database_url=database_url)
-    with TestClient(create_app(settings)) as client:
-        paths = client.get("/openapi.json").json()["paths"]
-        assert "/v1/track" in paths
-        assert "/livez" not in paths and "/readyz" not in paths
+    paths = create_app(settings).openapi()["paths"]
+    assert "/v1/track" in paths
+    summaries = {path: paths[path]["get"]["summary"] for path in PROBES}
+    assert summaries["/livez"].startswith("Liveness")  # README: /livez is the liveness probe
+    assert "Liveness" not in summaries["/healthz"]  # it checks Redis and the database
+    assert summaries["/readyz"].startswith("Readiness")
+    for path in PROBES:
+        responses = paths[path]["get"]["responses"]
+        assert all(answer.get("description") for answer in responses.values()), path
+    for path in ("/readyz", "/healthz", "/metrics"):
+        assert "503" in paths[path]["get"]["responses"], path
+    assert "text/plain" in next(iter(paths["/metrics"]["get"]["responses"]["200"]["content"]))
 
 
 def test_an_unreachable_redis_fails_redis_and_broker_within_the_timeout(

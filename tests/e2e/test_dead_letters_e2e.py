@@ -186,7 +186,7 @@ def test_a_batch_dead_lettered_for_a_cause_since_fixed_gets_real_verdicts_when_r
     stack: Stack, impatient_worker: tuple[dict[str, str], Path]
 ) -> None:
     env, log = impatient_worker
-    ws = stack.new_workspace().workspace_id
+    ws = stack.new_workspace(env["SLUICE_REDIS_URL"]).workspace_id
     client = redis.Redis.from_url(env["SLUICE_REDIS_URL"])
     sqlite = make_url(stack.database_url).get_backend_name() == "sqlite"
     with events_blocked(stack.database_url, ws) as fix:

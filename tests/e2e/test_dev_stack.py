@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,19 +97,20 @@ def _descendants(pid: int) -> list[int]:
 
 
 @contextmanager
-def running_dev(directory: Path) -> Iterator[DevStack]:
+def running_dev(directory: Path, *, port_from_env: bool = False) -> Iterator[DevStack]:
     """``sluice dev`` run in ``directory`` (its data in ``directory/.sluice``, the default),
-    on a free port, its gateway answering."""
+    on a free port (``--port``, or SLUICE_GATEWAY_PORT), its gateway answering."""
     if not sys.platform.startswith("linux"):
         pytest.skip("reads /proc")
     directory.mkdir(parents=True, exist_ok=True)
     port, mark = free_port(), uuid.uuid4().hex
     log_path = directory / "dev.log"
+    chosen = {"SLUICE_GATEWAY_PORT": str(port)} if port_from_env else {}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sluice_executable(), "dev", "--port", str(port)],
+            [sluice_executable(), "dev", *([] if port_from_env else ["--port", str(port)])],
             cwd=directory,
-            env={**_clean_env(), MARK: mark},
+            env={**_clean_env(), MARK: mark, **chosen},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -275,6 +276,43 @@ def test_commands_beside_the_dev_stack_use_its_database_with_nothing_exported(
     counted = _sluice(directory, "stats", "--json")
     assert counted.returncode == 0, counted.stderr
     assert json.loads(counted.stdout)["total"]["events"] >= 0
+
+
+def test_the_dev_stack_takes_its_port_from_the_environment_and_passes_its_checks(
+    tmp_path: Path,
+) -> None:
+    """SLUICE_GATEWAY_PORT chooses the port; the health checks beside the stack find its
+    gateway (dev.env) and its deliverer's heartbeat; the banner gives the broker URL a
+    Python producer needs."""
+    directory = tmp_path / "project"
+    with running_dev(directory, port_from_env=True) as stack:
+        broker_url = stack.settings()["SLUICE_BROKER_URL"]
+        assert f"broker     {broker_url}" in stack.log.read_text()
+        gateway = _sluice(directory, "check", "gateway")
+        assert gateway.returncode == 0, gateway.stdout + gateway.stderr
+        assert "gateway: ready" in gateway.stdout
+        assert until_check(["deliverer"], directory, _sluice), stack.log_text()
+        heartbeat = Path(stack.settings()["SLUICE_DELIVERER_HEARTBEAT_PATH"])
+        assert heartbeat.parent == stack.data_dir
+        stack.process.send_signal(signal.SIGTERM)
+        stack.process.wait(timeout=STOP_BOUND_S)
+    assert not heartbeat.exists()  # a stopped stack fails its check at once
+
+
+def until_check(
+    args: list[str],
+    directory: Path,
+    run: Callable[..., subprocess.CompletedProcess[str]],
+    timeout_s: float = 60,
+) -> bool:
+    """Whether ``sluice check ARGS`` passes within ``timeout_s`` (the deliverer starts once
+    the worker's pool is up)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if run(directory, "check", *args).returncode == 0:
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def test_an_unmigrated_database_gets_run_sluice_migrate_not_a_traceback(tmp_path: Path) -> None:

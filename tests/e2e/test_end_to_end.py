@@ -3,6 +3,10 @@ process (`sluice worker`) → the database, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import uuid
 from typing import Any
 
 import httpx
@@ -12,7 +16,7 @@ from celery import Celery
 from segment.analytics.client import Client as SegmentClient
 from sqlalchemy import select
 
-from sluice.producer import Event, EventClient, EventKind, keys
+from sluice.producer import Event, EventClient, EventKind, UnknownWorkspaceError, keys
 from sluice.producer.envelope import Envelope
 from sluice.producer.transport import BrokerTransport
 from sluice.producer.wire import (
@@ -22,7 +26,9 @@ from sluice.producer.wire import (
     register_serializer,
 )
 from sluice.store.schema import dead_letters, events
-from tests.conftest import Stack
+from tests.conftest import Stack, sluice_env
+from tests.processes import sluice_executable
+from tests.unchecked import send_unchecked
 
 ACCEPTED = ("accepted", None)
 
@@ -243,10 +249,36 @@ def test_a_bad_event_is_rejected_its_siblings_accepted_and_poison_is_dead_letter
 
 
 def test_events_of_an_unknown_workspace_are_rejected_not_lost(stack: Stack) -> None:
-    with EventClient("no-such-workspace", broker_url=stack.redis_url) as client:
-        message_id = client.send({"kind": "custom", "name": "Orphan", "user_id": "u"})
+    """From a producer that does not check the id (the client does: the next test)."""
+    fields = {"kind": "custom", "name": "Orphan", "user_id": "u"}
+    message_id = send_unchecked(stack.redis_url, "no-such-workspace", fields)
     outcome = stack.wait_for_outcomes("no-such-workspace", [message_id])[message_id]
     assert outcome == ("rejected", "invalid")
+
+
+def test_the_client_refuses_an_unknown_workspace_and_queues_nothing(stack: Stack) -> None:
+    """The stack's worker wrote the known ids when it started; `sluice workspace create`
+    adds a new one at once, and the client takes it."""
+    unknown = f"ws-{uuid.uuid4().hex[:8]}"
+    orphan = {"kind": "custom", "name": "Orphan", "user_id": "u", "message_id": "m1"}
+    with (
+        EventClient(unknown, broker_url=stack.redis_url) as client,
+        pytest.raises(UnknownWorkspaceError, match=unknown),
+    ):
+        client.send(orphan)
+    assert not stack.redis.exists(keys.pending(unknown, "m1"))
+    created = subprocess.run(
+        [sluice_executable(), "workspace", "create", "fresh", "--json"],
+        env={**os.environ, **sluice_env(stack.redis_url, stack.database_url)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
+    workspace_id = json.loads(created.stdout)["workspace_id"]
+    with EventClient(workspace_id, broker_url=stack.redis_url) as client:
+        message_id = client.send({"kind": "custom", "name": "Signed Up", "user_id": "u"})
+    assert stack.wait_for_outcomes(workspace_id, [message_id])[message_id][0] == "accepted"
 
 
 def _kinds(stack: Stack, workspace_id: str) -> dict[str, str]:

@@ -28,13 +28,12 @@ from sqlalchemy.engine import make_url
 
 from sluice.actions import Action
 from sluice.cli.embedded_redis import free_port
-from sluice.producer import EventClient
 from sluice.producer.wire import INGEST_QUEUE, INGEST_TASK, SERIALIZER, register_serializer
 from sluice.store.automations import add_automation
 from sluice.store.engine import make_engine, normalise_url
 from sluice.store.schema import outcomes, trigger_deliveries
 from sluice.store.workspaces import NewWorkspace, create_workspace
-from tests.conftest import CRASH_DB_OFFSET, STACK_DELIVERY_SETTINGS, sluice_env
+from tests.conftest import CRASH_DB_OFFSET, STACK_DELIVERY_SETTINGS, make_known, sluice_env
 from tests.processes import (
     DELIVERY_WORKER_COMMAND,
     GATEWAY_COMMAND,
@@ -45,6 +44,7 @@ from tests.processes import (
 )
 from tests.receiver import Receiver, Reply, running_receiver
 from tests.services import redis_db_of, service_missing, with_redis_db
+from tests.unchecked import send_unchecked
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "sluice.json"
 TASK_QUEUE = "metrics.tasks"
@@ -124,6 +124,7 @@ def cluster(
             gateway.wait_for_http(f"http://127.0.0.1:{port}/metrics")
             deliverer.wait_for_log("deliverer ready")
             workspace = create_workspace(engine, f"metrics-{uuid.uuid4().hex[:8]}")
+            make_known(url, workspace.workspace_id)
             yield Cluster(url, f"http://127.0.0.1:{port}", engine, workspace, receiver, env, logs)
         finally:
             gateway.stop()
@@ -201,8 +202,11 @@ class Sender:
         self.requests[("unmatched", "GET", "404")] += 1
 
     def unknown_workspace(self) -> None:
-        with EventClient("no-such-workspace", broker_url=self.cluster.redis_url) as client:
-            message_id = client.send({"kind": "custom", "name": "Orphan", "user_id": "u"})
+        message_id = send_unchecked(
+            self.cluster.redis_url,
+            "no-such-workspace",
+            {"kind": "custom", "name": "Orphan", "user_id": "u"},
+        )
         self._expect("no-such-workspace", message_id, ("rejected", "invalid"), "client")
 
     def raw(self) -> None:

@@ -280,7 +280,7 @@ def test_an_update_waits_out_the_grace_period_for_its_user(
     stack: Stack, crash_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = {**crash_env, "SLUICE_UNKNOWN_USER_GRACE_S": "3"}
-    ws = stack.new_workspace().workspace_id
+    ws = stack.new_workspace(env["SLUICE_REDIS_URL"]).workspace_id
     worker = SluiceProcess(WORKER_COMMAND, env, tmp_path / "worker.log").start()
     try:
         worker.wait_for_log(" ready.")

@@ -24,7 +24,7 @@ from sluice.producer import EventClient
 from sluice.store.automations import add_automation
 from sluice.store.schema import delivery_attempts, events, outcomes, trigger_deliveries
 from sluice.store.workspaces import configure_workspace, create_workspace
-from tests.conftest import CRASH_DB_OFFSET, STACK_DELIVERY_SETTINGS, Stack, sluice_env
+from tests.conftest import CRASH_DB_OFFSET, STACK_DELIVERY_SETTINGS, Stack, make_known, sluice_env
 from tests.processes import WORKER_COMMAND, SluiceProcess, sluice_executable, with_option
 from tests.receiver import Reply, running_receiver
 from tests.services import redis_db_of, with_redis_db
@@ -99,6 +99,7 @@ def test_purge_while_ingesting_removes_the_old_and_loses_nothing_new(
     engine = stack.engine
     ws = create_workspace(engine, "purged").workspace_id
     other = create_workspace(engine, "untouched").workspace_id
+    make_known(url, ws, other)
     now = datetime.now(UTC)
     long_ago = now - timedelta(days=400)
     with running_receiver() as receiver:
@@ -182,6 +183,7 @@ def test_the_worker_applies_the_retention_by_default_and_per_workspace(
     by_default = create_workspace(engine, "30 days by default").workspace_id
     shorter = create_workspace(engine, "7 days").workspace_id
     forever = create_workspace(engine, "keeps everything").workspace_id
+    make_known(stack.redis_url, by_default, shorter, forever)
     configure_workspace(engine, shorter, {"retention_days": "7"})
     configure_workspace(engine, forever, {"retention_days": "0"})
     now = datetime.now(UTC)

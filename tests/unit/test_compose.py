@@ -54,7 +54,12 @@ def test_services_run_the_documented_commands(compose: dict[str, Any]) -> None:
     assert services["gateway"]["command"] == GATEWAY_COMMAND
     assert services["worker"]["command"] == WORKER_COMMAND
     assert services["deliverer"]["command"] == DELIVERY_WORKER_COMMAND
-    assert services["flower"]["command"] == ["sluice", "flower", "--port=5555"]
+    assert services["flower"]["command"] == [
+        "sluice",
+        "flower",
+        "--address=0.0.0.0",
+        "--port=5555",
+    ]
 
 
 def test_redis_keeps_the_queue(compose: dict[str, Any]) -> None:

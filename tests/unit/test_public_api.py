@@ -16,6 +16,7 @@ def test_exported_members() -> None:
         "PublishError",
         "SluiceError",
         "Transport",
+        "UnknownWorkspaceError",
     ]
     for name in producer.__all__:
         assert getattr(producer, name).__module__.startswith("sluice.producer.")
