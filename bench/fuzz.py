@@ -2,9 +2,10 @@
 
 Starts ``sluice gateway`` against the given database and Redis, loads ``/openapi.json`` and
 sends ``--examples`` generated requests per operation (valid and invalid cases, NUL
-characters allowed), with the workspace's real credentials so that cases reach the body
-handling, the definition lookups and the outcome reads. Prints the answers by status and
-every answer of 500 or more; exits 1 if there was one.
+characters allowed), with the workspace's real credentials (a cluster-wide admin token for
+the control plane, half its cases on the real workspace) so that cases reach the body
+handling, the definition lookups, the outcome reads and the admin resources. Prints the
+answers by status and every answer of 500 or more; exits 1 if there was one.
 
     python bench/fuzz.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test \\
         --redis-url redis://127.0.0.1:6379/13
@@ -34,6 +35,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from sluice.cli.embedded_redis import EmbeddedRedis, free_port
+from sluice.store.admin_tokens import create_token
 from sluice.store.definitions import add_definition
 from sluice.store.engine import make_engine
 from sluice.store.migrate import upgrade
@@ -43,7 +45,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from throughput import machine
 
 
-def credentials(workspace_id: str, key: str, bunce_event: str) -> dict[str, dict[str, str]]:
+def credentials(
+    workspace_id: str, key: str, bunce_event: str, admin_token: str
+) -> dict[str, dict[str, str]]:
     """Per path, the headers that authenticate as the workspace (the route's own scheme);
     under ``platformly`` and ``bunce``, what goes in their bodies instead."""
     basic = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
@@ -62,6 +66,7 @@ def credentials(workspace_id: str, key: str, bunce_event: str) -> dict[str, dict
         },
         "platformly": {"api_key": key},
         "bunce": {"event_id": bunce_event},
+        "admin": {"Authorization": f"Bearer {admin_token}"},
     }
 
 
@@ -114,7 +119,13 @@ def fuzz(base: str, authenticate: dict[str, dict[str, str]], examples: int) -> d
                     case.body["api_key"] = authenticate["platformly"]["api_key"]
                 elif case.path.startswith("/compat/bunce"):
                     case.body["event_id"] = authenticate["bunce"]["event_id"]
-            headers = {**(case.headers or {}), **authenticate.get(case.path, {})}
+            if case.path.startswith("/admin/"):
+                if calls % 2 == 0 and "workspace_id" in (case.path_parameters or {}):
+                    case.path_parameters["workspace_id"] = workspace_id  # reach past the 404
+                route_headers = authenticate["admin"]
+            else:
+                route_headers = authenticate.get(case.path, {})
+            headers = {**(case.headers or {}), **route_headers}
             response = case.call(base_url=base, headers=headers, timeout=30)
             statuses[response.status_code] += 1
             by_operation[f"{case.method} {case.path}"] += 1
@@ -170,7 +181,12 @@ def main() -> None:
     try:
         found = fuzz(
             base,
-            credentials(workspace.workspace_id, workspace.write_key, bunce.definition_id),
+            credentials(
+                workspace.workspace_id,
+                workspace.write_key,
+                bunce.definition_id,
+                create_token(engine, "fuzz").token,
+            ),
             args.examples,
         )
     finally:

@@ -44,22 +44,7 @@ def add_definition(
     being migrated); by default a new uuid4 is made."""
     params = params or {}
     required = required or []
-    if not name or len(name) > 200:
-        raise ValueError("a definition needs a name of 1 to 200 characters")
-    if format == "bunce":
-        if required:
-            raise ValueError("--required is for clevertap definitions; bunce uses --param")
-        bad = {key: kind for key, kind in params.items() if kind not in BUNCE_TYPES}
-        if bad:
-            raise ValueError(f"unknown parameter type(s) {bad}; known: {', '.join(BUNCE_TYPES)}")
-        if "email" in params:
-            raise ValueError("email is always part of a bunce payload; do not declare it")
-    else:
-        if params:
-            raise ValueError("--param is for bunce definitions; clevertap uses --required")
-        long = [key for key in required if len(key) > MAX_CLEVERTAP_KEY_CHARS]
-        if long:
-            raise ValueError(f"keys over {MAX_CLEVERTAP_KEY_CHARS} characters: {long}")
+    check_definition(format, name, params, required)
     if definition_id is not None:
         definition_id = str(uuid.UUID(definition_id))  # ValueError for a malformed one
     definition = Definition(
@@ -89,6 +74,28 @@ def add_definition(
                 "exists already"
             ) from exc
     return definition
+
+
+def check_definition(
+    format: Format, name: str, params: dict[str, str], required: list[str]
+) -> None:
+    """``ValueError`` (saying why) for a definition ``add_definition`` would refuse."""
+    if not name or len(name) > 200:
+        raise ValueError("a definition needs a name of 1 to 200 characters")
+    if format == "bunce":
+        if required:
+            raise ValueError("--required is for clevertap definitions; bunce uses --param")
+        bad = {key: kind for key, kind in params.items() if kind not in BUNCE_TYPES}
+        if bad:
+            raise ValueError(f"unknown parameter type(s) {bad}; known: {', '.join(BUNCE_TYPES)}")
+        if "email" in params:
+            raise ValueError("email is always part of a bunce payload; do not declare it")
+    else:
+        if params:
+            raise ValueError("--param is for bunce definitions; clevertap uses --required")
+        long = [key for key in required if len(key) > MAX_CLEVERTAP_KEY_CHARS]
+        if long:
+            raise ValueError(f"keys over {MAX_CLEVERTAP_KEY_CHARS} characters: {long}")
 
 
 def find_definition(

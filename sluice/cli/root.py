@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from sluice.cli import (
+    apply,
     audit,
     automations,
     checks,
@@ -46,6 +47,7 @@ COMMANDS: tuple[click.Command, ...] = (
     events.events,
     tokens.token,
     audit.audit,
+    apply.apply_file,
 )
 
 

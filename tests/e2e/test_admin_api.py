@@ -62,6 +62,17 @@ def routes(
         "rotate webhook secret": lambda http, _: http.post(
             f"{automations}/{webhook}/secret/rotate"
         ),
+        "list events": lambda http, _: http.get(f"/admin/v1/workspaces/{ws}/events"),
+        "show event": lambda http, _: http.get(f"/admin/v1/workspaces/{ws}/events/no-such"),
+        "list deliveries": lambda http, _: http.get(f"{automations}/{webhook}/deliveries"),
+        "retry trigger": lambda http, _: http.post(
+            f"/admin/v1/workspaces/{ws}/triggers/trg_no_such/retry"
+        ),
+        "erase a contact": lambda http, _: http.post(
+            f"/admin/v1/workspaces/{ws}/erasures", json={"email": "nobody@example.com"}
+        ),
+        "export": lambda http, _: http.get(f"/admin/v1/workspaces/{ws}/export"),
+        "stats": lambda http, _: http.get(f"/admin/v1/workspaces/{ws}/stats"),
     }
 
 
@@ -142,6 +153,13 @@ EXPECTED: dict[str, dict[str, int]] = {
     "disable automation": WRITE,
     "delete automation": {**WRITE, "this workspace": 204, "cluster-wide": 204},
     "rotate webhook secret": WRITE,
+    "list events": READ,
+    "show event": {**READ, "read-only": 404, "this workspace": 404, "cluster-wide": 404},
+    "list deliveries": READ,
+    "retry trigger": {**WRITE, "this workspace": 404, "cluster-wide": 404},
+    "erase a contact": WRITE,
+    "export": READ,
+    "stats": READ,
 }
 
 
