@@ -16,6 +16,7 @@ Nothing the file does not name is removed: what is left alone is counted in the 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -47,6 +48,12 @@ class DeclaredAction(_Strict):
     url: str | None = None
     name: str | None = None
     queue: str | None = None
+
+    @model_validator(mode="after")
+    def queue_is_for_tasks(self) -> DeclaredAction:
+        if self.queue is not None and self.type != "task":
+            raise ValueError("queue goes with a task action")
+        return self
 
     @property
     def target(self) -> str | None:
@@ -141,6 +148,14 @@ def _workspace_steps(
 ) -> Callable[[], None]:
     """Check one workspace against the database, add its changes to ``plan``, and return
     the step that makes them."""
+    if not wanted.name.strip():
+        raise ApplyError("a workspace name cannot be blank")
+    pairs = [(d.format, d.name) for d in wanted.definitions]
+    twice = sorted({pair for pair in pairs if pairs.count(pair) > 1})
+    if twice:
+        raise ApplyError(
+            f"{wanted.name!r} declares the {twice[0][0]} definition {twice[0][1]!r} twice"
+        )
     found = _workspace_ids(engine, wanted.name)
     if len(found) > 1:
         raise ApplyError(f"{len(found)} workspaces are named {wanted.name!r}: rename one first")
@@ -170,6 +185,8 @@ def _workspace_steps(
                 check_definition(
                     definition.format, definition.name, definition.params, definition.required
                 )
+                if definition.id is not None:
+                    uuid.UUID(definition.id)
             except ValueError as exc:
                 raise ApplyError(f"{wanted.name!r}, definition {definition.name!r}: {exc}") from exc
             new_definitions.append(definition)
@@ -197,18 +214,16 @@ def _workspace_steps(
     wanted_ids = set()
     for automation in wanted.automations:
         action = automation.action
-        key = identity(automation.on, automation.where, action.type, action.target, action.queue)
+        try:  # what would be stored (a task's default queue, say) is its identity
+            checked = ACTIONS[Action(action.type)].checked(
+                action.target, action.queue, allow_private=allow_private_webhooks
+            )
+        except ValueError as exc:
+            raise ApplyError(f"{wanted.name!r}, automation on {automation.on!r}: {exc}") from exc
+        key = identity(automation.on, automation.where, action.type, checked.target, checked.queue)
         wanted_ids.add(key)
         current_automation = have.get(key)
         if current_automation is None:
-            try:
-                ACTIONS[Action(action.type)].checked(
-                    action.target, action.queue, allow_private=allow_private_webhooks
-                )
-            except ValueError as exc:
-                raise ApplyError(
-                    f"{wanted.name!r}, automation on {automation.on!r}: {exc}"
-                ) from exc
             new_automations.append(automation)
             plan.changes.append(
                 f"add {action.type} automation on {automation.on!r} to {wanted.name!r}"

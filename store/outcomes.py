@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, select
+from sqlalchemy import Engine, and_, func, select
 
 from sluice.producer.events import as_utc
 from sluice.rules import Reason, Status
@@ -162,10 +162,11 @@ def outcome_page(
         (outcomes.c.reason, reason),
         (outcomes.c.name, name),
         (events.c.user_id, user_id),
-        (events.c.email, email),
     ):
         if value is not None:
             query = query.where(column == value)
+    if email is not None:  # stored as sent; found whatever its case
+        query = query.where(func.lower(events.c.email) == email.lower())
     if before_id is not None:
         query = query.where(outcomes.c.id < before_id)
     if since is not None:

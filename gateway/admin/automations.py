@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sluice.actions import Action
 from sluice.gateway.admin.access import ScopedWorkspace
-from sluice.gateway.admin.pages import Cursor, Limit, decode_cursor, page
+from sluice.gateway.admin.pages import Cursor, Limit, after_time_and_id, page
 from sluice.gateway.admin.problems import blocking, invalid, not_found
 from sluice.gateway.dependencies import DatabaseDep, SettingsDep
 from sluice.gateway.responses import JsonResponse
@@ -59,15 +59,6 @@ class AutomationChange(BaseModel):
     enabled: bool
 
 
-def _position(cursor: str | None) -> tuple[str, str] | None:
-    after = decode_cursor(cursor)
-    if after is None:
-        return None
-    if len(after) != 2 or not all(isinstance(part, str) for part in after):
-        raise invalid([{"field": "cursor", "message": "not a cursor this API gave"}])
-    return after[0], after[1]
-
-
 async def _shown(database: object, workspace_id: str, automation_id: str) -> JsonResponse:
     found = await blocking(show_automation, database, workspace_id, automation_id[:64])
     if found is None:
@@ -79,7 +70,7 @@ async def _shown(database: object, workspace_id: str, automation_id: str) -> Jso
 async def listed(
     workspace_id: ScopedWorkspace, database: DatabaseDep, limit: Limit = 50, cursor: Cursor = None
 ) -> JsonResponse:
-    after = _position(cursor)
+    after = after_time_and_id(cursor)
     found = await blocking(
         lambda: list_automations(
             database, workspace_id, newest_first=True, limit=limit + 1, after=after
@@ -157,4 +148,4 @@ async def new_secret(
         raise invalid([{"field": "automation_id", "message": str(exc)}], str(exc)) from exc
     if secret is None:
         raise not_found("automation")
-    return JsonResponse({"automation_id": automation_id, "secret": secret})
+    return JsonResponse({"automation_id": automation_id[:64], "secret": secret})

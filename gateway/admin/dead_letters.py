@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 
 from sluice.gateway.admin.access import ClusterToken
-from sluice.gateway.admin.pages import Cursor, Limit, decode_cursor, page
+from sluice.gateway.admin.pages import MAX_ROW_ID, Cursor, Limit, before_row_id, page
 from sluice.gateway.admin.problems import blocking, invalid, not_found
 from sluice.gateway.dependencies import DatabaseDep, collaborators
 from sluice.gateway.responses import JsonResponse
@@ -18,6 +18,7 @@ from sluice.producer.events import utc_now
 from sluice.store.dead_letters import list_dead_letters, show_dead_letter
 
 router = APIRouter(prefix="/dead-letters", tags=["admin: dead letters"])
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 
 
 @router.get("", summary="Dead letters, newest first")
@@ -28,20 +29,16 @@ async def listed(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> JsonResponse:
-    after = decode_cursor(cursor)
-    if after is not None and not (len(after) == 1 and isinstance(after[0], int)):
-        raise invalid([{"field": "cursor", "message": "not a cursor this API gave"}])
+    before_id = before_row_id(cursor)
     if workspace_id is not None and "\x00" in workspace_id:
         raise invalid([{"field": "workspace_id", "message": "no workspace has this id"}])
-    found = await blocking(
-        list_dead_letters, database, workspace_id, limit + 1, None if after is None else after[0]
-    )
+    found = await blocking(list_dead_letters, database, workspace_id, limit + 1, before_id)
     chosen = found[:limit]
     return JsonResponse(page(chosen, [chosen[-1]["id"]] if len(found) > limit else None))
 
 
 @router.get("/{dead_letter_id}", summary="One dead letter: its error and its message")
-async def show(dead_letter_id: int, _grant: ClusterToken, database: DatabaseDep) -> JsonResponse:
+async def show(dead_letter_id: RowId, _grant: ClusterToken, database: DatabaseDep) -> JsonResponse:
     found = await blocking(show_dead_letter, database, dead_letter_id)
     if found is None:
         raise not_found("dead letter")
@@ -50,7 +47,7 @@ async def show(dead_letter_id: int, _grant: ClusterToken, database: DatabaseDep)
 
 @router.post("/{dead_letter_id}/replay", summary="Replay a dead letter (once)")
 async def replay(
-    dead_letter_id: int, request: Request, _grant: ClusterToken, database: DatabaseDep
+    dead_letter_id: RowId, request: Request, _grant: ClusterToken, database: DatabaseDep
 ) -> JsonResponse:
     """Published as the command line publishes it; answered at once (``queued``): read the
     events' verdicts with ``GET …/events/{id}``. A dead letter is replayed once."""

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from sluice.gateway.admin.access import ScopedWorkspace
-from sluice.gateway.admin.pages import Cursor, Limit, decode_cursor, page
+from sluice.gateway.admin.pages import Cursor, Limit, after_time_and_id, page
 from sluice.gateway.admin.problems import Problem, blocking, invalid, not_found
 from sluice.gateway.dependencies import DatabaseDep
 from sluice.gateway.responses import JsonResponse
@@ -36,20 +36,11 @@ class NewDefinition(BaseModel):
     id: str | None = Field(default=None, description="keep an id from elsewhere (a Bunce event id)")
 
 
-def _position(cursor: str | None) -> tuple[str, str] | None:
-    after = decode_cursor(cursor)
-    if after is None:
-        return None
-    if len(after) != 2 or not all(isinstance(part, str) for part in after):
-        raise invalid([{"field": "cursor", "message": "not a cursor this API gave"}])
-    return after[0], after[1]
-
-
 @router.get("", summary="The workspace's definitions, newest first")
 async def listed(
     workspace_id: ScopedWorkspace, database: DatabaseDep, limit: Limit = 50, cursor: Cursor = None
 ) -> JsonResponse:
-    after = _position(cursor)
+    after = after_time_and_id(cursor)
     found = await blocking(
         lambda: list_definitions(database, workspace_id, limit=limit + 1, after=after)
     )

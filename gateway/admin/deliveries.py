@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from sluice.gateway.admin.access import ScopedWorkspace
-from sluice.gateway.admin.pages import Cursor, Limit, decode_cursor, page
-from sluice.gateway.admin.problems import Problem, blocking, invalid, not_found
+from sluice.gateway.admin.pages import Cursor, Limit, after_time_and_id, page
+from sluice.gateway.admin.problems import Problem, blocking, not_found
 from sluice.gateway.dependencies import DatabaseDep, RedisDep
 from sluice.gateway.responses import JsonResponse
 from sluice.store.automations import RetryRefusal, TriggerStatus, retry_trigger, show_automation
@@ -30,9 +30,7 @@ async def deliveries(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> JsonResponse:
-    after = decode_cursor(cursor)
-    if after is not None and not (len(after) == 2 and all(isinstance(p, str) for p in after)):
-        raise invalid([{"field": "cursor", "message": "not a cursor this API gave"}])
+    after = after_time_and_id(cursor)
     automation_id = automation_id[:64]
     if await blocking(show_automation, database, workspace_id, automation_id) is None:
         raise not_found("automation")
@@ -43,7 +41,7 @@ async def deliveries(
             automation_id,
             status=None if status is None else str(status),
             limit=limit + 1,
-            after=None if after is None else (after[0], after[1]),
+            after=after,
         )
     )
     chosen = found[:limit]

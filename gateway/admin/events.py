@@ -10,11 +10,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from sluice.gateway.admin.access import ScopedWorkspace
-from sluice.gateway.admin.pages import Cursor, Limit, decode_cursor, page
+from sluice.gateway.admin.pages import Cursor, Limit, before_row_id, page, utc_query
 from sluice.gateway.admin.problems import blocking, invalid, not_found
 from sluice.gateway.dependencies import DatabaseDep
 from sluice.gateway.responses import JsonResponse
-from sluice.producer.events import MAX_MESSAGE_ID_CHARS, as_utc
+from sluice.producer.events import MAX_MESSAGE_ID_CHARS
 from sluice.rules import Reason, Status
 from sluice.store.outcomes import outcome_of, outcome_page, stored_event
 from sluice.store.views import triggers_with_attempts
@@ -37,9 +37,8 @@ async def listed(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> JsonResponse:
-    after = decode_cursor(cursor)
-    if after is not None and not (len(after) == 1 and isinstance(after[0], int)):
-        raise invalid([{"field": "cursor", "message": "not a cursor this API gave"}])
+    before_id = before_row_id(cursor)
+    since, until = utc_query(since, "since"), utc_query(until, "until")
     if any(text is not None and "\x00" in text for text in (name, user_id, email)):
         raise invalid([{"field": "(query)", "message": "text may not contain a NUL character"}])
     found = await blocking(
@@ -47,14 +46,14 @@ async def listed(
             database,
             workspace_id,
             limit=limit + 1,
-            before_id=None if after is None else after[0],
+            before_id=before_id,
             status=None if status is None else str(status),
             reason=None if reason is None else str(reason),
             name=name,
             user_id=user_id,
             email=None if email is None else email.lower(),
-            since=None if since is None else as_utc(since),
-            until=None if until is None else as_utc(until),
+            since=since,
+            until=until,
         )
     )
     chosen = found[:limit]

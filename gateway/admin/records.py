@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sluice.gateway.admin.access import AdminToken, ScopedWorkspace
+from sluice.gateway.admin.pages import utc_query
 from sluice.gateway.admin.problems import Problem, blocking, invalid, not_found
 from sluice.gateway.dependencies import DatabaseDep, RedisDep
 from sluice.gateway.responses import JsonResponse
@@ -20,7 +21,6 @@ from sluice.ops.erasure import ErasureIncompleteError, erase_contact
 from sluice.ops.erasure_match import IdentifierKind
 from sluice.ops.export import ExportSelection, export_ndjson
 from sluice.ops.stats import outcome_counts
-from sluice.producer.events import as_utc
 from sluice.rules import Status
 
 router = APIRouter(prefix="/workspaces/{workspace_id}", tags=["admin: records"])
@@ -88,8 +88,8 @@ async def export(
 ) -> StreamingResponse:
     selection = ExportSelection(
         workspace_id,
-        since=None if since is None else as_utc(since),
-        until=None if until is None else as_utc(until),
+        since=utc_query(since, "since"),
+        until=utc_query(until, "until"),
         status=status,
         with_triggers=True,
     )

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from sluice.gateway.admin.access import AdminToken, ClusterToken, ScopedWorkspace
-from sluice.gateway.admin.pages import Cursor, Limit, decode_cursor, page
+from sluice.gateway.admin.pages import Cursor, Limit, after_time_and_id, page
 from sluice.gateway.admin.problems import blocking, field_errors, invalid, not_found
 from sluice.gateway.dependencies import DatabaseDep, RedisDep
 from sluice.gateway.responses import JsonResponse
@@ -20,6 +20,7 @@ from sluice.store.workspaces import MAX_WORKSPACE_NAME_CHARS, configure_workspac
 from sluice.store.write_keys import DEFAULT_GRACE_S, announce_rotation, list_workspaces, rotate_key
 
 router = APIRouter(prefix="/workspaces", tags=["admin: workspaces"])
+MAX_GRACE_S = 10 * 365 * 86_400  # ten years: longer is no grace period but a second key
 
 
 class NewWorkspaceBody(BaseModel):
@@ -36,7 +37,9 @@ class WorkspaceChange(BaseModel):
 
 class Rotation(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    grace_s: int = Field(default=DEFAULT_GRACE_S, ge=0, description="seconds old keys still work")
+    grace_s: int = Field(
+        default=DEFAULT_GRACE_S, ge=0, le=MAX_GRACE_S, description="seconds old keys still work"
+    )
 
 
 async def one_workspace(database: Any, workspace_id: str) -> dict[str, Any]:
@@ -64,12 +67,12 @@ async def create(
 async def listed(
     grant: AdminToken, database: DatabaseDep, limit: Limit = 50, cursor: Cursor = None
 ) -> JsonResponse:
-    after = decode_cursor(cursor)
+    after = after_time_and_id(cursor)
     only = None if grant.workspaces is None else list(grant.workspaces)
     found = await blocking(lambda: list_workspaces(database, only=only))
     newest_first = sorted(found, key=lambda w: (w["created_at"], w["workspace_id"]), reverse=True)
     if after is not None:
-        newest_first = [w for w in newest_first if [w["created_at"], w["workspace_id"]] < after]
+        newest_first = [w for w in newest_first if (w["created_at"], w["workspace_id"]) < after]
     chosen = newest_first[:limit]
     more = len(newest_first) > limit
     last = [chosen[-1]["created_at"], chosen[-1]["workspace_id"]] if more else None
@@ -94,6 +97,8 @@ async def change(
         ) from exc
     except ValueError as exc:
         raise invalid([{"field": "settings", "message": str(exc)}]) from exc
+    except LookupError as exc:  # deleted meanwhile
+        raise not_found("workspace") from exc
     return JsonResponse(await one_workspace(database, workspace_id))
 
 

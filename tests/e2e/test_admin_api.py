@@ -538,3 +538,44 @@ def test_sluice_audit_lists_the_writes_of_the_control_plane(stack: Stack) -> Non
     assert [(e["operation"], e["target"], e["outcome"]) for e in mine] == [
         ("POST /admin/v1/workspaces", "/admin/v1/workspaces", 201)
     ]
+
+
+def test_what_a_client_puts_in_a_path_query_or_cursor_is_never_a_500(stack: Stack) -> None:
+    import base64
+
+    def cursor(position: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+    import json
+
+    ws = stack.new_workspace().workspace_id
+    root = create_token(stack.engine, "root").token
+    base = f"/admin/v1/workspaces/{ws}"
+    # lists by (creation time, id), and lists by row id
+    by_time = [cursor(["x", "y"]), cursor(["2026-12-01T00:00:00", "a"]), cursor([1]), "!!"]
+    by_row = [cursor([0]), cursor([10**20]), cursor(["x"]), cursor([1.5]), cursor([None])]
+    with httpx.Client(
+        base_url=stack.gateway_url, headers={"Authorization": f"Bearer {root}"}, timeout=10
+    ) as http:
+        for path, refused in (
+            ("/admin/v1/workspaces", by_time),
+            (f"{base}/definitions", by_time),
+            (f"{base}/automations", by_time),
+            (f"{base}/events", by_row),
+            ("/admin/v1/audit", by_row),
+            ("/admin/v1/dead-letters", by_row),
+        ):
+            for bad in refused:
+                answer = http.get(path, params={"cursor": bad})
+                assert answer.status_code == 422, (path, bad, answer.text)
+        for since in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"):
+            for path in (f"{base}/events", f"{base}/export"):
+                answer = http.get(path, params={"since": since})
+                assert answer.status_code == 422, (path, since, answer.text)
+        assert http.get(f"/admin/v1/dead-letters/{10**20}").status_code == 422
+        assert http.get("/admin/v1/dead-letters/0").status_code == 422
+        huge = http.post(f"{base}/write-key/rotate", json={"grace_s": 10**11})
+        assert huge.status_code == 422, huge.text
+        long_id = "a" * 500
+        for path in (f"{base}/automations/{long_id}", f"{base}/definitions/{long_id}"):
+            assert http.get(path).status_code == 404

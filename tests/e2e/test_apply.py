@@ -32,6 +32,8 @@ workspaces:
         action: {{type: webhook, url: "http://127.0.0.1:9/hooks"}}
       - on: Program Released
         action: {{type: bulletin}}
+      - on: Signed Up
+        action: {{type: task, name: crm.signed_up}}
 """
 
 
@@ -73,7 +75,7 @@ def test_a_file_is_applied_once_and_again_changes_nothing(
     path.write_text(FILE.format(name=name))
     before = counts(engine)
     dry = applied(database_url, path, "--dry-run")
-    assert dry["dry_run"] is True and len(dry["changes"]) == 6, dry
+    assert dry["dry_run"] is True and len(dry["changes"]) == 7, dry
     assert dry["made"] == [] and counts(engine) == before
 
     done = applied(database_url, path)
@@ -90,11 +92,12 @@ def test_a_file_is_applied_once_and_again_changes_nothing(
     assert {(a["on"], a["action"], a["target"]) for a in found} == {
         ("Signed Up", "webhook", "http://127.0.0.1:9/hooks"),
         ("Program Released", "bulletin", None),
+        ("Signed Up", "task", "crm.signed_up"),  # its default queue: the same one again
     }
 
     again = applied(database_url, path)
     assert again["changes"] == [] and again["made"] == [], again
-    assert counts(engine) == (before[0] + 1, before[1] + 2)
+    assert counts(engine) == (before[0] + 1, before[1] + 3)
 
     path.write_text(FILE.format(name=name).replace("rate_limit_per_s: 50", "rate_limit_per_s: 60"))
     changed = applied(database_url, path)
@@ -124,6 +127,17 @@ def test_a_file_that_cannot_be_applied_whole_changes_nothing(
         (FILE.format(name=second).replace("bot_mode: flag", "bot_mode: loud"), "bot_mode"),
         (FILE.format(name=second) + FILE.format(name=second).split("workspaces:\n", 1)[1], "twice"),
         ("workspaces: [{name: x, colour: red}]", "colour"),
+        ("workspaces: [{name: '  '}]", "blank"),
+        (
+            "workspaces: [{name: y, definitions: [{format: bunce, name: P}, "
+            "{format: bunce, name: P}]}]",
+            "twice",
+        ),
+        ("workspaces: [{name: y, definitions: [{format: bunce, name: P, id: nope}]}]", "UUID"),
+        (
+            "workspaces: [{name: y, automations: [{on: X, action: {type: bulletin, queue: q}}]}]",
+            "queue goes with a task",
+        ),
         ("{not: yaml: at all", "not YAML"),
     ):
         path.write_text(broken)
