@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, upda
 from sluice.actions import ACTIONS, Action, Target
 from sluice.actions.webhook import new_secret
 from sluice.producer.events import Event, as_utc, utc_now
-from sluice.store.engine import matches_any, writing
+from sluice.store.engine import matches_any, older_than, writing
 from sluice.store.schema import automations, trigger_deliveries, workspaces
 
 
@@ -225,13 +225,7 @@ def list_automations(
     if automation_id is not None:
         query = query.where(table.c.id == automation_id)
     if after is not None:
-        created_at, last_id = datetime.fromisoformat(after[0]), after[1]
-        query = query.where(
-            or_(
-                table.c.created_at < created_at,
-                and_(table.c.created_at == created_at, table.c.id < last_id),
-            )
-        )
+        query = query.where(older_than(table, after))
     if limit is not None:
         query = query.limit(limit)
     by_automation: dict[str, dict[str, int]] = {}

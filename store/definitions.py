@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Engine, and_, delete, or_, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from sluice.producer.events import as_utc, utc_now
-from sluice.store.engine import writing
+from sluice.store.engine import older_than, writing
 from sluice.store.schema import event_definitions, workspaces
 
 Format = Literal["bunce", "clevertap"]
@@ -151,13 +150,7 @@ def list_definitions(
         .order_by(table.c.created_at.desc(), table.c.id.desc())
     )
     if after is not None:
-        created_at, definition_id = datetime.fromisoformat(after[0]), after[1]
-        query = query.where(
-            or_(
-                table.c.created_at < created_at,
-                and_(table.c.created_at == created_at, table.c.id < definition_id),
-            )
-        )
+        query = query.where(older_than(table, after))
     if limit is not None:
         query = query.limit(limit)
     with engine.connect() as conn:

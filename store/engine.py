@@ -6,6 +6,7 @@ import threading
 import weakref
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -19,11 +20,13 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    and_,
     any_,
     bindparam,
     create_engine,
     event,
     func,
+    or_,
     select,
     true,
 )
@@ -281,3 +284,13 @@ def by_workspace(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     for workspace_id, key in keys:
         grouped.setdefault(workspace_id, set()).add(key)
     return {workspace_id: sorted(values) for workspace_id, values in grouped.items()}
+
+
+def older_than(table: Table, after: tuple[str, str]) -> ColumnElement[bool]:
+    """The rows of ``table`` after ``after`` (its ``created_at`` as ISO text, its ``id``) in
+    a newest-first list ordered by ``(created_at, id)``: the next page of the control plane."""
+    created_at, last_id = datetime.fromisoformat(after[0]), after[1]
+    return or_(
+        table.c.created_at < created_at,
+        and_(table.c.created_at == created_at, table.c.id < last_id),
+    )

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, or_, select
+from sqlalchemy import Connection, Engine, select
 
 from sluice.producer.events import as_utc
-from sluice.store.engine import matches_any
+from sluice.store.engine import matches_any, older_than
 from sluice.store.schema import (
     automations,
     delivery_attempts,
@@ -173,13 +173,7 @@ def deliveries_of(
     if status is not None:
         query = query.where(table.c.status == status)
     if after is not None:
-        created_at, trigger_id = datetime.fromisoformat(after[0]), after[1]
-        query = query.where(
-            or_(
-                table.c.created_at < created_at,
-                and_(table.c.created_at == created_at, table.c.id < trigger_id),
-            )
-        )
+        query = query.where(older_than(table, after))
     with engine.connect() as conn:
         triggers = [_trigger_view(row) for row in conn.execute(query)]
         return with_attempts(conn, triggers)
