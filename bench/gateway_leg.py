@@ -14,8 +14,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,3 +176,21 @@ def gateway(code: Code, redis_url: str, scratch: Path, **settings: str) -> Itera
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def run_legs(
+    baseline_ref: str | None,
+    redis_url: str,
+    prefix: str,
+    leg: Callable[[Running], dict[str, object]],
+) -> list[dict[str, object]]:
+    """``leg`` against a gateway of the baseline (if asked), then of the current code; what
+    each returned. Stops cleanly on SIGTERM too (the worktree is removed)."""
+    stop_on_sigterm()
+    results = []
+    with contextlib.ExitStack() as cleanup:
+        scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+        for code in code_versions(baseline_ref, scratch, cleanup):
+            with gateway(code, redis_url, scratch) as running:
+                results.append(leg(running))
+    return results

@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import gc
 import json
 import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +35,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gateway_leg import Running, code_versions, gateway, rss_mb, say, stop_on_sigterm
+from gateway_leg import Running, rss_mb, run_legs, say
 from throughput import machine
 
 SETTLE_S = 2.0
@@ -111,13 +109,9 @@ def main() -> None:
     parser.add_argument("--key-bytes", type=int, default=256 * 1024)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
-    stop_on_sigterm()
-    results = []
-    with contextlib.ExitStack() as cleanup:
-        scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="junk-keys-")))
-        for code in code_versions(args.baseline_ref, scratch, cleanup):
-            with gateway(code, args.redis_url, scratch) as running:
-                results.append(leg(running, args))
+    results = run_legs(
+        args.baseline_ref, args.redis_url, "junk-keys-", lambda running: leg(running, args)
+    )
     print(f"machine: {machine()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(f"{args.requests} requests, each with its own {args.key_bytes}-byte junk key")
     print("| code | RSS before MB | RSS after MB | growth MB | answers |")

@@ -19,11 +19,9 @@ and a batch over 64 calls is validated on a worker thread.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import multiprocessing
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -35,7 +33,7 @@ import orjson
 import redis
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gateway_leg import Running, code_versions, gateway, percentile, say, stop_on_sigterm
+from gateway_leg import Running, percentile, run_legs, say
 from throughput import machine
 
 CLIENTS = 4
@@ -117,13 +115,9 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--sample-ms", type=float, default=20.0)
     args = parser.parse_args()
-    stop_on_sigterm()
-    results = []
-    with contextlib.ExitStack() as cleanup:
-        scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="loop-stall-")))
-        for code in code_versions(args.baseline_ref, scratch, cleanup):
-            with gateway(code, args.redis_url, scratch) as running:
-                results.append(leg(running, args))
+    results = run_legs(
+        args.baseline_ref, args.redis_url, "loop-stall-", lambda running: leg(running, args)
+    )
     print(f"machine: {machine()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(f"{CLIENTS} clients posting {args.calls}-call batches for {args.duration_s:g} s")
     print("| code | /livez p50 ms | p99 ms | max ms | samples | batch answers |")
